@@ -1,0 +1,23 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+from console import views
+
+admin.site.site_header = f"{settings.SITE_NAME} staff"
+admin.site.site_title = f"{settings.SITE_NAME} staff"
+admin.site.index_title = "Operations"
+
+
+console_patterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("help/", views.help_center, name="help"),
+]
+
+urlpatterns = [
+    path("", include((console_patterns, "console"))),
+    path("healthz", views.healthz, name="healthz"),
+    path("profile/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]

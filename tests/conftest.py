@@ -1,0 +1,200 @@
+"""Shared fixtures: the users alice (owner), bob (another user) and charlie (staff), live
+servers of the whole ASGI application, and a Chromium browser driven by Playwright."""
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.conf import settings
+
+from console.celery import app as celery_app
+
+# Tests render templates without running collectstatic first.
+settings.STORAGES = {
+    **settings.STORAGES,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+settings.WHITENOISE_USE_FINDERS = True
+# Hashing strength is not under test; a fast hasher keeps the suite quick.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Celery runs tasks in the test process, as it does on a machine without Redis.
+celery_app.conf.task_always_eager = True
+celery_app.conf.task_eager_propagates = True
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(settings.BASE_DIR) / "artifacts"
+PASSWORD = "correct-horse-battery"
+
+
+def pytest_collection_modifyitems(config, items):
+    postgres = settings.IS_POSTGRES
+    redis = bool(settings.REDIS_URL)
+    for item in items:
+        if "postgres" in item.keywords and not postgres:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs PostgreSQL row locking: set DATABASE_URL=postgres://…"
+                )
+            )
+        if "redis" in item.keywords and not redis:
+            item.add_marker(pytest.mark.skip(reason="needs a real Redis: set REDIS_URL=redis://…"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate limits and cached lookups do not leak from one test into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def make_user(email, *, staff=False, name=""):
+    from accounts.models import User
+
+    user = User.objects.create_user(
+        email=email, password=PASSWORD, name=name, is_staff=staff, is_superuser=staff
+    )
+    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+    return user
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice@example.com", name="Alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob@example.com", name="Bob")
+
+
+@pytest.fixture
+def charlie(db):
+    return make_user("charlie@example.com", staff=True, name="Charlie")
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(client, bob):
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def staff_client(client, charlie):
+    client.force_login(charlie)
+    return client
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The project's ASGI application (console and gateway) served by uvicorn in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_site(transactional_db):
+    """The whole site over HTTP, with the test database. Emails land in mail.outbox."""
+    from console.asgi import application
+
+    server = LiveServer(application).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM}: apt-get install -y chromium")
+    # Playwright's sync API keeps an event loop in this thread; the tests still use the ORM.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A browser tab that records console errors (CSP violations among them)."""
+
+    def __init__(self, page, base_url, name):
+        self.page = page
+        self.base_url = base_url
+        self.name = name
+        self.errors = []
+        self.shots = 0
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def __getattr__(self, name):
+        return getattr(self.page, name)
+
+    def open(self, path):
+        return self.page.goto(self.base_url + path)
+
+    def screenshot(self, label):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.shots += 1
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{self.name}-{self.shots:02d}-{label}".lower())
+        self.page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
+
+
+@pytest.fixture
+def page(browser, live_site, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = Page(context.new_page(), live_site.url, request.node.name)
+    yield tab
+    context.close()
+    assert tab.errors == [], f"the browser console reported errors: {tab.errors}"
