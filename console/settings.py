@@ -7,6 +7,7 @@ on the production parts; README.md lists them all.
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -100,6 +101,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.site",
+                "billing.context_processors.balance",
             ],
             "builtins": ["console.templatetags.console"],
         },
@@ -157,7 +159,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE = {}
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-recharge-orders": {"task": "billing.tasks.reconcile_orders", "schedule": 60.0},
+    "apply-due-price-adjustments": {
+        "task": "billing.tasks.apply_due_price_adjustments",
+        "schedule": 60.0,
+    },
+}
 
 # Email: printed to the terminal unless a mail server is configured.
 _email_host = env("EMAIL_HOST")
@@ -253,6 +261,22 @@ warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.
 WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "media")))
 
+# Payments. The sandbox credits balances without money: development and demos only.
+PAYMENTS_SANDBOX = env_bool("PAYMENTS_SANDBOX", DEBUG)
+SANDBOX_PAYMENT_SECRET = env("SANDBOX_PAYMENT_SECRET")
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = env("STRIPE_API_BASE")  # only to point tests at a local fake of Stripe
+RECHARGE_MIN = env_int("RECHARGE_MIN_USD", 1) * 1_000_000
+RECHARGE_MAX = env_int("RECHARGE_MAX_USD", 10_000) * 1_000_000
+RECHARGE_PRESETS = [
+    int(v) * 1_000_000 for v in env_list("RECHARGE_PRESETS_USD", [10, 20, 50, 100, 500])
+]
+RECHARGE_LATE_AFTER = timedelta(minutes=10)
+RECHARGE_EXPIRE_AFTER = timedelta(hours=env_int("RECHARGE_EXPIRE_HOURS", 24))
+# Redemption code attempts per user, and the window they are counted in (seconds).
+REDEEM_ATTEMPTS = (env_int("REDEEM_ATTEMPTS", 10), env_int("REDEEM_WINDOW_SECONDS", 600))
+
 # Security headers. A strict policy: scripts and styles from this site only (plus a per-request
 # nonce), no inline code. Chart data travels in json_script blocks, which are not executed.
 SECURE_CSP = {
@@ -265,7 +289,8 @@ SECURE_CSP = {
     "object-src": [CSP.NONE],
     "base-uri": [CSP.NONE],
     "frame-ancestors": [CSP.NONE],
-    "form-action": [CSP.SELF, *env_list("CSP_FORM_ACTION")],
+    # Stripe Checkout is reached by a redirect after the recharge form, which form-action governs.
+    "form-action": [CSP.SELF, *(["https://checkout.stripe.com"] if STRIPE_SECRET_KEY else [])],
 }
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -21,6 +21,9 @@ settings.STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 settings.WHITENOISE_USE_FINDERS = True
+# Live-server threads close their connections after each request, so that the test database
+# can be dropped at the end.
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 # Hashing strength is not under test; a fast hasher keeps the suite quick.
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Celery runs tasks in the test process, as it does on a machine without Redis.
@@ -88,6 +91,41 @@ def bob(db):
 @pytest.fixture
 def charlie(db):
     return make_user("charlie@example.com", staff=True, name="Charlie")
+
+
+@pytest.fixture
+def default_group(db):
+    from billing.models import Group
+
+    return Group.objects.get(name="default")
+
+
+@pytest.fixture
+def model_price(db):
+    from decimal import Decimal
+
+    from billing.models import ModelPrice
+
+    return ModelPrice.objects.create(
+        model="gpt-4o-mini",
+        vendor="OpenAI",
+        model_multiplier=Decimal("0.075"),
+        completion_multiplier=Decimal(4),
+    )
+
+
+def ledger_sum(user):
+    from django.db.models import Sum
+
+    from billing.models import LedgerEntry
+
+    return LedgerEntry.objects.filter(account__user=user).aggregate(s=Sum("amount"))["s"] or 0
+
+
+def balance_of(user):
+    from billing.models import Account
+
+    return Account.objects.get(user=user).balance
 
 
 @pytest.fixture

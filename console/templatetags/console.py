@@ -1,3 +1,5 @@
+from decimal import Decimal, InvalidOperation
+
 from django import template
 
 from console.lib.money import format_usd
@@ -15,3 +17,15 @@ def usd(micros):
 def usd_exact(micros):
     """{{ log.cost|usd_exact }} → $0.007500"""
     return format_usd(micros, exact=True)
+
+
+@register.filter
+def mult(value):
+    """A multiplier without trailing zeros: Decimal("0.500000") → 0.5, Decimal("4.000000") → 4."""
+    if value is None or value == "":
+        return ""
+    try:
+        normalized = Decimal(value).normalize()
+    except (InvalidOperation, TypeError, ValueError):
+        return value
+    return format(normalized, "f")

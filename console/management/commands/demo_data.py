@@ -1,23 +1,58 @@
+from decimal import Decimal
+
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import User
+from billing import services
+from billing.models import BonusTier, Group, LedgerEntry, ModelPrice
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "try-the-demo"  # noqa: S105 (printed for the demo on purpose)
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-console"  # noqa: S105
+DEMO_CREDIT_REASON = "Demo balance"
+
+GROUPS = [
+    ("default", "Open to everyone.", "1", False),
+    ("vip", "Priority channels with more headroom.", "1.5", False),
+    ("training", "Large batch and training-data workloads. Needs a grant.", "0.6", True),
+]
+# model, vendor, model multiplier, completion multiplier, per-call price in micro-dollars
+MODELS = [
+    ("gpt-4o-mini", "OpenAI", "0.075", "4", None),
+    ("gpt-4o", "OpenAI", "1.25", "4", None),
+    ("gpt-4.1", "OpenAI", "1", "4", None),
+    ("o3-mini", "OpenAI", "0.55", "4", None),
+    ("claude-sonnet-4", "Anthropic", "1.5", "5", None),
+    ("claude-3-5-haiku", "Anthropic", "0.4", "5", None),
+    ("gemini-2.0-flash", "Google", "0.05", "4", None),
+    ("deepseek-chat", "DeepSeek", "0.135", "4", None),
+    ("text-embedding-3-small", "OpenAI", "0.01", "1", None),
+    ("dall-e-3", "OpenAI", "1", "1", 40_000),
+]
+TIERS = [(500, "5"), (2_000, "8"), (10_000, "10")]
 
 
 class Command(BaseCommand):
-    help = "Loads the demo user and a staff user. Safe to run again: nothing is duplicated."
+    help = "Loads demo users, lines, prices and bonus tiers. Safe to run again: nothing doubles."
 
     def handle(self, *args, **options):
         with transaction.atomic():
-            _demo, demo_new = _user(DEMO_EMAIL, DEMO_PASSWORD, name="Demo User")
+            demo, demo_new = _user(DEMO_EMAIL, DEMO_PASSWORD, name="Demo User")
             _admin, admin_new = _user(ADMIN_EMAIL, ADMIN_PASSWORD, name="Staff", staff=True)
+            _prices()
+            if not LedgerEntry.objects.filter(
+                account__user=demo, reason=DEMO_CREDIT_REASON
+            ).exists():
+                services.balance_credit(
+                    user=demo,
+                    amount=20_000_000,
+                    kind=LedgerEntry.Kind.ADJUSTMENT,
+                    reason=DEMO_CREDIT_REASON,
+                )
         self.stdout.write("")
         self.stdout.write(
             self.style.SUCCESS(f"{settings.SITE_NAME} demo is ready at {settings.SITE_URL}")
@@ -40,6 +75,34 @@ def _user(email, password, *, name, staff=False):
         user=user, email=email, defaults={"verified": True, "primary": True}
     )
     return user, created
+
+
+def _prices():
+    for position, (name, description, multiplier, needs_grant) in enumerate(GROUPS):
+        Group.objects.get_or_create(
+            name=name,
+            defaults={
+                "description": description,
+                "multiplier": Decimal(multiplier),
+                "requires_grant": needs_grant,
+                "position": position,
+            },
+        )
+    for model, vendor, multiplier, completion, per_call in MODELS:
+        ModelPrice.objects.get_or_create(
+            model=model,
+            defaults={
+                "vendor": vendor,
+                "model_multiplier": Decimal(multiplier),
+                "completion_multiplier": Decimal(completion),
+                "pricing": ModelPrice.Pricing.PER_CALL if per_call else ModelPrice.Pricing.TOKENS,
+                "call_price": per_call or 0,
+            },
+        )
+    for dollars, percent in TIERS:
+        BonusTier.objects.get_or_create(
+            threshold=dollars * 1_000_000, defaults={"percent": Decimal(percent)}
+        )
 
 
 def _note(created):

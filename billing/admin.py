@@ -1,0 +1,725 @@
+import csv
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from billing import services
+from billing.forms import (
+    PRICE_FIELDS,
+    BalanceAdjustForm,
+    PriceChangeFields,
+    RedemptionBatchForm,
+    RefundForm,
+    StaffReasonForm,
+)
+from billing.models import (
+    Account,
+    BillingSettings,
+    BonusTier,
+    Group,
+    GroupGrant,
+    LedgerEntry,
+    ModelPrice,
+    OrderAction,
+    PaymentEvent,
+    PriceAdjustment,
+    RechargeOrder,
+    RedemptionBatch,
+    RedemptionCode,
+)
+from console.lib.money import format_usd
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by services only: staff look, never edit."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _usd(value):
+    return format_usd(value)
+
+
+def ask_then(request, queryset, *, form_class, title, action, apply, description=""):
+    """An admin action that first asks for a reason (and more) on an intermediate page."""
+    if "apply" in request.POST:
+        form = form_class(request.POST)
+        if form.is_valid():
+            done = 0
+            for obj in queryset:
+                try:
+                    apply(obj, form.cleaned_data)
+                    done += 1
+                except services.BillingError as error:
+                    messages.error(request, f"{obj}: {error}")
+            if done:
+                messages.success(request, f"{title}: {done} done.")
+            return None
+    else:
+        form = form_class()
+    return TemplateResponse(
+        request,
+        "admin/billing/ask_reason.html",
+        {
+            "title": title,
+            "description": description,
+            "objects": queryset,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "opts": queryset.model._meta,
+        },
+    )
+
+
+# Balances
+
+
+class LedgerInline(admin.TabularInline):
+    model = LedgerEntry
+    fields = (
+        "created_at",
+        "kind",
+        "amount_usd",
+        "balance_after_usd",
+        "order",
+        "staff_user",
+        "reason",
+    )
+    readonly_fields = fields
+    ordering = ("-id",)
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = "latest ledger entries"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        ids = queryset.order_by("-id").values_list("id", flat=True)[:20]
+        return queryset.filter(id__in=list(ids))
+
+    @admin.display(description="amount")
+    def amount_usd(self, entry):
+        return _usd(entry.amount)
+
+    @admin.display(description="balance after")
+    def balance_after_usd(self, entry):
+        return _usd(entry.balance_after)
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ("user", "balance_usd", "held_usd", "recharged_usd", "updated_at")
+    search_fields = ("user__email",)
+    list_select_related = ("user",)
+    readonly_fields = ("user", "balance_usd", "held_usd", "recharged_usd", "updated_at")
+    fields = readonly_fields
+    inlines = [LedgerInline]
+    actions = ["adjust_balance"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_usd(self, account):
+        return _usd(account.balance)
+
+    @admin.display(description="held for requests", ordering="held")
+    def held_usd(self, account):
+        return _usd(account.held)
+
+    @admin.display(description="recharged in total", ordering="total_recharged")
+    def recharged_usd(self, account):
+        return _usd(account.total_recharged)
+
+    @admin.action(description="Adjust balance (asks for an amount and a reason)")
+    def adjust_balance(self, request, queryset):
+        def apply(account, data):
+            services.balance_adjust(
+                user=account.user,
+                amount=data["amount"],
+                staff_user=request.user,
+                reason=data["reason"],
+            )
+
+        return ask_then(
+            request,
+            queryset,
+            form_class=BalanceAdjustForm,
+            title="Adjust balance",
+            action="adjust_balance",
+            apply=apply,
+            description="The change and its reason are written to each user's ledger.",
+        )
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "account",
+        "kind",
+        "amount_usd",
+        "balance_after_usd",
+        "order",
+        "staff_user",
+    )
+    list_filter = ("kind", "created_at")
+    search_fields = ("account__user__email", "order__number", "reason")
+    list_select_related = ("account__user", "order", "staff_user")
+    show_full_result_count = False
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_usd(self, entry):
+        return _usd(entry.amount)
+
+    @admin.display(description="balance after")
+    def balance_after_usd(self, entry):
+        return _usd(entry.balance_after)
+
+
+# Prices
+
+
+class PriceChangeAdminForm(forms.ModelForm):
+    """A price edit form that also asks why and from when, and records the adjustment."""
+
+    change_reason = PriceChangeFields.base_fields["change_reason"]
+    change_effective_at = PriceChangeFields.base_fields["change_effective_at"]
+
+    def changed_prices(self):
+        if self.instance.pk is None:
+            return {}
+        return {
+            PRICE_FIELDS[name]: self.cleaned_data[name]
+            for name in PRICE_FIELDS
+            if name in self.changed_data
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.changed_prices() and not (cleaned.get("change_reason") or "").strip():
+            self.add_error("change_reason", "Say why the price changes: it is published.")
+        return cleaned
+
+
+class PriceChangeAdmin(admin.ModelAdmin):
+    form = PriceChangeAdminForm
+
+    def save_model(self, request, obj, form, change):
+        new_prices = form.changed_prices()
+        if not new_prices:
+            return super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            current = type(obj).objects.select_for_update().get(pk=obj.pk)
+            for name in PRICE_FIELDS:
+                if hasattr(current, name):
+                    setattr(obj, name, getattr(current, name))
+            super().save_model(request, obj, form, change)
+            adjustments = services.price_change(
+                target=current,
+                new_values=new_prices,
+                reason=form.cleaned_data["change_reason"],
+                staff_user=request.user,
+                effective_at=form.cleaned_data["change_effective_at"],
+            )
+        obj.refresh_from_db()
+        when = adjustments[0].effective_at if adjustments else None
+        if when and when > timezone.now():
+            messages.info(request, f"Price change of {obj} scheduled for {when:%Y-%m-%d %H:%M %Z}.")
+        else:
+            messages.info(
+                request, f"Price change of {obj} recorded as {len(adjustments)} adjustment(s)."
+            )
+
+
+class GroupGrantInline(admin.TabularInline):
+    model = GroupGrant
+    fields = ("user", "note", "granted_by", "created_at")
+    readonly_fields = ("granted_by", "created_at")
+    autocomplete_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Group)
+class GroupAdmin(PriceChangeAdmin):
+    list_display = ("name", "multiplier", "requires_grant", "is_active", "grant_count", "position")
+    list_filter = ("requires_grant", "is_active")
+    search_fields = ("name", "description")
+    fields = (
+        "name",
+        "description",
+        "multiplier",
+        "requires_grant",
+        "is_active",
+        "position",
+        "change_reason",
+        "change_effective_at",
+    )
+    inlines = [GroupGrantInline]
+
+    @admin.display(description="grants")
+    def grant_count(self, group):
+        return group.grants.count()
+
+    def save_formset(self, request, form, formset, change):
+        for grant in formset.save(commit=False):
+            if grant.granted_by_id is None:
+                grant.granted_by = request.user
+            grant.save()
+        for grant in formset.deleted_objects:
+            grant.delete()
+
+
+@admin.register(GroupGrant)
+class GroupGrantAdmin(admin.ModelAdmin):
+    list_display = ("user", "group", "granted_by", "created_at", "note")
+    list_filter = ("group",)
+    search_fields = ("user__email", "group__name")
+    autocomplete_fields = ("user",)
+    readonly_fields = ("granted_by", "created_at")
+
+    def save_model(self, request, obj, form, change):
+        if obj.granted_by_id is None:
+            obj.granted_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(PriceChangeAdmin):
+    list_display = (
+        "model",
+        "vendor",
+        "pricing",
+        "model_multiplier",
+        "completion_multiplier",
+        "call_price_usd",
+        "input_per_m",
+        "output_per_m",
+        "enabled",
+    )
+    list_filter = ("vendor", "pricing", "enabled")
+    search_fields = ("model", "vendor")
+    fields = (
+        "model",
+        "vendor",
+        "pricing",
+        "model_multiplier",
+        "completion_multiplier",
+        "call_price",
+        "enabled",
+        "change_reason",
+        "change_effective_at",
+    )
+
+    @admin.display(description="per call")
+    def call_price_usd(self, price):
+        return _usd(price.call_price) if price.is_per_call else "—"
+
+    @admin.display(description="input / 1M")
+    def input_per_m(self, price):
+        return "—" if price.is_per_call else _usd(price.input_per_million())
+
+    @admin.display(description="output / 1M")
+    def output_per_m(self, price):
+        return "—" if price.is_per_call else _usd(price.output_per_million())
+
+
+@admin.register(PriceAdjustment)
+class PriceAdjustmentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "target",
+        "field",
+        "old_value",
+        "new_value",
+        "effective_at",
+        "applied_at",
+        "staff_user",
+        "reason",
+    )
+    list_filter = ("field", "applied_at", "effective_at")
+    search_fields = ("model_price__model", "group__name", "reason", "batch")
+    list_select_related = ("model_price", "group", "staff_user")
+
+
+@admin.register(BonusTier)
+class BonusTierAdmin(admin.ModelAdmin):
+    list_display = ("threshold_usd", "percent")
+
+    @admin.display(description="from cumulative recharges of", ordering="threshold")
+    def threshold_usd(self, tier):
+        return _usd(tier.threshold)
+
+
+@admin.register(BillingSettings)
+class BillingSettingsAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "recharge_threshold", "spend_threshold")
+
+    def has_add_permission(self, request):
+        return not BillingSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="enterprise: cumulative recharges from")
+    def recharge_threshold(self, obj):
+        return _usd(obj.enterprise_recharge_threshold)
+
+    @admin.display(description="enterprise: daily spend from")
+    def spend_threshold(self, obj):
+        return _usd(obj.enterprise_daily_spend_threshold)
+
+
+# Recharge orders
+
+
+class LateOrderFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("late", "Pending for more than 10 minutes"),
+            ("today", "Created in the last 24 hours"),
+            ("week", "Created in the last 7 days"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "late":
+            return queryset.filter(
+                status__in=[RechargeOrder.Status.PENDING, RechargeOrder.Status.PAID],
+                created_at__lt=now - settings.RECHARGE_LATE_AFTER,
+            )
+        if self.value() == "today":
+            return queryset.filter(created_at__gte=now - timedelta(days=1))
+        if self.value() == "week":
+            return queryset.filter(created_at__gte=now - timedelta(days=7))
+        return queryset
+
+
+class OrderActionInline(admin.TabularInline):
+    model = OrderAction
+    fields = ("created_at", "action", "staff_user", "reason", "detail")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+class PaymentEventInline(admin.TabularInline):
+    model = PaymentEvent
+    fields = ("received_at", "event_id", "event_type", "outcome", "detail")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(RechargeOrder)
+class RechargeOrderAdmin(admin.ModelAdmin):
+    list_display = (
+        "number",
+        "user",
+        "amount_usd",
+        "bonus_usd",
+        "provider",
+        "status_badge",
+        "created_at",
+        "age",
+    )
+    list_filter = ("status", "provider", LateOrderFilter)
+    search_fields = ("number", "provider_reference", "payment_reference", "user__email")
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    readonly_fields = (
+        "number",
+        "user",
+        "amount_usd",
+        "bonus_usd",
+        "provider",
+        "provider_reference",
+        "payment_reference",
+        "status",
+        "failure_reason",
+        "created_at",
+        "paid_at",
+        "credited_at",
+        "failed_at",
+        "refunded_at",
+        "expired_at",
+        "refunded_amount_usd",
+    )
+    fields = readonly_fields
+    inlines = [OrderActionInline, PaymentEventInline]
+    actions = ["credit_by_hand", "mark_failed", "refund", "export_csv"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # An order's page is for reading; money moves only through the actions.
+        return super().has_change_permission(request, obj) if obj is None else False
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_usd(self, order):
+        return _usd(order.amount)
+
+    @admin.display(description="bonus", ordering="bonus")
+    def bonus_usd(self, order):
+        return _usd(order.bonus)
+
+    @admin.display(description="refunded")
+    def refunded_amount_usd(self, order):
+        return _usd(order.refunded_amount)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, order):
+        if order.is_late():
+            return format_html(
+                '<strong class="late-order">{} — late</strong>', order.get_status_display()
+            )
+        return order.get_status_display()
+
+    @admin.display(description="age")
+    def age(self, order):
+        minutes = int((timezone.now() - order.created_at).total_seconds() // 60)
+        if minutes < 60:
+            return f"{minutes} min"
+        if minutes < 48 * 60:
+            return f"{minutes // 60} h"
+        return f"{minutes // 1440} d"
+
+    @admin.action(description="Credit by hand (a confirmed late payment)")
+    def credit_by_hand(self, request, queryset):
+        def apply(order, data):
+            if not services.order_credit(
+                order=order, staff_user=request.user, reason=data["reason"]
+            ):
+                raise services.OrderStateError(
+                    f"already {order.get_status_display().lower()}, nothing done"
+                )
+
+        return ask_then(
+            request,
+            queryset,
+            form_class=StaffReasonForm,
+            title="Credit by hand",
+            action="credit_by_hand",
+            apply=apply,
+            description=(
+                "Credits each order's amount and bonus once; "
+                "an order already credited is left alone."
+            ),
+        )
+
+    @admin.action(description="Mark failed")
+    def mark_failed(self, request, queryset):
+        def apply(order, data):
+            services.order_mark_failed(order=order, staff_user=request.user, reason=data["reason"])
+
+        return ask_then(
+            request,
+            queryset,
+            form_class=StaffReasonForm,
+            title="Mark failed",
+            action="mark_failed",
+            apply=apply,
+        )
+
+    @admin.action(description="Refund (takes the credit back)")
+    def refund(self, request, queryset):
+        def apply(order, data):
+            services.order_refund(
+                order=order, staff_user=request.user, reason=data["reason"], force=data["force"]
+            )
+
+        return ask_then(
+            request,
+            queryset,
+            form_class=RefundForm,
+            title="Refund",
+            action="refund",
+            apply=apply,
+            description=(
+                "Debits the amount and bonus each order credited, "
+                "and refunds at the payment provider."
+            ),
+        )
+
+    @admin.action(description="Export selected as CSV")
+    def export_csv(self, request, queryset):
+        class Echo:
+            def write(self, value):
+                return value
+
+        writer = csv.writer(Echo())
+        header = [
+            "number",
+            "email",
+            "amount_usd",
+            "bonus_usd",
+            "provider",
+            "provider_reference",
+            "status",
+            "created_at",
+            "credited_at",
+        ]
+
+        def rows():
+            yield writer.writerow(header)
+            for order in queryset.select_related("user").order_by("-created_at").iterator():
+                yield writer.writerow(
+                    [
+                        order.number,
+                        order.user.email,
+                        _usd(order.amount).lstrip("$"),
+                        _usd(order.bonus).lstrip("$"),
+                        order.provider,
+                        order.provider_reference,
+                        order.status,
+                        order.created_at.isoformat(),
+                        order.credited_at.isoformat() if order.credited_at else "",
+                    ]
+                )
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="recharge-orders.csv"'
+        return response
+
+
+@admin.register(PaymentEvent)
+class PaymentEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "received_at",
+        "provider",
+        "event_type",
+        "event_id",
+        "order",
+        "outcome",
+        "detail",
+    )
+    list_filter = ("provider", "outcome")
+    search_fields = ("event_id", "order__number", "detail")
+    list_select_related = ("order",)
+    show_full_result_count = False
+
+
+@admin.register(OrderAction)
+class OrderActionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "order", "action", "staff_user", "reason", "detail")
+    list_filter = ("action",)
+    search_fields = ("order__number", "reason", "staff_user__email")
+    list_select_related = ("order", "staff_user")
+
+
+# Redemption codes
+
+
+class RedemptionCodeInline(admin.TabularInline):
+    model = RedemptionCode
+    fields = ("hint", "redeemed_by", "redeemed_at", "voided")
+    readonly_fields = ("hint", "redeemed_by", "redeemed_at")
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(RedemptionBatch)
+class RedemptionBatchAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "amount_usd",
+        "count",
+        "redeemed",
+        "expires_at",
+        "created_by",
+        "created_at",
+    )
+    search_fields = ("name",)
+    readonly_fields = ("name", "amount_usd", "count", "expires_at", "created_by", "created_at")
+    fields = readonly_fields
+    inlines = [RedemptionCodeInline]
+    actions = ["void_unused"]
+
+    @admin.display(description="amount per code")
+    def amount_usd(self, batch):
+        return _usd(batch.amount)
+
+    @admin.display(description="redeemed")
+    def redeemed(self, batch):
+        return batch.codes.filter(redeemed_at__isnull=False).count()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        return [
+            path(
+                "create/",
+                self.admin_site.admin_view(self.create_batch),
+                name="billing_redemptionbatch_create",
+            ),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return redirect("admin:billing_redemptionbatch_create")
+
+    def create_batch(self, request):
+        form = RedemptionBatchForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            batch, text = services.redemption_batch_create(
+                name=data["name"],
+                amount=data["amount"],
+                count=data["count"],
+                expires_at=data["expires_at"],
+                staff_user=request.user,
+            )
+            response = HttpResponse(text, content_type="text/csv")
+            response["Content-Disposition"] = f'attachment; filename="codes-{batch.pk}.csv"'
+            return response
+        return TemplateResponse(
+            request,
+            "admin/billing/redemption_batch_create.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Create redemption codes",
+                "form": form,
+                "opts": self.model._meta,
+                "batches_url": reverse("admin:billing_redemptionbatch_changelist"),
+            },
+        )
+
+    @admin.action(description="Withdraw the unused codes")
+    def void_unused(self, request, queryset):
+        count = RedemptionCode.objects.filter(batch__in=queryset, redeemed_at__isnull=True).update(
+            voided=True
+        )
+        messages.success(request, f"{count} unused code(s) withdrawn.")

@@ -1,0 +1,159 @@
+from decimal import Decimal, InvalidOperation
+
+from django import forms
+from django.conf import settings
+from django.utils import timezone
+
+from billing.models import LedgerEntry, PriceAdjustment
+from billing.providers import enabled_providers
+from console.lib.money import dollars_to_micros, format_usd
+
+
+class AmountField(forms.CharField):
+    """A dollar amount typed by a person: "20", "$20", "1,000.50". Cleans to micro-dollars."""
+
+    def __init__(self, *, minimum=None, maximum=None, cents_only=True, **kwargs):
+        self.minimum, self.maximum, self.cents_only = minimum, maximum, cents_only
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal"}))
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value in self.empty_values:
+            return None
+        limits = self._limits_text()
+        try:
+            amount = Decimal(value.strip().lstrip("$").replace(",", ""))
+        except InvalidOperation:
+            raise forms.ValidationError(
+                f"Enter an amount in dollars, such as 20{limits}."
+            ) from None
+        if not amount.is_finite():
+            raise forms.ValidationError(f"Enter an amount in dollars, such as 20{limits}.")
+        if self.cents_only and amount != amount.quantize(Decimal("0.01")):
+            raise forms.ValidationError("Use at most two decimals (whole cents).")
+        micros = dollars_to_micros(amount)
+        if micros <= 0:
+            raise forms.ValidationError(f"The amount must be more than zero{limits}.")
+        if self.minimum is not None and micros < self.minimum:
+            raise forms.ValidationError(
+                f"The smallest amount is {format_usd(self.minimum)}{limits}."
+            )
+        if self.maximum is not None and micros > self.maximum:
+            raise forms.ValidationError(
+                f"The largest amount is {format_usd(self.maximum)}{limits}."
+            )
+        return micros
+
+    def _limits_text(self):
+        if self.minimum is not None and self.maximum is not None:
+            return f" (between {format_usd(self.minimum)} and {format_usd(self.maximum)})"
+        return ""
+
+
+class RechargeForm(forms.Form):
+    amount = AmountField(label="Amount (USD)")
+    provider = forms.ChoiceField(label="Pay with", widget=forms.RadioSelect)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["amount"].minimum = settings.RECHARGE_MIN
+        self.fields["amount"].maximum = settings.RECHARGE_MAX
+        providers = enabled_providers()
+        self.fields["provider"].choices = [(p.name, p.label) for p in providers]
+        if len(providers) == 1:
+            self.fields["provider"].initial = providers[0].name
+
+    def clean_provider(self):
+        name = self.cleaned_data["provider"]
+        if name not in {p.name for p in enabled_providers()}:
+            raise forms.ValidationError("Choose a payment method from the list.")
+        return name
+
+
+class RedeemForm(forms.Form):
+    code = forms.CharField(
+        label="Redemption code",
+        max_length=40,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "XXXX-XXXX-XXXX-XXXX"}),
+    )
+
+
+class LedgerFilterForm(forms.Form):
+    kind = forms.ChoiceField(
+        required=False, choices=[("", "All kinds"), *LedgerEntry.Kind.choices], label="Kind"
+    )
+
+
+class StaffReasonForm(forms.Form):
+    """Asks staff why, before an admin action that moves money."""
+
+    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class RefundForm(StaffReasonForm):
+    force = forms.BooleanField(
+        required=False,
+        label="Refund even if the balance no longer covers it (the balance goes to zero)",
+    )
+
+
+class BalanceAdjustForm(StaffReasonForm):
+    amount = forms.CharField(
+        max_length=20,
+        help_text="Dollars; negative to take money off, e.g. -5 or 12.50.",
+    )
+
+    def clean_amount(self):
+        raw = self.cleaned_data["amount"]
+        try:
+            micros = dollars_to_micros(raw)
+        except ValueError:
+            raise forms.ValidationError(
+                "Enter an amount in dollars, such as 10 or -2.50."
+            ) from None
+        if micros == 0:
+            raise forms.ValidationError("The amount cannot be zero.")
+        return micros
+
+
+class RedemptionBatchForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the codes are for, e.g. a campaign.")
+    amount = AmountField(label="Amount per code (USD)", minimum=10_000, maximum=100_000_000_000)
+    count = forms.IntegerField(min_value=1, max_value=10_000)
+    expires_at = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Optional. After this time the codes no longer work.",
+    )
+
+    def clean_expires_at(self):
+        value = self.cleaned_data["expires_at"]
+        if value and value <= timezone.now():
+            raise forms.ValidationError("The expiry must be in the future.")
+        return value
+
+
+class PriceChangeFields(forms.Form):
+    """The reason and effective time every price edit in admin asks for."""
+
+    change_reason = forms.CharField(
+        required=False,
+        max_length=500,
+        label="Reason for a price change",
+        help_text="Required when a multiplier or per-call price changes; it is published.",
+    )
+    change_effective_at = forms.DateTimeField(
+        required=False,
+        label="Price change takes effect",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Leave empty for now. A future time schedules the change.",
+    )
+
+
+PRICE_FIELDS = {
+    "model_multiplier": PriceAdjustment.Field.MODEL_MULTIPLIER,
+    "completion_multiplier": PriceAdjustment.Field.COMPLETION_MULTIPLIER,
+    "call_price": PriceAdjustment.Field.CALL_PRICE,
+    "multiplier": PriceAdjustment.Field.GROUP_MULTIPLIER,
+}

@@ -1,0 +1,492 @@
+"""Money: balances and their ledger, prices, recharge orders, redemption codes.
+
+Every amount is an integer of micro-dollars (1 USD = 1,000,000). Balances change only through
+billing.services, which write the ledger row in the same transaction.
+"""
+
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.pricing import per_million
+
+
+class Account(models.Model):
+    """The money side of a user: balance, money held by the gateway, and recharge total."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="account"
+    )
+    balance = models.BigIntegerField(default=0, help_text="Micro-dollars.")
+    held = models.BigIntegerField(
+        default=0, help_text="Micro-dollars held for requests in flight (part of the balance)."
+    )
+    total_recharged = models.BigIntegerField(
+        default=0, help_text="Cumulative credited recharges, micro-dollars; sets the bonus tier."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(held__gte=0) & Q(balance__gte=models.F("held")),
+                name="account_balance_covers_holds",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Account of {self.user}"
+
+    @property
+    def available(self):
+        return self.balance - self.held
+
+
+class LedgerEntry(models.Model):
+    """One change of a balance. The ledger of an account sums to its balance, always."""
+
+    class Kind(models.TextChoices):
+        RECHARGE = "recharge", "Recharge"
+        BONUS = "bonus", "Recharge bonus"
+        USAGE = "usage", "API usage"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Adjustment by staff"
+        REDEMPTION = "redemption", "Redemption code"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount = models.BigIntegerField(help_text="Micro-dollars; negative for a debit.")
+    balance_after = models.BigIntegerField()
+    order = models.ForeignKey(
+        "RechargeOrder", null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
+    )
+    redemption_code = models.ForeignKey(
+        "RedemptionCode", null=True, blank=True, on_delete=models.PROTECT, related_name="entries"
+    )
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    request_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="For usage: how many requests this entry settles."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["account", "-id"], name="ledger_account_recent"),
+            models.Index(fields=["account", "kind", "-id"], name="ledger_account_kind_recent"),
+            models.Index(fields=["account", "kind", "created_at"], name="ledger_account_kind_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.amount} for {self.account_id}"
+
+    @property
+    def is_credit(self):
+        return self.amount > 0
+
+
+class Group(models.Model):
+    """A line: the route class a token calls through, with its own price multiplier."""
+
+    name = models.SlugField(max_length=50, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Group multiplier: every price on this line is multiplied by it.",
+    )
+    requires_grant = models.BooleanField(
+        default=False, help_text="Only users with a staff grant may use this line."
+    )
+    is_active = models.BooleanField(default=True)
+    position = models.PositiveIntegerField(default=0, help_text="Order in lists.")
+
+    class Meta:
+        ordering = ["position", "name"]
+        verbose_name = "group (line)"
+        verbose_name_plural = "groups (lines)"
+
+    def __str__(self):
+        return self.name
+
+    @classmethod
+    def available_to(cls, user):
+        """The active lines this user may use: open ones, and those granted to them."""
+        lines = cls.objects.filter(is_active=True)
+        if user is None or not user.is_authenticated:
+            return lines.filter(requires_grant=False)
+        return lines.filter(Q(requires_grant=False) | Q(grants__user=user)).distinct()
+
+    def is_available_to(self, user):
+        if not self.is_active:
+            return False
+        if not self.requires_grant:
+            return True
+        return self.grants.filter(user=user).exists()
+
+
+class GroupGrant(models.Model):
+    """Staff let one user call through a line that needs a grant."""
+
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="group_grants"
+    )
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["group", "user"], name="one_grant_per_user_and_group")
+        ]
+
+    def __str__(self):
+        return f"{self.user} may use {self.group}"
+
+
+class ModelPrice(models.Model):
+    """The published price of one model: token multipliers, or a fixed price per call."""
+
+    class Pricing(models.TextChoices):
+        TOKENS = "tokens", "Per token"
+        PER_CALL = "per_call", "Per call"
+
+    model = models.CharField(max_length=100, unique=True, help_text="Public model name.")
+    vendor = models.CharField(max_length=50, help_text="Who makes the model, e.g. OpenAI.")
+    pricing = models.CharField(max_length=10, choices=Pricing.choices, default=Pricing.TOKENS)
+    model_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="1 = $2 per million prompt tokens.",
+    )
+    completion_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of a completion token relative to a prompt token.",
+    )
+    call_price = models.BigIntegerField(
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Micro-dollars per call, for models priced per call.",
+    )
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["vendor", "model"]
+
+    def __str__(self):
+        return self.model
+
+    @property
+    def is_per_call(self):
+        return self.pricing == self.Pricing.PER_CALL
+
+    def input_per_million(self, group_multiplier=Decimal(1)):
+        return per_million(self.model_multiplier * group_multiplier)
+
+    def output_per_million(self, group_multiplier=Decimal(1)):
+        return per_million(self.model_multiplier * self.completion_multiplier * group_multiplier)
+
+
+class PriceAdjustment(models.Model):
+    """A recorded change of a multiplier or per-call price: old → new, from a given time."""
+
+    class Field(models.TextChoices):
+        MODEL_MULTIPLIER = "model_multiplier", "Model multiplier"
+        COMPLETION_MULTIPLIER = "completion_multiplier", "Completion multiplier"
+        CALL_PRICE = "call_price", "Price per call"
+        GROUP_MULTIPLIER = "group_multiplier", "Group multiplier"
+
+    model_price = models.ForeignKey(
+        ModelPrice, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
+    )
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
+    )
+    field = models.CharField(max_length=24, choices=Field.choices)
+    old_value = models.DecimalField(
+        max_digits=20, decimal_places=6, help_text="A multiplier, or micro-dollars per call."
+    )
+    new_value = models.DecimalField(max_digits=20, decimal_places=6)
+    effective_at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the new value took effect; empty while scheduled."
+    )
+    reason = models.CharField(max_length=500)
+    batch = models.CharField(
+        max_length=32, db_index=True, help_text="Adjustments made together share a batch."
+    )
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(model_price__isnull=False) & Q(group__isnull=True))
+                | (Q(model_price__isnull=True) & Q(group__isnull=False)),
+                name="adjustment_targets_a_model_or_a_group",
+            )
+        ]
+        indexes = [models.Index(fields=["applied_at", "effective_at"], name="adjustment_due")]
+
+    def __str__(self):
+        return f"{self.target}: {self.get_field_display()} {self.old_value} → {self.new_value}"
+
+    @property
+    def target(self):
+        return self.model_price or self.group
+
+    @staticmethod
+    def new_batch():
+        return secrets.token_hex(8)
+
+
+class BonusTier(models.Model):
+    """From a cumulative recharged amount on, each recharge earns a bonus percentage."""
+
+    threshold = models.BigIntegerField(
+        unique=True,
+        validators=[MinValueValidator(0)],
+        help_text="Cumulative recharges (micro-dollars) from which this tier applies.",
+    )
+    percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Bonus credited on top of each recharge, in percent.",
+    )
+
+    class Meta:
+        ordering = ["threshold"]
+
+    def __str__(self):
+        return f"+{self.percent}% from {self.threshold}"
+
+
+class BillingSettings(models.Model):
+    """Thresholds staff set for the enterprise-discount note on the recharge page."""
+
+    enterprise_recharge_threshold = models.BigIntegerField(
+        default=5_000 * 1_000_000,
+        help_text="Cumulative recharges (micro-dollars) from which we suggest a discount.",
+    )
+    enterprise_daily_spend_threshold = models.BigIntegerField(
+        default=200 * 1_000_000,
+        help_text="Daily spend (micro-dollars) from which we suggest a discount.",
+    )
+
+    class Meta:
+        verbose_name = "billing settings"
+        verbose_name_plural = "billing settings"
+
+    def __str__(self):
+        return "Billing settings"
+
+    @classmethod
+    def load(cls):
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class RechargeOrder(models.Model):
+    """A payment that credits the balance once: pending → paid → credited."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PAID = "paid", "Paid"
+        CREDITED = "credited", "Credited"
+        FAILED = "failed", "Failed"
+        REFUNDED = "refunded", "Refunded"
+        EXPIRED = "expired", "Expired"
+
+    number = models.CharField(max_length=24, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="recharge_orders"
+    )
+    amount = models.BigIntegerField(help_text="Micro-dollars paid.")
+    bonus = models.BigIntegerField(default=0, help_text="Micro-dollars credited on top.")
+    provider = models.CharField(max_length=20)
+    provider_reference = models.CharField(max_length=255, blank=True, db_index=True)
+    payment_reference = models.CharField(
+        max_length=255, blank=True, help_text="The provider's id of the payment, for refunds."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    credited_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    refunded_amount = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="order_user_recent"),
+            models.Index(fields=["status", "created_at"], name="order_status_age"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="order_amount_positive"),
+            models.CheckConstraint(condition=Q(bonus__gte=0), name="order_bonus_not_negative"),
+        ]
+
+    def __str__(self):
+        return self.number
+
+    def get_absolute_url(self):
+        return reverse("billing:order", args=[self.number])
+
+    @property
+    def total(self):
+        return self.amount + self.bonus
+
+    @property
+    def is_open(self):
+        return self.status in {self.Status.PENDING, self.Status.PAID}
+
+    def is_late(self, now=None):
+        """Pending or paid but not credited for more than the normal delay."""
+        now = now or timezone.now()
+        return self.is_open and now - self.created_at > settings.RECHARGE_LATE_AFTER
+
+    @staticmethod
+    def new_number():
+        # Unambiguous characters only, so that an order number read aloud or typed is right.
+        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+        tail = "".join(secrets.choice(alphabet) for _ in range(6))
+        return f"R{timezone.now():%Y%m%d}-{tail}"
+
+
+class PaymentEvent(models.Model):
+    """Every payment callback we received and what we did with it, for staff."""
+
+    class Outcome(models.TextChoices):
+        CREDITED = "credited", "Credited"
+        FAILED = "failed", "Marked failed"
+        EXPIRED = "expired", "Marked expired"
+        ALREADY_DONE = "already_done", "Order already settled"
+        REPLAY = "replay", "Replayed event"
+        UNKNOWN_ORDER = "unknown_order", "Unknown order"
+        AMOUNT_MISMATCH = "amount_mismatch", "Amount does not match"
+        BAD_SIGNATURE = "bad_signature", "Bad or missing signature"
+        IGNORED = "ignored", "Ignored event type"
+
+    provider = models.CharField(max_length=20)
+    # NULL, not "", when there is no trustworthy id (a forged callback, a reconciliation), so
+    # that the uniqueness of real event ids ignores those rows.
+    event_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    event_type = models.CharField(max_length=100, blank=True)
+    order = models.ForeignKey(
+        RechargeOrder, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            # The first delivery of an event claims its id; later ones are replays.
+            models.UniqueConstraint(
+                fields=["provider", "event_id"],
+                condition=Q(event_id__isnull=False) & ~Q(outcome="replay"),
+                name="payment_event_once",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.event_id or '(unsigned)'}: {self.outcome}"
+
+
+class OrderAction(models.Model):
+    """A staff action on an order, with who and why."""
+
+    class Action(models.TextChoices):
+        CREDIT = "credit", "Credited by hand"
+        MARK_FAILED = "mark_failed", "Marked failed"
+        REFUND = "refund", "Refunded"
+
+    order = models.ForeignKey(RechargeOrder, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=500)
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} {self.order} by {self.staff_user}"
+
+
+class RedemptionBatch(models.Model):
+    """Codes staff made together, each worth the same amount."""
+
+    name = models.CharField(max_length=100)
+    amount = models.BigIntegerField(validators=[MinValueValidator(1)], help_text="Micro-dollars.")
+    count = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "redemption batches"
+
+    def __str__(self):
+        return self.name
+
+
+class RedemptionCode(models.Model):
+    """A code worth an amount, redeemable once. Stored as a hash, like API keys."""
+
+    batch = models.ForeignKey(RedemptionBatch, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=8, help_text="Last characters, to tell codes apart.")
+    redeemed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="redeemed_codes",
+    )
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    voided = models.BooleanField(default=False)
+
+    def __str__(self):
+        return f"…{self.hint}"

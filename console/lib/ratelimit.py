@@ -1,0 +1,17 @@
+"""A fixed-window rate limit on the shared cache (Redis in production)."""
+
+import time
+
+from django.core.cache import cache
+
+
+def limit_reached(key, *, limit, window):
+    """Counts one attempt for `key`; True once more than `limit` fell in this window."""
+    bucket = f"ratelimit:{key}:{int(time.time() // window)}"
+    cache.add(bucket, 0, timeout=window + 1)
+    try:
+        count = cache.incr(bucket)
+    except ValueError:  # expired between add and incr
+        cache.set(bucket, 1, timeout=window + 1)
+        count = 1
+    return count > limit
