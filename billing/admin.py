@@ -323,6 +323,7 @@ class ModelPriceAdmin(PriceChangeAdmin):
     fields = (
         "model",
         "vendor",
+        "kind",
         "pricing",
         "model_multiplier",
         "completion_multiplier",

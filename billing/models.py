@@ -130,7 +130,8 @@ class Group(models.Model):
         lines = cls.objects.filter(is_active=True)
         if user is None or not user.is_authenticated:
             return lines.filter(requires_grant=False)
-        return lines.filter(Q(requires_grant=False) | Q(grants__user=user)).distinct()
+        granted = GroupGrant.objects.filter(user=user).values("group_id")
+        return lines.filter(Q(requires_grant=False) | Q(pk__in=granted))
 
     def is_available_to(self, user):
         if not self.is_active:
@@ -173,8 +174,14 @@ class ModelPrice(models.Model):
         TOKENS = "tokens", "Per token"
         PER_CALL = "per_call", "Per call"
 
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat and completions"
+        EMBEDDING = "embedding", "Embeddings"
+        IMAGE = "image", "Images"
+
     model = models.CharField(max_length=100, unique=True, help_text="Public model name.")
     vendor = models.CharField(max_length=50, help_text="Who makes the model, e.g. OpenAI.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAT)
     pricing = models.CharField(max_length=10, choices=Pricing.choices, default=Pricing.TOKENS)
     model_multiplier = models.DecimalField(
         max_digits=12,

@@ -326,3 +326,6 @@ MAINTENANCE_END_HOUR = env_int("MAINTENANCE_END_HOUR", 5)
 # Raw request logs are kept this many days; per-minute/hour/day usage rollups longer.
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730)
+# API keys are stored as HMAC-SHA256 with this key. Derived from SECRET_KEY when unset; set it
+# explicitly so that rotating SECRET_KEY does not invalidate every API key.
+TOKEN_HASH_KEY = env("TOKEN_HASH_KEY")

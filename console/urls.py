@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include((console_patterns, "console"))),
     path("healthz", views.healthz, name="healthz"),
     path("", include("billing.urls")),
+    path("tokens/", include("tokens.urls")),
     path("profile/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

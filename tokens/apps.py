@@ -3,3 +3,7 @@ from django.apps import AppConfig
 
 class TokensConfig(AppConfig):
     name = "tokens"
+    verbose_name = "API tokens"
+
+    def ready(self):
+        from tokens import signals  # noqa: F401 (registers the receivers)

@@ -85,6 +85,7 @@ def price_form(price, **changes):
         "model": price.model,
         "vendor": price.vendor,
         "pricing": price.pricing,
+        "kind": price.kind,
         "model_multiplier": str(price.model_multiplier),
         "completion_multiplier": str(price.completion_multiplier),
         "call_price": str(price.call_price),

@@ -89,10 +89,16 @@ def _prices():
             },
         )
     for model, vendor, multiplier, completion, per_call in MODELS:
+        kind = ModelPrice.Kind.CHAT
+        if "embedding" in model:
+            kind = ModelPrice.Kind.EMBEDDING
+        elif per_call:
+            kind = ModelPrice.Kind.IMAGE
         ModelPrice.objects.get_or_create(
             model=model,
             defaults={
                 "vendor": vendor,
+                "kind": kind,
                 "model_multiplier": Decimal(multiplier),
                 "completion_multiplier": Decimal(completion),
                 "pricing": ModelPrice.Pricing.PER_CALL if per_call else ModelPrice.Pricing.TOKENS,

@@ -1,0 +1,71 @@
+import io
+
+import pytest
+from django.core.management import call_command
+
+from tokens import keys
+from tokens.cache import load_snapshot
+from tokens.models import Token
+from tokens.services import token_create, token_rotate
+
+
+def test_a_key_is_sk_plus_43_random_characters_and_a_checksum():
+    key = keys.generate_key()
+    assert key.startswith("sk-")
+    assert len(key) == 3 + 43 + 6
+    assert keys.looks_valid(key)
+    assert len({keys.generate_key() for _ in range(1000)}) == 1000
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        lambda k: k[:-1],  # a character lost
+        lambda k: k[:10] + ("A" if k[10] != "A" else "B") + k[11:],  # one character changed
+        lambda k: k[:20] + k[21] + k[20] + k[22:],  # two characters swapped
+        lambda k: "sk_" + k[3:],
+        lambda k: k + " ",
+    ],
+)
+def test_the_checksum_catches_typos(typo):
+    key = keys.generate_key()
+    broken = typo(key)
+    if broken != key:
+        assert not keys.looks_valid(broken)
+
+
+def test_only_a_hash_of_the_key_is_stored(alice, default_group):
+    token, key = token_create(user=alice, name="ci", group=default_group)
+    assert token.key_hash == keys.hash_key(key)
+    assert token.masked_key == key[:7] + "…" + key[-4:]
+    dump = io.StringIO()
+    call_command("dumpdata", stdout=dump)
+    text = dump.getvalue()
+    assert key not in text
+    assert key[3:-4] not in text  # not even the middle of it
+    assert token.key_hash in text
+
+
+def test_rotation_replaces_the_key_and_the_old_one_is_unknown(alice, default_group):
+    token, old_key = token_create(user=alice, name="ci", group=default_group)
+    new_key = token_rotate(token=token)
+    assert new_key != old_key
+    assert load_snapshot(keys.hash_key(old_key)) is None
+    assert load_snapshot(keys.hash_key(new_key)).id == token.pk
+    assert Token.objects.get().rotated_at is not None
+
+
+def test_create_token_command_prints_a_working_key_once(alice, default_group):
+    out = io.StringIO()
+    call_command("create_token", user=alice.email, name="script", stdout=out)
+    key = next(line for line in out.getvalue().splitlines() if line.startswith("sk-"))
+    assert load_snapshot(keys.hash_key(key)).name == "script"
+
+
+def test_create_token_command_refuses_unknown_users_and_lines(alice, default_group):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No user with the email"):
+        call_command("create_token", user="ghost@example.com", name="x")
+    with pytest.raises(CommandError, match="No line named 'gold'"):
+        call_command("create_token", user=alice.email, name="x", group="gold")

@@ -1,0 +1,141 @@
+import ipaddress
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from tokens import keys
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    code: str  # active, disabled, expired, quota_used_up, group_not_granted
+    label: str
+    explanation: str
+    badge: str
+
+    @property
+    def usable(self):
+        return self.code == "active"
+
+
+class TokenQuerySet(models.QuerySet):
+    def alive(self):
+        return self.filter(deleted_at__isnull=True)
+
+
+class Token(models.Model):
+    """An API key of a user, with its own optional quota and restrictions."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens"
+    )
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    key_prefix = models.CharField(max_length=8, help_text="The first characters of the key.")
+    key_suffix = models.CharField(max_length=4, help_text="The last characters of the key.")
+    unlimited_quota = models.BooleanField(
+        default=True, help_text="Spend from the balance alone, with no limit of its own."
+    )
+    quota_limit = models.BigIntegerField(
+        null=True, blank=True, help_text="Micro-dollars this token may spend, when limited."
+    )
+    quota_used = models.BigIntegerField(default=0, help_text="Micro-dollars spent so far.")
+    quota_held = models.BigIntegerField(
+        default=0, help_text="Micro-dollars of the quota held for requests in flight."
+    )
+    group = models.ForeignKey("billing.Group", on_delete=models.PROTECT, related_name="tokens")
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="Model names; empty means every model of the line."
+    )
+    ip_allowlist = models.JSONField(
+        default=list, blank=True, help_text="Addresses or CIDR ranges; empty means any address."
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_ip = models.GenericIPAddressField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="token_user_recent")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(unlimited_quota=True) | Q(quota_limit__gt=0),
+                name="limited_token_has_a_limit",
+            ),
+            models.CheckConstraint(
+                condition=Q(quota_used__gte=0) & Q(quota_held__gte=0),
+                name="token_quota_not_negative",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("tokens:usage", args=[self.pk])
+
+    @property
+    def masked_key(self):
+        return f"{self.key_prefix}…{self.key_suffix}"
+
+    def set_key(self, key):
+        self.key_hash = keys.hash_key(key)
+        self.key_prefix = key[: len(keys.PREFIX) + 4]
+        self.key_suffix = key[-4:]
+
+    @property
+    def quota_remaining(self):
+        if self.unlimited_quota:
+            return None
+        return max(self.quota_limit - self.quota_used - self.quota_held, 0)
+
+    @property
+    def is_expired(self):
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def networks(self):
+        return [ipaddress.ip_network(entry, strict=False) for entry in self.ip_allowlist]
+
+    def status(self, group_granted=None):
+        """What a user needs to know about whether this token works, and what to do if not."""
+        if not self.enabled:
+            return TokenStatus(
+                "disabled", "Disabled", "Switched off. Enable it to use it again.", "danger"
+            )
+        if self.is_expired:
+            return TokenStatus(
+                "expired",
+                "Expired",
+                "Past its expiry date. Edit it to extend the expiry, or create a new token.",
+                "danger",
+            )
+        if not self.unlimited_quota and self.quota_limit - self.quota_used <= 0:
+            return TokenStatus(
+                "quota_used_up",
+                "Quota used up",
+                "This token spent its own limit, even if your balance has money. "
+                "Raise the limit or set it to unlimited quota.",
+                "warn",
+            )
+        if group_granted is None:
+            group_granted = self.group.is_available_to(self.user)
+        if not group_granted:
+            return TokenStatus(
+                "group_not_granted",
+                "Line not granted",
+                f"The line “{self.group}” needs a grant you no longer have. "
+                "Move the token to another line, or ask support.",
+                "warn",
+            )
+        return TokenStatus("active", "Active", "Ready to use.", "ok")

@@ -1,0 +1,127 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from billing.models import ModelPrice
+from tokens import services
+from tokens.forms import TokenForm
+from tokens.models import Token
+
+
+def _get_token_for_user(request, pk):
+    return get_object_or_404(
+        Token.objects.alive().select_related("group"), pk=pk, user=request.user
+    )
+
+
+def _granted_group_ids(user):
+    return set(user.group_grants.values_list("group_id", flat=True))
+
+
+def _row_context(token, granted):
+    """A token with its status, given the ids of the lines granted to its owner."""
+    group = token.group
+    usable_line = group.is_active and (not group.requires_grant or group.pk in granted)
+    return {"token": token, "status": token.status(group_granted=usable_line)}
+
+
+def _key_page(request, token, key, *, rotated):
+    example = _example_model()
+    if token.allowed_models and example not in token.allowed_models:
+        example = token.allowed_models[0]
+    return render(
+        request,
+        "tokens/key.html",
+        {"token": token, "key": key, "rotated": rotated, "example_model": example},
+    )
+
+
+def _example_model():
+    """The cheapest chat model, for the ready-to-run snippets."""
+    return (
+        ModelPrice.objects.filter(enabled=True, kind=ModelPrice.Kind.CHAT)
+        .order_by("model_multiplier", "model")
+        .values_list("model", flat=True)
+        .first()
+        or "gpt-4o-mini"
+    )
+
+
+@login_required
+def token_list(request):
+    granted = _granted_group_ids(request.user)
+    tokens = Token.objects.alive().filter(user=request.user).select_related("group")
+    rows = [_row_context(token, granted) for token in tokens]
+    return render(request, "tokens/list.html", {"rows": rows})
+
+
+@login_required
+def token_create(request):
+    form = TokenForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        token, key = services.token_create(
+            user=request.user,
+            name=data["name"],
+            group=data["group"],
+            unlimited_quota=data["unlimited_quota"],
+            quota_limit=data["quota_limit_usd"],
+            expires_at=data["expires_at"],
+            allowed_models=data["allowed_models"],
+            ip_allowlist=data["ip_allowlist"],
+        )
+        return _key_page(request, token, key, rotated=False)
+    return render(request, "tokens/form.html", {"form": form, "creating": True})
+
+
+@login_required
+def token_edit(request, pk):
+    token = _get_token_for_user(request, pk)
+    form = TokenForm(request.POST or None, instance=token, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        services.token_update(token=form.apply_to(form.save(commit=False)))
+        messages.success(request, f"Token “{token.name}” saved.")
+        return redirect("tokens:list")
+    return render(request, "tokens/form.html", {"form": form, "token": token, "creating": False})
+
+
+@login_required
+@require_POST
+def token_toggle(request, pk):
+    token = _get_token_for_user(request, pk)
+    services.token_set_enabled(token=token, enabled=not token.enabled)
+    if request.htmx:
+        context = _row_context(token, _granted_group_ids(request.user))
+        return render(request, "tokens/list.html#token-row", context)
+    verb = "enabled" if token.enabled else "disabled"
+    messages.success(request, f"Token “{token.name}” {verb}.")
+    return redirect(request.POST.get("next") or "tokens:list")
+
+
+@login_required
+@require_POST
+def token_rotate(request, pk):
+    token = _get_token_for_user(request, pk)
+    key = services.token_rotate(token=token)
+    return _key_page(request, token, key, rotated=True)
+
+
+@login_required
+def token_delete(request, pk):
+    token = _get_token_for_user(request, pk)
+    if request.method == "POST":
+        services.token_delete(token=token)
+        if request.htmx:
+            return HttpResponse("")
+        messages.success(request, f"Token “{token.name}” deleted. Its key no longer works.")
+        return redirect("tokens:list")
+    return render(request, "tokens/delete.html", {"token": token})
+
+
+@login_required
+def token_usage(request, pk):
+    token = _get_token_for_user(request, pk)
+    context = _row_context(token, _granted_group_ids(request.user))
+    return render(request, "tokens/usage.html", context)
