@@ -22,7 +22,7 @@ demo: migrate
 
 # Serves the console and the gateway on one ASGI server, with the embedded defaults.
 run: demo
-	DEBUG=$${DEBUG:-1} $(PY) -m uvicorn console.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+	DEBUG=$${DEBUG:-1} $(PY) -m uvicorn console.asgi:application --host $(HOST) --port $(PORT) --no-access-log --no-proxy-headers
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

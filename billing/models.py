@@ -497,3 +497,39 @@ class RedemptionCode(models.Model):
 
     def __str__(self):
         return f"…{self.hint}"
+
+
+class Hold(models.Model):
+    """Money a gateway process holds on an account (token empty) or on a token's quota.
+
+    The process spends from its hold in memory and settles in batches; the row exists so that
+    if the process dies, a periodic job gives the money back after `expires_at`.
+    """
+
+    owner = models.CharField(max_length=100, help_text="The gateway process holding it.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    token = models.ForeignKey(
+        "tokens.Token", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    amount = models.BigIntegerField(default=0, help_text="Micro-dollars held.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "user"],
+                condition=Q(token__isnull=True),
+                name="one_account_hold_per_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "token"],
+                condition=Q(token__isnull=False),
+                name="one_quota_hold_per_owner",
+            ),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="hold_not_negative"),
+        ]
+
+    def __str__(self):
+        target = f"token {self.token_id}" if self.token_id else f"user {self.user_id}"
+        return f"{self.amount} held on {target} by {self.owner}"

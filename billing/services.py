@@ -34,6 +34,7 @@ from billing.models import (
     RedemptionBatch,
     RedemptionCode,
 )
+from console.lib import invalidation
 from console.lib.money import format_usd
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def balance_credit(*, user, amount, kind, **cause):
     with transaction.atomic():
         account = account_for(user)
         Account.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
+        # A gateway that just refused this user for want of money must look again.
+        transaction.on_commit(lambda: invalidation.publish(users=[account.pk]))
         return _write_entry(account.pk, amount, kind, **cause)
 
 
@@ -530,5 +533,7 @@ def _apply_adjustment(adjustment, now, claimed=False):
     if adjustment.field == PriceAdjustment.Field.CALL_PRICE:
         value = int(value)
     type(target).objects.filter(pk=target.pk).update(**{_attribute(adjustment.field): value})
+    # The gateway prices from a snapshot: tell it, in every process, once this commits.
+    transaction.on_commit(lambda: invalidation.publish(config=True))
     if not claimed:
         PriceAdjustment.objects.filter(pk=adjustment.pk).update(applied_at=now)

@@ -1,3 +1,11 @@
+"""One ASGI application for the console and the gateway.
+
+Requests under /v1/ go straight to the gateway (relay.gateway), past Django's request cycle,
+which costs more than the gateway's whole latency budget; everything else is Django. The
+lifespan protocol starts the gateway (upstream connections, its log flusher) and, on shutdown,
+flushes what it still holds.
+"""
+
 import os
 
 from django.core.asgi import get_asgi_application
@@ -6,15 +14,32 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
 django_application = get_asgi_application()
 
+from relay.gateway import Gateway  # noqa: E402 (needs Django set up first)
+
+gateway = Gateway()
+
 
 async def application(scope, receive, send):
+    if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+        await gateway(scope, receive, send)
+        return
     if scope["type"] == "lifespan":
-        # Django does not speak the lifespan protocol; acknowledge it so servers start quietly.
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     await django_application(scope, receive, send)
+
+
+async def lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await gateway.start()
+            except Exception as error:
+                await send({"type": "lifespan.startup.failed", "message": str(error)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await gateway.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -165,6 +165,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.apply_due_price_adjustments",
         "schedule": 60.0,
     },
+    "retest-disabled-channels": {"task": "relay.tasks.retest_channels", "schedule": 60.0},
+    "release-abandoned-holds": {"task": "relay.tasks.reap_holds", "schedule": 60.0},
 }
 
 # Email: printed to the terminal unless a mail server is configured.
@@ -329,3 +331,20 @@ ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730)
 # API keys are stored as HMAC-SHA256 with this key. Derived from SECRET_KEY when unset; set it
 # explicitly so that rotating SECRET_KEY does not invalidate every API key.
 TOKEN_HASH_KEY = env("TOKEN_HASH_KEY")
+# Upstream channel keys are encrypted with a key derived from this (or SECRET_KEY when unset).
+CHANNEL_KEY_SECRET = env("CHANNEL_KEY_SECRET")
+
+# The gateway (/v1).
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_MB", 20) * 1024 * 1024
+GATEWAY_MAX_TRIES = env_int("GATEWAY_MAX_TRIES", 3)
+GATEWAY_FLUSH_SECONDS = float(env("GATEWAY_FLUSH_SECONDS", "1.0"))
+# When a request sets no max_tokens, its completion is estimated at this many tokens to hold
+# money for it; the real usage is what is charged.
+GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 1024)
+# X-Forwarded-For is believed only from these proxies (addresses or CIDR ranges).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# Consecutive failures after which a channel is taken out of rotation until it recovers.
+CHANNEL_FAILURE_THRESHOLD = env_int("CHANNEL_FAILURE_THRESHOLD", 5)
+# The most one gateway process holds on one account at a time (micro-dollars).
+LEASE_MAX = env_int("LEASE_MAX_USD", 5) * 1_000_000
+HOLD_SECONDS = env_int("HOLD_SECONDS", 120)

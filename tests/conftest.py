@@ -45,6 +45,9 @@ PASSWORD = "correct-horse-battery"
 
 
 def pytest_collection_modifyitems(config, items):
+    # Browser tests last: Playwright keeps an event loop running in the main thread while its
+    # browser is open, which code that starts its own loop (asyncio.run) must not meet.
+    items.sort(key=lambda item: "browser" in item.keywords)
     postgres = settings.IS_POSTGRES
     redis = bool(settings.REDIS_URL)
     for item in items:
@@ -97,7 +100,10 @@ def charlie(db):
 def default_group(db):
     from billing.models import Group
 
-    return Group.objects.get(name="default")
+    # Made by a migration; tests on a live server truncate tables, so make it again there.
+    return Group.objects.get_or_create(
+        name="default", defaults={"description": "Open to everyone."}
+    )[0]
 
 
 @pytest.fixture
@@ -160,8 +166,14 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Proxy headers are the gateway's own business (TRUSTED_PROXIES), as in `make run`.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

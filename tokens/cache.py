@@ -1,30 +1,17 @@
-"""The gateway's in-process cache of tokens, and how it learns that a token changed.
+"""The gateway's in-process cache of tokens.
 
 A request with a known key costs no database read: the gateway keeps a TokenSnapshot per key
-hash. When a token changes, billing grants change, or a token is deleted, the console calls
-`publish_invalidation` after the transaction commits. That drops the entries in every cache of
-this process at once, and, when REDIS_URL is set, publishes the change on a Redis channel to
-which every gateway process listens, so that all workers forget the token within a second.
-A listener that (re)connects drops everything it holds, since it may have missed messages, and
-entries also expire after a while as a last resort.
+hash. When a token, or a line grant, changes, the console publishes the change after its
+transaction commits (console.lib.invalidation): every cache in this process drops the token at
+once, and, with Redis, so does every other gateway process within a second. Entries also
+expire after a while as a last resort, and unknown keys are remembered only briefly.
 """
 
-import asyncio
-import json
-import logging
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
-import redis
-import redis.asyncio as aioredis
-from django.conf import settings
-
-log = logging.getLogger(__name__)
-
-CHANNEL = "tokens:invalidate"
-_caches = weakref.WeakSet()
+from console.lib import invalidation
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +68,7 @@ class TokenCache:
         self._entries = {}
         if in_this_process:
             # Changes made in this process reach it directly, without Redis.
-            _caches.add(self)
+            invalidation.subscribe(self)
 
     def __len__(self):
         return len(self._entries)
@@ -109,60 +96,22 @@ class TokenCache:
                 if snapshot is not None and snapshot.user_id in users:
                     self._entries.pop(key_hash, None)
 
-    async def listen(self, redis_url, *, ready=None):
-        """Follows the invalidation channel until cancelled; reconnects after errors."""
-        while True:
-            client = aioredis.from_url(redis_url)
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    # Anything may have changed while we were not listening.
-                    self.drop(everything=True)
-                    if ready is not None:
-                        ready.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self.apply(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("Token invalidation channel lost; reconnecting.", exc_info=True)
-                self.drop(everything=True)
-                await asyncio.sleep(1)
-            finally:
-                await client.aclose()
-
-    def apply(self, data):
-        try:
-            change = json.loads(data)
-        except (TypeError, ValueError):
-            return
+    def apply(self, change):
+        """Drops what an invalidation message names."""
         self.drop(
             key_hashes=change.get("keys", ()),
             user_ids=change.get("users", ()),
             everything=bool(change.get("all")),
         )
 
+    def sweep(self):
+        """Forgets expired entries, so that memory stays bounded under a flood of bad keys."""
+        now = time.monotonic()
+        for key_hash, (_snapshot, expiry) in list(self._entries.items()):
+            if expiry < now:
+                self._entries.pop(key_hash, None)
 
-def publish_invalidation(*, key_hashes=(), user_ids=(), everything=False):
+
+def publish_invalidation(*, key_hashes=(), user_ids=(), everything=False, config=False):
     """Tells every token cache, here and in other processes, to forget these tokens."""
-    for cache in list(_caches):
-        cache.drop(key_hashes=key_hashes, user_ids=user_ids, everything=everything)
-    if not settings.REDIS_URL:
-        return
-    message = json.dumps({"keys": list(key_hashes), "users": list(user_ids), "all": everything})
-    try:
-        _publisher().publish(CHANNEL, message)
-    except redis.RedisError:
-        # The entries expire on their own; a lost message delays, never breaks, a change.
-        log.exception("Could not publish a token invalidation")
-
-
-_client = None
-
-
-def _publisher():
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL)
-    return _client
+    invalidation.publish(keys=key_hashes, users=user_ids, everything=everything, config=config)

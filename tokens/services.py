@@ -9,9 +9,10 @@ from tokens.cache import publish_invalidation
 from tokens.models import Token
 
 
-def _invalidate_on_commit(*key_hashes):
+def _invalidate_on_commit(token, *key_hashes):
     hashes = [h for h in key_hashes if h]
-    transaction.on_commit(lambda: publish_invalidation(key_hashes=hashes))
+    user = [token.user_id]  # its quota lease, too, must be looked at again
+    transaction.on_commit(lambda: publish_invalidation(key_hashes=hashes, user_ids=user))
 
 
 def _notify_on_commit(token, event):
@@ -31,6 +32,7 @@ def token_create(
     expires_at=None,
     allowed_models=(),
     ip_allowlist=(),
+    notify=True,
 ):
     """Creates a token and returns (token, key). The key exists only in the return value."""
     key = keys.generate_key()
@@ -47,8 +49,9 @@ def token_create(
         )
         token.set_key(key)
         token.save()
-        _invalidate_on_commit(token.key_hash)  # forget a cached "unknown key" for it
-        _notify_on_commit(token, "created")
+        _invalidate_on_commit(token, token.key_hash)  # forget a cached "unknown key" for it
+        if notify:
+            _notify_on_commit(token, "created")
     return token, key
 
 
@@ -58,7 +61,7 @@ def token_update(*, token):
         if token.unlimited_quota:
             token.quota_limit = None
         token.save()
-        _invalidate_on_commit(token.key_hash)
+        _invalidate_on_commit(token, token.key_hash)
     return token
 
 
@@ -66,11 +69,11 @@ def token_set_enabled(*, token, enabled):
     with transaction.atomic():
         Token.objects.filter(pk=token.pk).update(enabled=enabled, updated_at=timezone.now())
         token.enabled = enabled
-        _invalidate_on_commit(token.key_hash)
+        _invalidate_on_commit(token, token.key_hash)
     return token
 
 
-def token_rotate(*, token):
+def token_rotate(*, token, notify=True):
     """Gives the token a new key; the old key stops working at once. Returns the new key."""
     key = keys.generate_key()
     with transaction.atomic():
@@ -80,8 +83,9 @@ def token_rotate(*, token):
         token.save(
             update_fields=["key_hash", "key_prefix", "key_suffix", "rotated_at", "updated_at"]
         )
-        _invalidate_on_commit(old_hash, token.key_hash)
-        _notify_on_commit(token, "rotated")
+        _invalidate_on_commit(token, old_hash, token.key_hash)
+        if notify:
+            _notify_on_commit(token, "rotated")
     return key
 
 
@@ -91,7 +95,7 @@ def token_delete(*, token):
         Token.objects.filter(pk=token.pk).update(
             enabled=False, deleted_at=timezone.now(), updated_at=timezone.now()
         )
-        _invalidate_on_commit(token.key_hash)
+        _invalidate_on_commit(token, token.key_hash)
 
 
 def grants_changed(*, user_ids):

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from billing.models import GroupGrant
+from console.lib import invalidation
 from tokens.cache import TokenCache, load_snapshot, publish_invalidation
 from tokens.services import token_create, token_rotate, token_set_enabled, token_update
 
@@ -87,7 +88,7 @@ class ListeningProcess:
         ready = asyncio.Event()
 
         async def main():
-            task = asyncio.create_task(self.cache.listen(redis_url, ready=ready))
+            task = asyncio.create_task(invalidation.listen(redis_url, self.cache, ready=ready))
             await ready.wait()
             self.ready.set()
             self._task = task

@@ -8,12 +8,17 @@ from django.db import transaction
 from accounts.models import User
 from billing import services
 from billing.models import BonusTier, Group, LedgerEntry, ModelPrice
+from relay.models import Channel
+from tokens.models import Token
+from tokens.services import token_create, token_rotate
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "try-the-demo"  # noqa: S105 (printed for the demo on purpose)
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-console"  # noqa: S105
 DEMO_CREDIT_REASON = "Demo balance"
+DEMO_TOKEN = "Demo key"  # noqa: S105 (a token's name, not a secret)
+SIMULATOR = "Simulator"
 
 GROUPS = [
     ("default", "Open to everyone.", "1", False),
@@ -44,6 +49,7 @@ class Command(BaseCommand):
             demo, demo_new = _user(DEMO_EMAIL, DEMO_PASSWORD, name="Demo User")
             _admin, admin_new = _user(ADMIN_EMAIL, ADMIN_PASSWORD, name="Staff", staff=True)
             _prices()
+            _simulator()
             if not LedgerEntry.objects.filter(
                 account__user=demo, reason=DEMO_CREDIT_REASON
             ).exists():
@@ -53,6 +59,7 @@ class Command(BaseCommand):
                     kind=LedgerEntry.Kind.ADJUSTMENT,
                     reason=DEMO_CREDIT_REASON,
                 )
+            key = _demo_key(demo)
         self.stdout.write("")
         self.stdout.write(
             self.style.SUCCESS(f"{settings.SITE_NAME} demo is ready at {settings.SITE_URL}")
@@ -62,6 +69,14 @@ class Command(BaseCommand):
             f"  Admin login: {ADMIN_EMAIL} / {ADMIN_PASSWORD}{_note(admin_new)}"
             f"  ({settings.SITE_URL}/admin/)"
         )
+        self.stdout.write("")
+        self.stdout.write("  Try the API (the simulator answers; a new demo key at every start):")
+        self.stdout.write(
+            f"  curl {settings.SITE_URL}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+            "-H 'Content-Type: application/json' "
+            """-d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}'"""
+        )
+        self.stdout.write("")
 
 
 def _user(email, password, *, name, staff=False):
@@ -109,6 +124,32 @@ def _prices():
         BonusTier.objects.get_or_create(
             threshold=dollars * 1_000_000, defaults={"percent": Decimal(percent)}
         )
+
+
+def _simulator():
+    channel, created = Channel.objects.get_or_create(
+        name=SIMULATOR,
+        defaults={
+            "type": Channel.Type.SIMULATOR,
+            "model_names": [model for model, *_rest in MODELS],
+            "priority": 0,
+            "weight": 10,
+            "simulator": {"latency_ms": 300, "error_rate": 0.0, "completion_tokens": 24},
+        },
+    )
+    if created:
+        channel.groups.set(Group.objects.all())
+
+
+def _demo_key(demo):
+    """A fresh key for the demo token: keys are shown once, so each start rotates it."""
+    token = Token.objects.alive().filter(user=demo, name=DEMO_TOKEN).first()
+    if token is None:
+        _token, key = token_create(
+            user=demo, name=DEMO_TOKEN, group=Group.objects.get(name="default"), notify=False
+        )
+        return key
+    return token_rotate(token=token, notify=False)
 
 
 def _note(created):

@@ -1,0 +1,19 @@
+class UpstreamError(Exception):
+    """The upstream could not be reached, or broke off. Its text is for staff, never for users:
+    it may name the upstream's address (never its key)."""
+
+
+class Reply:
+    """An upstream's answer: the status at once, then the body whole or line by line."""
+
+    status = 200
+
+    async def body(self):
+        raise NotImplementedError
+
+    def lines(self):
+        """An async iterator over the raw lines of a streamed body, newlines included."""
+        raise NotImplementedError
+
+    def close(self):
+        """Frees the connection; the rest of the body is not read."""

@@ -1,0 +1,215 @@
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.html import format_html
+
+from logs.models import ChannelMinute
+from relay.health import channel_test
+from relay.models import Channel
+
+
+class ChannelForm(forms.ModelForm):
+    """The key is write-only: shown never, replaced only when a new one is typed."""
+
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        label="API key",
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
+    )
+    model_list = forms.CharField(
+        label="Models",
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Public model names this channel serves, one per line or comma-separated.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = [
+            "name",
+            "type",
+            "base_url",
+            "model_map",
+            "groups",
+            "priority",
+            "weight",
+            "enabled",
+            "connect_timeout",
+            "read_timeout",
+            "simulator",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial["model_list"] = "\n".join(self.instance.model_names or [])
+        if self.instance.key_hint:
+            self.fields["api_key"].help_text += f" Current key ends in {self.instance.key_hint}."
+
+    def clean_model_list(self):
+        names = [n.strip() for n in self.cleaned_data["model_list"].replace(",", "\n").splitlines()]
+        names = list(dict.fromkeys(n for n in names if n))
+        if not names:
+            raise forms.ValidationError("List at least one model.")
+        return names
+
+    def clean_model_map(self):
+        value = self.cleaned_data["model_map"] or {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise forms.ValidationError('Use {"public name": "upstream name", …}.')
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("type") == Channel.Type.OPENAI and not cleaned.get("base_url"):
+            self.add_error("base_url", "An OpenAI-compatible channel needs its base URL.")
+        return cleaned
+
+    def save(self, commit=True):
+        channel = super().save(commit=False)
+        channel.model_names = self.cleaned_data["model_list"]
+        if self.cleaned_data.get("api_key"):
+            channel.set_key(self.cleaned_data["api_key"].strip())
+        if commit:
+            channel.save()
+            self.save_m2m()
+        return channel
+
+
+def _last_hour(field):
+    since = timezone.now() - timedelta(hours=1)
+    rows = (
+        ChannelMinute.objects.filter(channel_id=OuterRef("pk"), bucket__gte=since)
+        .values("channel_id")
+        .annotate(total=Sum(field))
+        .values("total")
+    )
+    return Coalesce(Subquery(rows), 0)
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = (
+        "name",
+        "type",
+        "status",
+        "priority",
+        "weight",
+        "requests_hour",
+        "success_rate",
+        "latency",
+        "last_error_short",
+        "last_test",
+    )
+    list_filter = ("type", "enabled", ("auto_disabled_at", admin.EmptyFieldListFilter), "groups")
+    search_fields = ("name", "base_url")
+    filter_horizontal = ("groups",)
+    readonly_fields = (
+        "key_hint",
+        "auto_disabled_at",
+        "disabled_reason",
+        "last_error",
+        "last_error_at",
+        "last_tested_at",
+        "last_test_ok",
+        "last_test_latency_ms",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "type", "base_url", "api_key", "key_hint")}),
+        (
+            "Routing",
+            {"fields": ("model_list", "model_map", "groups", "priority", "weight", "enabled")},
+        ),
+        ("Timeouts", {"fields": ("connect_timeout", "read_timeout")}),
+        ("Simulator", {"fields": ("simulator",), "classes": ("collapse",)}),
+        (
+            "Health",
+            {
+                "fields": (
+                    "auto_disabled_at",
+                    "disabled_reason",
+                    "last_error",
+                    "last_error_at",
+                    "last_tested_at",
+                    "last_test_ok",
+                    "last_test_latency_ms",
+                )
+            },
+        ),
+    )
+    actions = ["test_now", "put_back_in_rotation"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                hour_requests=_last_hour("requests"),
+                hour_failures=_last_hour("failures"),
+                hour_latency=_last_hour("latency_ms"),
+            )
+        )
+
+    @admin.display(description="status")
+    def status(self, channel):
+        if not channel.enabled:
+            return "switched off"
+        if channel.auto_disabled_at:
+            return format_html(
+                '<strong title="{}">out of rotation</strong>', channel.disabled_reason
+            )
+        return "in rotation"
+
+    @admin.display(description="requests (1 h)", ordering="hour_requests")
+    def requests_hour(self, channel):
+        return channel.hour_requests
+
+    @admin.display(description="success (1 h)")
+    def success_rate(self, channel):
+        if not channel.hour_requests:
+            return "—"
+        return (
+            f"{100 * (channel.hour_requests - channel.hour_failures) / channel.hour_requests:.1f}%"
+        )
+
+    @admin.display(description="latency (1 h)")
+    def latency(self, channel):
+        if not channel.hour_requests:
+            return "—"
+        return f"{channel.hour_latency // channel.hour_requests} ms"
+
+    @admin.display(description="last error")
+    def last_error_short(self, channel):
+        return (
+            (channel.last_error[:60] + "…") if len(channel.last_error) > 60 else channel.last_error
+        )
+
+    @admin.display(description="last test")
+    def last_test(self, channel):
+        if channel.last_tested_at is None:
+            return "—"
+        verdict = "ok" if channel.last_test_ok else "failed"
+        return f"{verdict}, {channel.last_test_latency_ms} ms"
+
+    @admin.action(description="Test now (one tiny real request)")
+    def test_now(self, request, queryset):
+        for channel in queryset:
+            ok, latency, detail = channel_test(channel)
+            level = messages.SUCCESS if ok else messages.ERROR
+            self.message_user(request, f"{channel}: {detail} in {latency} ms.", level)
+
+    @admin.action(description="Put back in rotation")
+    def put_back_in_rotation(self, request, queryset):
+        count = 0
+        for channel in queryset.filter(auto_disabled_at__isnull=False):
+            channel.auto_disabled_at = None
+            channel.disabled_reason = ""
+            channel.save(update_fields=["auto_disabled_at", "disabled_reason", "updated_at"])
+            count += 1
+        self.message_user(request, f"{count} channel(s) back in rotation.")

@@ -1,0 +1,212 @@
+"""Errors in the OpenAI shape, each saying what happened and what to do about it."""
+
+import json
+
+from django.conf import settings
+
+
+class GatewayError(Exception):
+    """An answer in the OpenAI error shape: {"error": {"message", "type", "code", "param"}}."""
+
+    def __init__(
+        self, status, code, message, *, type="invalid_request_error", param=None, retry=False
+    ):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.type = type
+        self.param = param
+        self.retry = retry  # whether a client may usefully retry as is
+
+    def body(self):
+        return json.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "code": self.code,
+                    "param": self.param,
+                }
+            }
+        ).encode()
+
+
+def help_link(anchor):
+    return f"{settings.SITE_URL}/help/#{anchor}"
+
+
+def missing_key():
+    return GatewayError(
+        401,
+        "invalid_api_key",
+        "No API key. Send it as 'Authorization: Bearer sk-…', with the base URL "
+        f"{settings.SITE_URL}/v1. See {help_link('invalid-token')}",
+        type="authentication_error",
+    )
+
+
+def invalid_key():
+    return GatewayError(
+        401,
+        "invalid_api_key",
+        f"Invalid API key. Use a key created at {settings.SITE_URL}/tokens/ with the base URL "
+        f"{settings.SITE_URL}/v1 (not a provider's address); a deleted or rotated key no longer "
+        f"works. See {help_link('invalid-token')}",
+        type="authentication_error",
+    )
+
+
+def token_disabled(name):
+    return GatewayError(
+        403,
+        "token_disabled",
+        f"The API token “{name}” is disabled. Enable it at {settings.SITE_URL}/tokens/ "
+        "or use another token.",
+        type="permission_error",
+    )
+
+
+def token_expired(name):
+    return GatewayError(
+        403,
+        "token_expired",
+        f"The API token “{name}” has expired. Extend its expiry at {settings.SITE_URL}/tokens/ "
+        "or create a new token.",
+        type="permission_error",
+    )
+
+
+def ip_not_allowed(name, ip):
+    return GatewayError(
+        403,
+        "ip_not_allowed",
+        f"The API token “{name}” does not allow requests from {ip}. Add this address to its IP "
+        f"allowlist at {settings.SITE_URL}/tokens/, or remove the allowlist. "
+        f"See {help_link('ip-allowlist')}",
+        type="permission_error",
+    )
+
+
+def group_not_granted(name, group):
+    return GatewayError(
+        403,
+        "group_not_granted",
+        f"The API token “{name}” uses the line “{group}”, which your account may not use. "
+        f"Move the token to another line at {settings.SITE_URL}/tokens/, or ask support for "
+        f"access. See {help_link('lines')}",
+        type="permission_error",
+    )
+
+
+def model_not_allowed(name, model):
+    return GatewayError(
+        403,
+        "model_not_allowed",
+        f"The API token “{name}” may not call “{model}”. Allow the model in the token's settings "
+        f"at {settings.SITE_URL}/tokens/. See {help_link('model-not-allowed')}",
+        type="permission_error",
+        param="model",
+    )
+
+
+def model_not_on_line(model, group):
+    return GatewayError(
+        403,
+        "model_not_allowed",
+        f"The model “{model}” is not served on the line “{group}”. "
+        f"GET {settings.SITE_URL}/v1/models lists what your token can call, or move the token "
+        "to another line. "
+        f"See {help_link('model-not-allowed')}",
+        type="permission_error",
+        param="model",
+    )
+
+
+def unknown_model(model):
+    return GatewayError(
+        404,
+        "model_not_found",
+        f"The model “{model}” does not exist. GET {settings.SITE_URL}/v1/models lists the models "
+        f"your token can call. See {help_link('unknown-model')}",
+        param="model",
+    )
+
+
+def token_quota_exceeded(name):
+    return GatewayError(
+        429,
+        "token_quota_exceeded",
+        f"The API token “{name}” has used up its own quota (your balance may still have money). "
+        f"Raise its limit or set it to unlimited quota at {settings.SITE_URL}/tokens/. "
+        f"See {help_link('token-quota')}",
+        type="insufficient_quota",
+    )
+
+
+def insufficient_balance():
+    return GatewayError(
+        429,
+        "insufficient_quota",
+        "Your balance does not cover this request. "
+        f"Recharge at {settings.SITE_URL}/billing/recharge/ and retry. "
+        f"See {help_link('insufficient-balance')}",
+        type="insufficient_quota",
+    )
+
+
+def bad_json(detail):
+    return GatewayError(
+        400,
+        "invalid_json",
+        f"The request body is not valid JSON ({detail}). Send a JSON object with "
+        "Content-Type: application/json.",
+    )
+
+
+def bad_field(param, message):
+    return GatewayError(400, "invalid_request", message, param=param)
+
+
+def body_too_large(limit):
+    return GatewayError(
+        413,
+        "request_too_large",
+        f"The request body is larger than {limit // (1024 * 1024)} MB. Send smaller images or "
+        f"fewer messages. See {help_link('body-too-large')}",
+    )
+
+
+def unknown_path(method, path):
+    return GatewayError(
+        404,
+        "unknown_url",
+        f"Unknown API path {method} {path}. This gateway serves /v1/chat/completions, "
+        "/v1/completions, /v1/embeddings and /v1/models.",
+    )
+
+
+def method_not_allowed(method, path):
+    return GatewayError(405, "method_not_allowed", f"{path} does not accept {method}.")
+
+
+def no_channel(model, group):
+    return GatewayError(
+        503,
+        "no_channel",
+        f"No upstream channel can serve “{model}” on the line “{group}” right now. Retry in a "
+        f"minute. See {help_link('no-channel')}",
+        type="server_error",
+        retry=True,
+    )
+
+
+def upstream_failed(tries):
+    return GatewayError(
+        502,
+        "upstream_error",
+        f"The upstream providers failed to answer ({tries} tried). Nothing was charged; retry "
+        f"after a short wait. See {help_link('failover')}",
+        type="server_error",
+        retry=True,
+    )

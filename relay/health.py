@@ -1,0 +1,95 @@
+"""Channel health: a tiny real request to a channel, for staff's "test now" and for the
+periodic job that brings disabled channels back once they answer again."""
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+from django.utils import timezone
+
+from console.lib import invalidation
+from relay import adapters
+from relay.config import Upstream
+from relay.models import Channel
+
+
+def _upstream(channel):
+    return Upstream(
+        id=channel.pk,
+        name=channel.name,
+        type=channel.type,
+        base_url=channel.base_url.rstrip("/"),
+        key=channel.get_key(),
+        model_map=dict(channel.model_map),
+        priority=channel.priority,
+        weight=channel.weight,
+        connect_timeout=channel.connect_timeout,
+        read_timeout=min(channel.read_timeout, 30.0),
+        simulator=dict(channel.simulator),
+    )
+
+
+async def _probe(upstream, model):
+    payload = {
+        "model": upstream.upstream_model(model),
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+    }
+    async with aiohttp.ClientSession() as session:
+        reply = await adapters.call(
+            session,
+            upstream,
+            "chat/completions",
+            payload,
+            json.dumps(payload).encode(),
+            stream=False,
+        )
+        await reply.body()
+        return reply.status
+
+
+def _run(coroutine):
+    """Runs a coroutine to the end from sync code, even where an event loop is running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def channel_test(channel):
+    """Sends one tiny chat request; records and returns (ok, latency in ms, detail)."""
+    model = channel.model_names[0] if channel.model_names else ""
+    started = time.perf_counter()
+    try:
+        if not model:
+            raise adapters.UpstreamError("the channel serves no model")
+        status = _run(_probe(_upstream(channel), model))
+        ok = status == 200
+        detail = "answered" if ok else f"HTTP {status}"
+    except (adapters.UpstreamError, ValueError) as error:
+        ok, detail = False, str(error)
+    latency = int((time.perf_counter() - started) * 1000)
+    now = timezone.now()
+    changes = {"last_tested_at": now, "last_test_ok": ok, "last_test_latency_ms": latency}
+    if not ok:
+        changes.update(last_error=f"Test: {detail}"[:500], last_error_at=now)
+    Channel.objects.filter(pk=channel.pk).update(**changes)
+    return ok, latency, detail
+
+
+def channels_retest():
+    """Tests every channel taken out of rotation; puts back those that answer. Repeat-safe."""
+    recovered = 0
+    for channel in Channel.objects.filter(enabled=True, auto_disabled_at__isnull=False):
+        ok, _latency, _detail = channel_test(channel)
+        if ok and Channel.objects.filter(pk=channel.pk, auto_disabled_at__isnull=False).update(
+            auto_disabled_at=None, disabled_reason=""
+        ):
+            recovered += 1
+    if recovered:
+        invalidation.publish(config=True)
+    return recovered

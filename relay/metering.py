@@ -1,0 +1,92 @@
+"""Token counts when an upstream gives none, and the estimate money is held for.
+
+The estimate errs on the high side (about three ASCII characters a token, every other character
+a token of its own, a fixed allowance per image), so that the hold covers the real cost; what
+is charged is the real usage whenever the upstream reports it. Estimated usage is marked as
+such in the log.
+"""
+
+import math
+
+from django.conf import settings
+
+from billing.pricing import call_cost, token_cost
+
+CHARS_PER_TOKEN = 3
+IMAGE_TOKENS = 1_500
+MESSAGE_OVERHEAD = 4
+
+
+def _text_tokens(text):
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return (ascii_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + len(text) - ascii_chars
+
+
+def estimate_prompt_tokens(payload, path):
+    if path == "chat/completions":
+        total = 3
+        for message in payload.get("messages") or []:
+            if not isinstance(message, dict):
+                continue
+            total += MESSAGE_OVERHEAD
+            content = message.get("content")
+            if isinstance(content, str):
+                total += _text_tokens(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if not isinstance(part, dict):
+                        continue
+                    if part.get("type") == "text":
+                        total += _text_tokens(str(part.get("text", "")))
+                    elif part.get("type") in {"image_url", "input_image", "input_audio"}:
+                        total += IMAGE_TOKENS
+        return total
+    field = "prompt" if path == "completions" else "input"
+    value = payload.get(field, "")
+    if isinstance(value, str):
+        return _text_tokens(value)
+    if isinstance(value, list):
+        if value and all(isinstance(item, int) for item in value):
+            return len(value)  # already tokens
+        return sum(
+            len(item) if isinstance(item, list) else _text_tokens(str(item)) for item in value
+        )
+    return 0
+
+
+def completion_allowance(payload, path):
+    """The most completion tokens a request can produce, for holding money."""
+    if path == "embeddings":
+        return 0
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return settings.GATEWAY_DEFAULT_MAX_TOKENS
+
+
+def estimate_completion_tokens(text):
+    return _text_tokens(text) if text else 0
+
+
+def price(price, line, prompt_tokens, completion_tokens):
+    """The cost breakdown of a request on a line, from the gateway's price snapshot."""
+    if price.per_call:
+        return call_cost(
+            call_price=price.call_price,
+            group_multiplier=line.multiplier,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+    return token_cost(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        model_multiplier=price.model_multiplier,
+        completion_multiplier=price.completion_multiplier,
+        group_multiplier=line.multiplier,
+    )
+
+
+def hold_amount(price_, line, prompt_tokens, completion_tokens):
+    """Micro-dollars to hold for a request: its estimated cost, rounded up."""
+    return math.ceil(price(price_, line, prompt_tokens, completion_tokens).exact_cost)

@@ -1,0 +1,100 @@
+import time
+
+import openai
+import pytest
+
+from billing import services
+from billing.models import LedgerEntry
+from relay.models import Channel
+from tests.fake_upstream import FakeUpstream
+from tokens.services import token_create
+
+MODELS = ["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]
+
+
+def wait_until(predicate, timeout=5.0, message="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def quick_flush(settings):
+    settings.GATEWAY_FLUSH_SECONDS = 0.05
+
+
+@pytest.fixture
+def upstream():
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def prices(db):
+    from decimal import Decimal
+
+    from billing.models import ModelPrice
+
+    ModelPrice.objects.create(
+        model="gpt-4o-mini",
+        vendor="OpenAI",
+        model_multiplier=Decimal("0.075"),
+        completion_multiplier=Decimal(4),
+    )
+    ModelPrice.objects.create(
+        model="text-embedding-3-small",
+        vendor="OpenAI",
+        kind="embedding",
+        model_multiplier=Decimal("0.01"),
+        completion_multiplier=Decimal(1),
+    )
+    ModelPrice.objects.create(
+        model="gpt-3.5-turbo-instruct",
+        vendor="OpenAI",
+        model_multiplier=Decimal("0.75"),
+        completion_multiplier=Decimal("1.333333"),
+    )
+
+
+def make_channel(upstream, name="primary", *, models=MODELS, groups=("default",), **fields):
+    from billing.models import Group
+
+    channel = Channel(
+        name=name,
+        type=Channel.Type.OPENAI,
+        base_url=upstream.url,
+        model_names=list(models),
+        **fields,
+    )
+    channel.set_key(upstream.key)
+    channel.save()
+    channel.groups.set(Group.objects.filter(name__in=groups))
+    return channel
+
+
+@pytest.fixture
+def channel(upstream, prices, default_group):
+    return make_channel(upstream)
+
+
+@pytest.fixture
+def funded(alice):
+    services.balance_credit(user=alice, amount=10_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
+    return alice
+
+
+@pytest.fixture
+def token_and_key(funded, default_group):
+    return token_create(user=funded, name="backend", group=default_group, notify=False)
+
+
+@pytest.fixture
+def api(live_site, token_and_key, channel):
+    _token, key = token_and_key
+    return openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
