@@ -5,17 +5,40 @@
 
 base_price is $0.002 per 1,000 tokens, i.e. 2 micro-dollars per token. The result is rounded
 half-up to the micro-dollar. Models priced per call cost call_price × group_multiplier.
+
+The arithmetic is done on integers: each decimal multiplier is an exact fraction, so the cost
+is one fraction N / D, rounded once. Exact, and fast enough for the gateway's hot path.
 """
 
-from dataclasses import dataclass, replace
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import dataclass
+from decimal import Decimal
 
 BASE_PRICE_PER_1K_TOKENS = Decimal("0.002")  # dollars
-MICROS_PER_TOKEN = Decimal(2)  # $0.002 / 1,000 tokens = 2 micro-dollars per token
-_ONE = Decimal(1)
+MICROS_PER_TOKEN = 2  # $0.002 / 1,000 tokens = 2 micro-dollars per token
 
 
-@dataclass(frozen=True)
+def _ratio(value):
+    return Decimal(value).as_integer_ratio()
+
+
+def _round_half_up(numerator, denominator):
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (2 * remainder >= denominator)
+
+
+def _token_fraction(prompt, completion, model_multiplier, completion_multiplier, group_multiplier):
+    cn, cd = _ratio(completion_multiplier)
+    mn, md = _ratio(model_multiplier)
+    gn, gd = _ratio(group_multiplier)
+    return (prompt * cd + completion * cn) * mn * gn * MICROS_PER_TOKEN, cd * md * gd
+
+
+def _call_fraction(call_price, group_multiplier):
+    gn, gd = _ratio(group_multiplier)
+    return call_price * gn, gd
+
+
+@dataclass(frozen=True, slots=True)
 class CostBreakdown:
     """Every factor of a charge, so that a page can show how the figure came about."""
 
@@ -39,13 +62,16 @@ class CostBreakdown:
     def exact_cost(self):
         """The unrounded cost in micro-dollars."""
         if self.per_call:
-            return Decimal(self.call_price) * self.group_multiplier
-        return (
-            self.weighted_tokens
-            * self.model_multiplier
-            * self.group_multiplier
-            * (MICROS_PER_TOKEN)
-        )
+            numerator, denominator = _call_fraction(self.call_price, self.group_multiplier)
+        else:
+            numerator, denominator = _token_fraction(
+                self.prompt_tokens,
+                self.completion_tokens,
+                self.model_multiplier,
+                self.completion_multiplier,
+                self.group_multiplier,
+            )
+        return Decimal(numerator) / Decimal(denominator)
 
 
 def token_cost(
@@ -58,42 +84,54 @@ def token_cost(
 ):
     if prompt_tokens < 0 or completion_tokens < 0:
         raise ValueError("token counts cannot be negative")
-    breakdown = CostBreakdown(
-        prompt_tokens=int(prompt_tokens),
-        completion_tokens=int(completion_tokens),
+    prompt_tokens, completion_tokens = int(prompt_tokens), int(completion_tokens)
+    numerator, denominator = _token_fraction(
+        prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
+    )
+    return CostBreakdown(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
         model_multiplier=Decimal(model_multiplier),
         completion_multiplier=Decimal(completion_multiplier),
         group_multiplier=Decimal(group_multiplier),
         call_price=0,
         per_call=False,
-        cost=0,
+        cost=_round_half_up(numerator, denominator),
     )
-    return _rounded(breakdown)
 
 
 def call_cost(*, call_price, group_multiplier, prompt_tokens=0, completion_tokens=0):
     if call_price < 0:
         raise ValueError("a call price cannot be negative")
-    breakdown = CostBreakdown(
+    numerator, denominator = _call_fraction(int(call_price), group_multiplier)
+    return CostBreakdown(
         prompt_tokens=int(prompt_tokens),
         completion_tokens=int(completion_tokens),
-        model_multiplier=_ONE,
-        completion_multiplier=_ONE,
+        model_multiplier=Decimal(1),
+        completion_multiplier=Decimal(1),
         group_multiplier=Decimal(group_multiplier),
         call_price=int(call_price),
         per_call=True,
-        cost=0,
+        cost=_round_half_up(numerator, denominator),
     )
-    return _rounded(breakdown)
 
 
-def _rounded(breakdown):
-    cost = int(breakdown.exact_cost.quantize(_ONE, rounding=ROUND_HALF_UP))
-    return replace(breakdown, cost=cost)
+def token_cost_ceiling(
+    prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
+):
+    """The cost rounded up, in micro-dollars: what to hold before a request is served."""
+    numerator, denominator = _token_fraction(
+        prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
+    )
+    return -(-numerator // denominator)
+
+
+def call_cost_ceiling(call_price, group_multiplier):
+    numerator, denominator = _call_fraction(call_price, group_multiplier)
+    return -(-numerator // denominator)
 
 
 def per_million(multiplier):
     """Micro-dollars for one million tokens at this combined multiplier."""
-    return int(
-        (Decimal(multiplier) * MICROS_PER_TOKEN * 1_000_000).quantize(_ONE, rounding=ROUND_HALF_UP)
-    )
+    numerator, denominator = _ratio(multiplier)
+    return _round_half_up(numerator * MICROS_PER_TOKEN * 1_000_000, denominator)

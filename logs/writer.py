@@ -12,8 +12,9 @@ runs in a database thread:
 Either all of it commits or none of it does; a failed flush is retried with the next one.
 """
 
+import operator
 from collections import defaultdict
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -56,6 +57,7 @@ class RequestRecord:
 
 
 RECORD_FIELDS = [f.name for f in fields(RequestRecord)]
+_as_row = operator.attrgetter(*RECORD_FIELDS)
 
 
 def write_batch(records, *, owner=None, settlement=None):
@@ -63,7 +65,11 @@ def write_batch(records, *, owner=None, settlement=None):
     lost = ([], [])
     with transaction.atomic():
         if records:
-            _insert(RequestLog, RECORD_FIELDS, [astuple(r) for r in records])
+            rows = [_as_row(r) for r in records]
+            if connection.vendor == "postgresql":
+                _copy(RequestLog, RECORD_FIELDS, rows)
+            else:
+                _insert(RequestLog, RECORD_FIELDS, rows)
             _rollups(records)
             _last_use(records)
         if settlement:
@@ -128,6 +134,18 @@ def _last_use(records):
 def _columns(model, names):
     by_attname = {f.attname: f for f in model._meta.concrete_fields}
     return [by_attname[name] for name in names]
+
+
+def _copy(model, names, rows):
+    """COPY … FROM STDIN: the fastest way into PostgreSQL, and no SQL text to parse."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c.column) for c in _columns(model, names))
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
 
 
 def _insert(model, names, rows, suffix=""):

@@ -6,11 +6,9 @@ is charged is the real usage whenever the upstream reports it. Estimated usage i
 such in the log.
 """
 
-import math
-
 from django.conf import settings
 
-from billing.pricing import call_cost, token_cost
+from billing.pricing import call_cost, call_cost_ceiling, token_cost, token_cost_ceiling
 
 CHARS_PER_TOKEN = 3
 IMAGE_TOKENS = 1_500
@@ -89,4 +87,12 @@ def price(price, line, prompt_tokens, completion_tokens):
 
 def hold_amount(price_, line, prompt_tokens, completion_tokens):
     """Micro-dollars to hold for a request: its estimated cost, rounded up."""
-    return math.ceil(price(price_, line, prompt_tokens, completion_tokens).exact_cost)
+    if price_.per_call:
+        return call_cost_ceiling(price_.call_price, line.multiplier)
+    return token_cost_ceiling(
+        prompt_tokens,
+        completion_tokens,
+        price_.model_multiplier,
+        price_.completion_multiplier,
+        line.multiplier,
+    )

@@ -6,6 +6,7 @@ lookup. Keys are stored only as a keyed hash (HMAC-SHA256): they are random, so 
 right, and the key of the hash keeps a stolen table of hashes useless on its own.
 """
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -50,10 +51,19 @@ def looks_valid(key):
 
 
 def _hash_secret():
+    return _derive_secret(settings.TOKEN_HASH_KEY, settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _derive_secret(token_hash_key, secret_key):
+    # Computed once per key pair: hashing an API key is on the gateway's hot path.
+    if token_hash_key:
+        return token_hash_key.encode()
     return (
-        settings.TOKEN_HASH_KEY
-        or salted_hmac("tokens.keys", "hash", algorithm="sha256").hexdigest()
-    ).encode()
+        salted_hmac("tokens.keys", "hash", secret=secret_key, algorithm="sha256")
+        .hexdigest()
+        .encode()
+    )
 
 
 def hash_key(key):
