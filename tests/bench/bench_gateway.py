@@ -82,7 +82,7 @@ Token.objects.filter(user=user).delete()
 Hold.objects.all().delete()
 Account.objects.filter(user=user).update(held=0)
 if Account.objects.get(user=user).balance < 1_000_000_000_000:
-    balance_credit(user=user, amount=1_000_000_000_000, kind=LedgerEntry.Kind.ADJUSTMENT, reason="bench")
+    balance_credit(user=user, amount=1_000_000_000_000, kind="adjustment", reason="bench")
 ModelPrice.objects.update_or_create(model="gpt-4o-mini", defaults=dict(vendor="OpenAI",
     model_multiplier=Decimal("0.075"), completion_multiplier=Decimal(4), enabled=True))
 Channel.objects.all().delete()
@@ -92,7 +92,8 @@ channel.set_key("sk-bench")
 channel.save()
 channel.groups.set(Group.objects.filter(name="default"))
 print("ROWS", RequestLog.objects.count())
-token, key = token_create(user=user, name="bench", group=Group.objects.get(name="default"), notify=False)
+default = Group.objects.get(name="default")
+token, key = token_create(user=user, name="bench", group=default, notify=False)
 print("KEY", key)
 """
     out = subprocess.run(
@@ -164,6 +165,10 @@ async def first_bytes(url, key, count):
                 await response.read()
     times.sort()
     return times[len(times) // 2], times[int(len(times) * 0.99)]
+
+
+def _figures(result, width):
+    return f"{result['rps']:>{width}.0f} {result['p50']:>7.2f} {result['p99']:>7.2f}"
 
 
 def rss_mb(pid):
@@ -239,8 +244,7 @@ def main():
                 floor = wrk(floor_url, key, connections, args.seconds, scratch)
                 through = wrk(gateway_url, key, connections, args.seconds, scratch)
                 print(
-                    f"{connections:>11} | {floor['rps']:>9.0f} {floor['p50']:>7.2f} {floor['p99']:>7.2f} | "
-                    f"{through['rps']:>11.0f} {through['p50']:>7.2f} {through['p99']:>7.2f} | "
+                    f"{connections:>11} | {_figures(floor, 9)} | {_figures(through, 11)} | "
                     f"{through['p50'] - floor['p50']:>7.2f}ms | {through['errors']}"
                 )
 
