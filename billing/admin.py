@@ -37,6 +37,7 @@ from billing.models import (
     RedemptionCode,
 )
 from console.lib.money import format_usd
+from console.lib.streaming import in_chunks
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -609,7 +610,7 @@ class RechargeOrderAdmin(admin.ModelAdmin):
                     ]
                 )
 
-        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response = StreamingHttpResponse(in_chunks(rows()), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="recharge-orders.csv"'
         return response
 

@@ -215,6 +215,17 @@ class ModelPrice(models.Model):
     def is_per_call(self):
         return self.pricing == self.Pricing.PER_CALL
 
+    @classmethod
+    def example_chat_model(cls):
+        """The cheapest chat model on sale, for ready-to-run examples."""
+        return (
+            cls.objects.filter(enabled=True, kind=cls.Kind.CHAT)
+            .order_by("model_multiplier", "model")
+            .values_list("model", flat=True)
+            .first()
+            or "gpt-4o-mini"
+        )
+
     def input_per_million(self, group_multiplier=Decimal(1)):
         return per_million(self.model_multiplier * group_multiplier)
 

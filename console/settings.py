@@ -103,7 +103,10 @@ TEMPLATES = [
                 "console.context_processors.site",
                 "billing.context_processors.balance",
             ],
-            "builtins": ["console.templatetags.console"],
+            "builtins": [
+                "console.templatetags.console",
+                "django.contrib.humanize.templatetags.humanize",
+            ],
         },
     },
 ]
@@ -167,6 +170,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "retest-disabled-channels": {"task": "relay.tasks.retest_channels", "schedule": 60.0},
     "release-abandoned-holds": {"task": "relay.tasks.reap_holds", "schedule": 60.0},
+    "prune-old-logs": {"task": "logs.tasks.prune_logs", "schedule": 3600.0},
 }
 
 # Email: printed to the terminal unless a mail server is configured.
@@ -328,6 +332,7 @@ MAINTENANCE_END_HOUR = env_int("MAINTENANCE_END_HOUR", 5)
 # Raw request logs are kept this many days; per-minute/hour/day usage rollups longer.
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730)
+MINUTE_ROLLUP_RETENTION_DAYS = env_int("MINUTE_ROLLUP_RETENTION_DAYS", 35)
 # API keys are stored as HMAC-SHA256 with this key. Derived from SECRET_KEY when unset; set it
 # explicitly so that rotating SECRET_KEY does not invalidate every API key.
 TOKEN_HASH_KEY = env("TOKEN_HASH_KEY")

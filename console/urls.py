@@ -11,6 +11,7 @@ admin.site.index_title = "Operations"
 
 console_patterns = [
     path("", views.dashboard, name="dashboard"),
+    path("dashboard/live/", views.dashboard_live, name="dashboard_live"),
     path("help/", views.help_center, name="help"),
 ]
 
@@ -19,6 +20,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("", include("billing.urls")),
     path("tokens/", include("tokens.urls")),
+    path("logs/", include("logs.urls")),
     path("profile/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),

@@ -1,3 +1,5 @@
+import zoneinfo
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -5,10 +7,84 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
+from billing.models import Account, ModelPrice
+from logs import stats
+from logs.models import UsageDay
+from tokens.models import Token
+
+
+def _user_zone(user):
+    try:
+        return zoneinfo.ZoneInfo(user.time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def _chart_filters(request):
+    span = request.GET.get("range", "1h")
+    days = request.GET.get("days", "7d")
+    token = request.GET.get("token", "")
+    model = request.GET.get("model", "")
+    return {
+        "range": span if span in stats.RANGES else "1h",
+        "days": days if days in stats.DAY_RANGES else "7d",
+        "token": int(token) if token.isdigit() else None,
+        "model": model[:100] or None,
+    }
+
+
+def _live_context(request, filters, tz):
+    account = Account.objects.filter(user=request.user).first()
+    series = stats.minute_series(
+        request.user,
+        stats.RANGES[filters["range"]],
+        tz,
+        token_id=filters["token"],
+        model_name=filters["model"],
+    )
+    return {
+        "cards": stats.dashboard_cards(request.user, account.balance if account else 0, tz),
+        "series": series,
+        "series_summary": stats.summary(series),
+        "filters": filters,
+    }
+
 
 @login_required
 def dashboard(request):
-    return render(request, "console/dashboard.html", {"example_model": "gpt-4o-mini"})
+    tz = _user_zone(request.user)
+    filters = _chart_filters(request)
+    context = _live_context(request, filters, tz)
+    account = Account.objects.filter(user=request.user).first()
+    has_tokens = Token.objects.alive().filter(user=request.user).exists()
+    has_requests = UsageDay.objects.filter(user_id=request.user.pk).exists()
+    context.update(
+        spend=stats.daily_spend_by_model(
+            request.user,
+            stats.DAY_RANGES[filters["days"]],
+            tz,
+            token_id=filters["token"],
+            model_name=filters["model"],
+        ),
+        tokens=Token.objects.filter(user=request.user).order_by("deleted_at", "name"),
+        models=stats.used_models(request.user),
+        first_run={
+            "recharged": bool(account and (account.total_recharged or account.balance)),
+            "token": has_tokens,
+            "called": has_requests,
+        },
+        example_model=ModelPrice.example_chat_model(),
+        ranges=stats.RANGES,
+        day_ranges=stats.DAY_RANGES,
+    )
+    return render(request, "console/dashboard.html", context)
+
+
+@login_required
+def dashboard_live(request):
+    """The cards and the per-minute chart alone, for the page to refresh itself."""
+    context = _live_context(request, _chart_filters(request), _user_zone(request.user))
+    return render(request, "console/dashboard.html#live", context)
 
 
 def help_center(request):
@@ -20,6 +96,7 @@ def help_center(request):
             "maintenance_end": settings.MAINTENANCE_END_HOUR,
             "site_time_zone": settings.TIME_ZONE,
             "log_retention_days": settings.LOG_RETENTION_DAYS,
+            "rollup_retention_days": settings.ROLLUP_RETENTION_DAYS,
         },
     )
 

@@ -17,8 +17,15 @@ from billing.pricing import CostBreakdown
 def _fk(to, **extra):
     # Log tables are append-only facts: no database-level constraint to check on every insert,
     # and rows outlive what they name (a deleted token, a removed channel).
+    # No index of its own either: the composite indexes below, which lead with the user,
+    # serve every query; each extra index costs every insert.
     return models.ForeignKey(
-        to, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+", **extra
+        to,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        **extra,
     )
 
 
@@ -154,6 +161,30 @@ class UsageHour(UsageRollup):
 class UsageDay(UsageRollup):
     bucket = models.DateField(help_text="The day, UTC.")
     Meta = _rollup_meta("usage_day")
+
+
+class PlatformMinute(models.Model):
+    """Traffic of the whole platform per minute and model, for the staff dashboard."""
+
+    bucket = models.DateTimeField()
+    model = models.CharField(max_length=100, blank=True)
+    ok = models.BooleanField()
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost = models.BigIntegerField(default=0)
+    latency_ms = models.BigIntegerField(default=0)
+
+    KEY_FIELDS = ("bucket", "model", "ok")
+    SUM_FIELDS = UsageRollup.SUM_FIELDS
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bucket", "model", "ok"], name="platform_minute_key")
+        ]
+
+    def __str__(self):
+        return f"{self.bucket} {self.model}: {self.requests} requests"
 
 
 class IpDay(models.Model):

@@ -20,7 +20,15 @@ from datetime import datetime
 from django.db import connection, transaction
 
 from billing.holds import holds_settle
-from logs.models import ChannelMinute, IpDay, RequestLog, UsageDay, UsageHour, UsageMinute
+from logs.models import (
+    ChannelMinute,
+    IpDay,
+    PlatformMinute,
+    RequestLog,
+    UsageDay,
+    UsageHour,
+    UsageMinute,
+)
 from tokens.models import Token
 
 CHUNK = 500
@@ -79,17 +87,18 @@ def write_batch(records, *, owner=None, settlement=None):
 
 def _rollups(records):
     minutes, hours, days = defaultdict(_zeros), defaultdict(_zeros), defaultdict(_zeros)
+    platform = defaultdict(_zeros)
     ips, channels = {}, defaultdict(lambda: [0, 0, 0])
     for r in records:
         minute = r.created_at.replace(second=0, microsecond=0)
         key = (r.user_id, r.token_id or 0, r.group_id or 0, r.model, r.status < 400)
         sums = (1, r.prompt_tokens, r.completion_tokens, r.cost, r.latency_ms)
-        for table, bucket in (
-            (minutes, minute),
-            (hours, minute.replace(minute=0)),
-            (days, minute.date()),
+        for totals in (
+            minutes[(minute, *key)],
+            hours[(minute.replace(minute=0), *key)],
+            days[(minute.date(), *key)],
+            platform[(minute, r.model, key[4])],
         ):
-            totals = table[(bucket, *key)]
             for i, value in enumerate(sums):
                 totals[i] += value
         if r.client_ip:
@@ -106,7 +115,12 @@ def _rollups(records):
             channel[0] += 1
             channel[1] += r.status >= 400
             channel[2] += r.latency_ms
-    for model, table in ((UsageMinute, minutes), (UsageHour, hours), (UsageDay, days)):
+    for model, table in (
+        (UsageMinute, minutes),
+        (UsageHour, hours),
+        (UsageDay, days),
+        (PlatformMinute, platform),
+    ):
         _upsert_add(model, model.KEY_FIELDS, model.SUM_FIELDS, table)
     _upsert_add(
         ChannelMinute, ChannelMinute.KEY_FIELDS, ("requests", "failures", "latency_ms"), channels
@@ -119,15 +133,41 @@ def _zeros():
 
 
 def _last_use(records):
+    """Each token's last request time and address."""
     latest = {}
     for r in records:
         if r.token_id and (
             r.token_id not in latest or latest[r.token_id].created_at < r.created_at
         ):
             latest[r.token_id] = r
-    for token_id, r in sorted(latest.items()):
-        Token.objects.filter(pk=token_id).exclude(last_used_at__gt=r.created_at).update(
-            last_used_at=r.created_at, last_ip=r.client_ip
+    if not latest:
+        return
+    if connection.vendor != "postgresql":
+        for token_id, r in sorted(latest.items()):
+            Token.objects.filter(pk=token_id).exclude(last_used_at__gt=r.created_at).update(
+                last_used_at=r.created_at, last_ip=r.client_ip
+            )
+        return
+    # One statement for the whole batch: COPY the values in, UPDATE … FROM them.
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS incoming_token_use")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE incoming_token_use "
+            "(id bigint, used_at timestamptz, ip inet) ON COMMIT DROP"
+        )
+        with cursor.cursor.copy("COPY incoming_token_use (id, used_at, ip) FROM STDIN") as copy:
+            for token_id, r in sorted(latest.items()):
+                copy.write_row((token_id, r.created_at, r.client_ip))
+        table = connection.ops.quote_name(Token._meta.db_table)
+        # Lock in id order first: the flushes of other processes take the same rows.
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
+            [sorted(latest)],
+        )
+        cursor.execute(
+            f"UPDATE {table} SET last_used_at = i.used_at, last_ip = i.ip "  # noqa: S608
+            f"FROM incoming_token_use i WHERE {table}.id = i.id "
+            f"AND ({table}.last_used_at IS NULL OR {table}.last_used_at < i.used_at)"
         )
 
 
@@ -174,28 +214,54 @@ def _upsert_add(model, key_names, sum_names, table):
         return
     quote = connection.ops.quote_name
     db_table = quote(model._meta.db_table)
-    keys = ", ".join(quote(c.column) for c in _columns(model, key_names))
     updates = ", ".join(
         f"{quote(c.column)} = {db_table}.{quote(c.column)} + excluded.{quote(c.column)}"
         for c in _columns(model, sum_names)
     )
-    # Sorted, so that concurrent flushes of several processes lock rows in the same order.
-    rows = sorted((*key, *sums) for key, sums in table.items())
-    _insert(model, [*key_names, *sum_names], rows, f" ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+    rows = [(*key, *sums) for key, sums in table.items()]
+    _upsert(model, [*key_names, *sum_names], key_names, rows, updates)
 
 
 def _upsert_ip_days(ips):
     if not ips:
         return
-    quote = connection.ops.quote_name
-    db_table = quote(IpDay._meta.db_table)
-    keys = ", ".join(quote(c.column) for c in _columns(IpDay, IpDay.KEY_FIELDS))
-    suffix = (
-        f" ON CONFLICT ({keys}) DO UPDATE SET requests = {db_table}.requests + excluded.requests,"
+    db_table = connection.ops.quote_name(IpDay._meta.db_table)
+    updates = (
+        f"requests = {db_table}.requests + excluded.requests,"
         f" first_seen = CASE WHEN excluded.first_seen < {db_table}.first_seen"
         f" THEN excluded.first_seen ELSE {db_table}.first_seen END,"
         f" last_seen = CASE WHEN excluded.last_seen > {db_table}.last_seen"
         f" THEN excluded.last_seen ELSE {db_table}.last_seen END"
     )
-    rows = sorted((*key, *seen) for key, seen in ips.items())
-    _insert(IpDay, [*IpDay.KEY_FIELDS, "requests", "first_seen", "last_seen"], rows, suffix)
+    rows = [(*key, *seen) for key, seen in ips.items()]
+    names = [*IpDay.KEY_FIELDS, "requests", "first_seen", "last_seen"]
+    _upsert(IpDay, names, IpDay.KEY_FIELDS, rows, updates)
+
+
+def _upsert(model, names, key_names, rows, updates):
+    """INSERT … ON CONFLICT (key) DO UPDATE SET `updates`, rows sorted by key so that the
+    flushes of several processes lock rows in the same order. On PostgreSQL the rows go in by
+    COPY to a temporary table first: no SQL text to build or parse per value."""
+    quote = connection.ops.quote_name
+    keys = ", ".join(quote(c.column) for c in _columns(model, key_names))
+    conflict = f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+    rows.sort()
+    if connection.vendor != "postgresql":
+        _insert(model, names, rows, conflict)
+        return
+    columns = ", ".join(quote(c.column) for c in _columns(model, names))
+    table = quote(model._meta.db_table)
+    scratch = quote(f"incoming_{model._meta.db_table}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {scratch}")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "  # noqa: S608 (model names)
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        with cursor.cursor.copy(f"COPY {scratch} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {scratch} "  # noqa: S608
+            f"ORDER BY {keys}{conflict}"
+        )

@@ -120,6 +120,19 @@ def model_price(db):
     )
 
 
+def streamed(response):
+    """The whole body of a streaming response, async iterator or not, read in this thread."""
+    from asgiref.sync import async_to_sync
+
+    if not response.is_async:
+        return b"".join(response.streaming_content)
+
+    async def collect():
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(collect)()
+
+
 def ledger_sum(user):
     from django.db.models import Sum
 
@@ -134,22 +147,27 @@ def balance_of(user):
     return Account.objects.get(user=user).balance
 
 
-@pytest.fixture
-def alice_client(client, alice):
-    client.force_login(alice)
+def _client_for(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
     return client
 
 
 @pytest.fixture
-def bob_client(client, bob):
-    client.force_login(bob)
-    return client
+def alice_client(alice):
+    return _client_for(alice)
 
 
 @pytest.fixture
-def staff_client(client, charlie):
-    client.force_login(charlie)
-    return client
+def bob_client(bob):
+    return _client_for(bob)
+
+
+@pytest.fixture
+def staff_client(charlie):
+    return _client_for(charlie)
 
 
 def free_port():

@@ -1,10 +1,16 @@
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Max, Min, Sum
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from billing.models import ModelPrice
+from logs import stats
+from logs.models import IpDay, RequestLog
 from tokens import services
 from tokens.forms import TokenForm
 from tokens.models import Token
@@ -28,24 +34,13 @@ def _row_context(token, granted):
 
 
 def _key_page(request, token, key, *, rotated):
-    example = _example_model()
+    example = ModelPrice.example_chat_model()
     if token.allowed_models and example not in token.allowed_models:
         example = token.allowed_models[0]
     return render(
         request,
         "tokens/key.html",
         {"token": token, "key": key, "rotated": rotated, "example_model": example},
-    )
-
-
-def _example_model():
-    """The cheapest chat model, for the ready-to-run snippets."""
-    return (
-        ModelPrice.objects.filter(enabled=True, kind=ModelPrice.Kind.CHAT)
-        .order_by("model_multiplier", "model")
-        .values_list("model", flat=True)
-        .first()
-        or "gpt-4o-mini"
     )
 
 
@@ -122,6 +117,25 @@ def token_delete(request, pk):
 
 @login_required
 def token_usage(request, pk):
+    """Spend and requests over time, the addresses that used the token, and its last calls."""
     token = _get_token_for_user(request, pk)
+    tz = timezone.get_current_timezone()
     context = _row_context(token, _granted_group_ids(request.user))
+    since = (timezone.now() - timedelta(days=29)).date()
+    ips = (
+        IpDay.objects.filter(user_id=request.user.pk, token_id=token.pk, day__gte=since)
+        .values("client_ip")
+        .annotate(
+            requests=Sum("requests"), first_seen=Min("first_seen"), last_seen=Max("last_seen")
+        )
+        .order_by("-last_seen")[:200]
+    )
+    context.update(
+        spend=stats.daily_spend_by_model(request.user, 30, tz, token_id=token.pk),
+        totals=stats.since(request.user, timezone.now() - timedelta(days=30), token_id=token.pk),
+        ips=list(ips),
+        recent=RequestLog.objects.filter(user_id=request.user.pk, token_id=token.pk).order_by(
+            "-id"
+        )[:10],
+    )
     return render(request, "tokens/usage.html", context)

@@ -29,3 +29,21 @@ def mult(value):
     except (InvalidOperation, TypeError, ValueError):
         return value
     return format(normalized, "f")
+
+
+@register.filter
+def index(sequence, position):
+    """{{ values|index:i }}: the i-th item, or an empty string."""
+    try:
+        return sequence[int(position)]
+    except (IndexError, TypeError, ValueError):
+        return ""
+
+
+@register.filter
+def num(value):
+    """1234567 → 1,234,567; a lighter intcomma for large tables."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return value

@@ -56,6 +56,12 @@
       copyText(copy);
       return;
     }
+    var clear = event.target.closest("[data-clear]");
+    if (clear) {
+      var slot = document.querySelector(clear.getAttribute("data-clear"));
+      if (slot) slot.innerHTML = "";
+      return;
+    }
     var tab = event.target.closest("[role=tab]");
     if (tab) {
       selectTab(tab);

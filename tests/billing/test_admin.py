@@ -7,7 +7,7 @@ from django.utils import timezone
 from billing import services
 from billing.models import Account, ModelPrice, PriceAdjustment, RechargeOrder, RedemptionCode
 from tests.billing.test_orders import make_order
-from tests.conftest import balance_of, ledger_sum
+from tests.conftest import balance_of, ledger_sum, streamed
 
 
 def run_action(client, model, action, ids, **data):
@@ -179,7 +179,7 @@ def test_orders_export_as_csv(staff_client, alice):
         reverse("admin:billing_rechargeorder_changelist"),
         {"action": "export_csv", "_selected_action": [order.pk]},
     )
-    body = b"".join(response.streaming_content).decode()
+    body = streamed(response).decode()
     assert body.splitlines()[0].startswith("number,email,amount_usd")
     assert f"{order.number},alice@example.com,20.00" in body
 

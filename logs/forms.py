@@ -1,0 +1,110 @@
+from datetime import timedelta
+
+from django import forms
+from django.utils import timezone
+
+from billing.models import Group
+from logs import stats
+from tokens.models import Token
+
+PERIODS = [
+    ("1h", "Last hour"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+    ("all", "All kept"),
+    ("custom", "Custom range"),
+]
+PERIOD_SPANS = {
+    "1h": timedelta(hours=1),
+    "24h": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+
+
+class TokenChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, token):
+        return f"{token.name} (deleted)" if token.deleted_at else token.name
+
+
+class LogFilterForm(forms.Form):
+    """The filters of the request log, read from the query string."""
+
+    period = forms.ChoiceField(choices=PERIODS, required=False, initial="24h", label="Time")
+    start = forms.DateTimeField(
+        required=False,
+        label="From",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    end = forms.DateTimeField(
+        required=False,
+        label="To",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    token = TokenChoiceField(
+        queryset=Token.objects.none(), required=False, empty_label="All tokens"
+    )
+    model = forms.ChoiceField(required=False, label="Model")
+    group = forms.ModelChoiceField(
+        queryset=Group.objects.all(),
+        required=False,
+        empty_label="All lines",
+        label="Line",
+        to_field_name="name",
+    )
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), ("ok", "Success"), ("error", "Error")], required=False
+    )
+    ip = forms.GenericIPAddressField(required=False, label="IP address", unpack_ipv4=True)
+
+    def __init__(self, data, *, user):
+        super().__init__(data)
+        self.fields["token"].queryset = Token.objects.filter(user=user).order_by(
+            "deleted_at", "name"
+        )
+        models = stats.used_models(user)
+        self.fields["model"].choices = [("", "All models"), *[(m, m) for m in models]]
+        self.fields["model"].error_messages["invalid_choice"] = (
+            "You have not called “%(value)s” recently; pick a model from the list."
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("period") == "custom":
+            start, end = cleaned.get("start"), cleaned.get("end")
+            if not start and not end:
+                self.add_error("start", "Give a start or an end time for a custom range.")
+            if start and end and start >= end:
+                self.add_error("end", "The end must be after the start.")
+        return cleaned
+
+    def bounds(self, now=None):
+        """(start, end) in UTC for the chosen period; either may be None (open)."""
+        now = now or timezone.now()
+        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        period = data.get("period") or "24h"
+        if period == "custom":
+            return data.get("start"), data.get("end")
+        if period == "all":
+            return None, None
+        return now - PERIOD_SPANS[period], None
+
+    def query(self):
+        """The filters as a query string, for pagination and export links."""
+        if not self.is_bound or not self.is_valid():
+            return ""
+        keep = {}
+        for name, value in self.cleaned_data.items():
+            if value in (None, ""):
+                continue
+            if name == "token":
+                value = value.pk
+            elif name == "group":
+                value = value.name
+            elif name in ("start", "end"):
+                value = timezone.localtime(value).strftime("%Y-%m-%dT%H:%M")
+            keep[name] = value
+        from urllib.parse import urlencode
+
+        return urlencode(keep)

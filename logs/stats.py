@@ -1,0 +1,308 @@
+"""Figures for dashboards and charts, read from the rollup tables only, never the raw log.
+
+Buckets are stored in UTC. Series keep one point per UTC bucket and label it in the viewer's
+time zone, so that a DST change never merges or drops a bucket; days are local days, each hour
+counted in the one local day it starts in.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from logs.models import ChannelMinute, UsageDay, UsageHour, UsageMinute
+
+ONE_MINUTE = timedelta(minutes=1)
+RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
+DAY_RANGES = {"7d": 7, "30d": 30}
+
+
+def _floor_minute(moment):
+    return moment.replace(second=0, microsecond=0)
+
+
+def local_midnight(now, tz):
+    local = now.astimezone(tz)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def _scoped(model, user, token_id=None, model_name=None):
+    rows = model.objects.filter(user_id=user.pk) if user is not None else model.objects.all()
+    if token_id:
+        rows = rows.filter(token_id=token_id)
+    if model_name:
+        rows = rows.filter(model=model_name)
+    return rows
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: int = 0
+
+    @property
+    def tokens(self):
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def success_rate(self):
+        if not self.requests:
+            return None
+        return 100 * (self.requests - self.errors) / self.requests
+
+
+def totals(rows):
+    figures = rows.aggregate(
+        all_requests=Sum("requests"),
+        all_errors=Sum("requests", filter=Q(ok=False)),
+        all_prompt=Sum("prompt_tokens"),
+        all_completion=Sum("completion_tokens"),
+        all_cost=Sum("cost"),
+    )
+    return Totals(
+        requests=figures["all_requests"] or 0,
+        errors=figures["all_errors"] or 0,
+        prompt_tokens=figures["all_prompt"] or 0,
+        completion_tokens=figures["all_completion"] or 0,
+        cost=figures["all_cost"] or 0,
+    )
+
+
+def since(user, start, *, end=None, token_id=None, model_name=None):
+    """Totals from `start` to now (or `end`)."""
+    return windows(user, {"span": start}, end=end, token_id=token_id, model_name=model_name)["span"]
+
+
+_FIELDS = {
+    "requests": ("requests", Q()),
+    "errors": ("requests", Q(ok=False)),
+    "prompt_tokens": ("prompt_tokens", Q()),
+    "completion_tokens": ("completion_tokens", Q()),
+    "cost": ("cost", Q()),
+}
+
+
+def windows(user, starts, *, end=None, token_id=None, model_name=None):
+    """Totals for several windows ending now, in two queries whatever their number: whole
+    hours from the hour rollup, the partial hours at each window's edges from minutes."""
+    end = end or timezone.now()
+    last_hour = end.replace(minute=0, second=0, microsecond=0)
+    hour_sums, minute_sums, wanted = {}, {}, Q(bucket__gte=last_hour)
+    for name, start in starts.items():
+        first_hour = (start + timedelta(minutes=59)).replace(minute=0, second=0, microsecond=0)
+        for field, (column, condition) in _FIELDS.items():
+            if first_hour < last_hour:
+                hour_sums[f"{name}__{field}"] = Sum(
+                    column, filter=condition & Q(bucket__gte=first_hour)
+                )
+                in_minutes = Q(bucket__gte=start, bucket__lt=first_hour) | Q(bucket__gte=last_hour)
+            else:
+                in_minutes = Q(bucket__gte=start)
+            minute_sums[f"{name}__{field}"] = Sum(column, filter=condition & in_minutes)
+        wanted |= in_minutes
+    earliest = min(starts.values())
+    figures = {}
+    if hour_sums:
+        figures = (
+            _scoped(UsageHour, user, token_id, model_name)
+            .filter(
+                bucket__gte=earliest.replace(minute=0, second=0, microsecond=0),
+                bucket__lt=last_hour,
+            )
+            .aggregate(**hour_sums)
+        )
+    # Only the edge minutes are read (a few short index ranges), not every minute.
+    edges = (
+        _scoped(UsageMinute, user, token_id, model_name)
+        .filter(wanted, bucket__lt=end)
+        .aggregate(**minute_sums)
+    )
+    result = {}
+    for name in starts:
+        result[name] = Totals(
+            **{
+                field: (figures.get(f"{name}__{field}") or 0) + (edges[f"{name}__{field}"] or 0)
+                for field in _FIELDS
+            }
+        )
+    return result
+
+
+@dataclass
+class Card:
+    balance: int
+    spend_today: int
+    spend_7d: int
+    spend_30d: int
+    requests_today: int
+    rpm: int
+    tpm: int
+    peak_rpm: int
+    success_rate: float | None
+
+
+def dashboard_cards(user, balance, tz, now=None):
+    now = now or timezone.now()
+    midnight = local_midnight(now, tz)
+    spans = windows(
+        user,
+        {"today": midnight, "week": now - timedelta(days=7), "month": now - timedelta(days=30)},
+        end=now,
+    )
+    last_minute = _floor_minute(now) - timedelta(minutes=1)
+    per_minute = (
+        _scoped(UsageMinute, user)
+        .filter(bucket__gte=min(midnight, last_minute))
+        .values("bucket")
+        .annotate(
+            minute_requests=Sum("requests"),
+            minute_tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
+        )
+    )
+    peak, rpm, tpm = 0, 0, 0
+    for row in per_minute:
+        if row["bucket"] >= midnight:
+            peak = max(peak, row["minute_requests"])
+        if row["bucket"] == last_minute:
+            rpm, tpm = row["minute_requests"], row["minute_tokens"]
+    today = spans["today"]
+    return Card(
+        balance=balance,
+        spend_today=today.cost,
+        spend_7d=spans["week"].cost,
+        spend_30d=spans["month"].cost,
+        requests_today=today.requests,
+        rpm=rpm,
+        tpm=tpm,
+        peak_rpm=peak,
+        success_rate=today.success_rate,
+    )
+
+
+def minute_series(user, span, tz, *, token_id=None, model_name=None, now=None):
+    """Requests, tokens and errors per minute over `span`, one point per minute."""
+    now = now or timezone.now()
+    end = _floor_minute(now)
+    start = end - span
+    rows = _scoped(UsageMinute, user, token_id, model_name).filter(
+        bucket__gte=start, bucket__lt=end
+    )
+    return _per_minute(rows, start, end, tz)
+
+
+def platform_series(rows, now, tz):
+    end = _floor_minute(now)
+    return _per_minute(rows.filter(bucket__lt=end), end - timedelta(hours=1), end, tz)
+
+
+def summary(series):
+    """A sentence that says what a per-minute chart shows, for those who cannot see it."""
+    total = sum(series["requests"])
+    if not total:
+        return "No requests in this period."
+    peak = max(series["requests"])
+    at = series["labels"][series["requests"].index(peak)]
+    return (
+        f"{total:,} requests and {sum(series['tokens']):,} tokens in this period; "
+        f"the busiest minute was {at} with {peak:,} requests; {sum(series['errors']):,} errors."
+    )
+
+
+def _per_minute(rows, start, end, tz):
+    rows = rows.values("bucket").annotate(
+        n_requests=Sum("requests"),
+        n_errors=Sum("requests", filter=Q(ok=False)),
+        n_tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
+    )
+    by_minute = {row["bucket"]: row for row in rows}
+    labels, requests, tokens, errors = [], [], [], []
+    same_offset = start.astimezone(tz).utcoffset() == end.astimezone(tz).utcoffset()
+    local = start.astimezone(tz)
+    clock = local.hour * 60 + local.minute
+    moment = start
+    while moment < end:
+        row = by_minute.get(moment)
+        if same_offset:
+            # Formatting each minute with strftime is slow; with no clock change in the span,
+            # counting minutes from the first local time is exact.
+            labels.append(f"{clock // 60 % 24:02d}:{clock % 60:02d}")
+            clock += 1
+        else:
+            labels.append(moment.astimezone(tz).strftime("%H:%M"))
+        requests.append(row["n_requests"] if row else 0)
+        tokens.append(row["n_tokens"] if row else 0)
+        errors.append((row["n_errors"] or 0) if row else 0)
+        moment += ONE_MINUTE
+    return {"labels": labels, "requests": requests, "tokens": tokens, "errors": errors}
+
+
+def daily_spend_by_model(user, days, tz, *, token_id=None, model_name=None, now=None):
+    """Spend per local day and model over the last `days` days, from the hour rollup."""
+    now = now or timezone.now()
+    today = local_midnight(now, tz).astimezone(tz).date()
+    first_day = today - timedelta(days=days - 1)
+    start = datetime.combine(first_day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
+    rows = (
+        _scoped(UsageHour, user, token_id, model_name)
+        .filter(bucket__gte=start)
+        .values("bucket", "model")
+        .annotate(spent=Sum("cost"), n_errors=Sum("requests", filter=Q(ok=False)))
+    )
+    spend = defaultdict(lambda: defaultdict(int))
+    errors = defaultdict(int)
+    for row in rows:
+        day = row["bucket"].astimezone(tz).date()
+        spend[row["model"]][day] += row["spent"]
+        errors[day] += row["n_errors"] or 0
+    day_list = [first_day + timedelta(days=i) for i in range(days)]
+    models = sorted(spend, key=lambda name: -sum(spend[name].values()))
+    return {
+        "labels": [day.strftime("%b %d") for day in day_list],
+        "models": [
+            {"model": name or "—", "cost": [spend[name][day] for day in day_list]}
+            for name in models
+        ],
+        "errors": [errors[day] for day in day_list],
+    }
+
+
+def used_models(user, days=90):
+    """Models this user called recently, for filter lists, from the day rollup."""
+    start = (timezone.now() - timedelta(days=days)).date()
+    return list(
+        _scoped(UsageDay, user)
+        .filter(bucket__gte=start)
+        .exclude(model="")
+        .values_list("model", flat=True)
+        .distinct()
+        .order_by("model")
+    )
+
+
+def channel_stats(since_moment):
+    """Requests, failure rate and mean latency per channel since a moment, for staff."""
+    rows = (
+        ChannelMinute.objects.filter(bucket__gte=since_moment)
+        .values("channel_id")
+        .annotate(
+            n_requests=Sum("requests"), n_failures=Sum("failures"), n_latency=Sum("latency_ms")
+        )
+    )
+    return {row["channel_id"]: row for row in rows}
+
+
+def top(rows, field, count=10):
+    return list(
+        rows.values(field)
+        .annotate(
+            n_requests=Sum("requests"),
+            spent=Sum("cost"),
+            n_tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
+        )
+        .order_by("-spent")[:count]
+    )

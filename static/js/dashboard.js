@@ -1,0 +1,100 @@
+// Dashboard charts (Chart.js, vendored) drawn from json_script data, and the live refresh.
+(function () {
+  "use strict";
+
+  var charts = {};
+  var PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#14b8a6",
+                 "#f97316", "#64748b", "#ec4899"];
+
+  function css(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  function data(id) {
+    var node = document.getElementById(id);
+    return node ? JSON.parse(node.textContent) : null;
+  }
+
+  function baseOptions() {
+    var text = css("--text-3"), grid = css("--border");
+    return {
+      responsive: true,
+      maintainAspectRatio: false,
+      animation: false,
+      interaction: { mode: "index", intersect: false },
+      plugins: { legend: { labels: { color: text, boxWidth: 12 } } },
+      scales: {
+        x: { ticks: { color: text, maxTicksLimit: 12, autoSkip: true }, grid: { color: grid } },
+        y: { ticks: { color: text }, grid: { color: grid }, beginAtZero: true }
+      }
+    };
+  }
+
+  function draw(id, config) {
+    var canvas = document.getElementById(id);
+    if (!canvas || !window.Chart) return;
+    if (charts[id]) charts[id].destroy();
+    charts[id] = new window.Chart(canvas, config);
+  }
+
+  function drawRpm() {
+    var series = data("rpm-data");
+    if (!series) return;
+    var options = baseOptions();
+    options.scales.y2 = { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
+                          ticks: { color: css("--text-3") } };
+    draw("rpm-chart", {
+      type: "line",
+      data: {
+        labels: series.labels,
+        datasets: [
+          { label: "Requests / min", data: series.requests, borderColor: PALETTE[0],
+            backgroundColor: PALETTE[0] + "33", fill: true, pointRadius: 0, tension: 0.2 },
+          { label: "Tokens / min", data: series.tokens, borderColor: PALETTE[1], yAxisID: "y2",
+            pointRadius: 0, tension: 0.2 },
+          { label: "Errors / min", data: series.errors, borderColor: PALETTE[4], pointRadius: 0,
+            tension: 0.2 }
+        ]
+      },
+      options: options
+    });
+  }
+
+  function drawSpend() {
+    var spend = data("spend-data");
+    if (!spend) return;
+    var options = baseOptions();
+    options.scales.x.stacked = true;
+    options.scales.y.stacked = true;
+    options.scales.y.ticks.callback = function (value) { return "$" + (value / 1e6).toFixed(2); };
+    options.plugins.tooltip = { callbacks: { label: function (item) {
+      return item.dataset.label + ": $" + (item.raw / 1e6).toFixed(4);
+    } } };
+    draw("spend-chart", {
+      type: "bar",
+      data: {
+        labels: spend.labels,
+        datasets: spend.models.map(function (entry, i) {
+          return { label: entry.model, data: entry.cost, backgroundColor: PALETTE[i % PALETTE.length] };
+        })
+      },
+      options: options
+    });
+  }
+
+  function refresh() {
+    var live = document.getElementById("live");
+    if (!live || document.hidden || !window.htmx) return;
+    window.htmx.ajax("GET", live.getAttribute("data-live-url"), { target: "#live", swap: "outerHTML" });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    drawRpm();
+    drawSpend();
+    setInterval(refresh, 15000);
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
+  });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && (event.target.id === "live" || event.target.querySelector && event.target.querySelector("#rpm-data"))) drawRpm();
+  });
+})();

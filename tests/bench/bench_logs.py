@@ -1,0 +1,403 @@
+"""Log and dashboard pages at scale: server-side time at 100k and at 10M log rows.
+
+Fills a PostgreSQL database with realistic data (COPY): log rows over 30 days for 1,000 users,
+one heavy user holding a tenth of them, and the matching rollups. Then, for the heavy user,
+times the dashboard, the 24-hour RPM chart data, the log page (first page, and a page deep in a
+filtered range) and the IP view, through Django's test client in this process (server-side
+time, template rendering included). Also: CSV export of the heavy user's log (rows per second,
+memory), and ingestion through the gateway's batched writer (rows per second).
+
+    .venv/bin/python tests/bench/bench_logs.py [--rows 10000000] [--small 100000]
+
+Figures are printed; nothing is asserted. Databases switchboard_bench_logs_<rows> on
+127.0.0.1 (or --server) are created if missing and refilled.
+"""
+
+import argparse
+import io
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = 1_000
+MODELS = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "gemini-2.0-flash", "deepseek-chat"]
+MODEL_WEIGHTS = [50, 20, 15, 10, 5]
+
+
+def database_url(server, rows):
+    return f"{server}/switchboard_bench_logs_{rows}"
+
+
+def ensure_database(url, fresh):
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if exists and fresh:
+            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            exists = None
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{name}"')
+    return not exists
+
+
+def fill(url, rows):
+    """Users, tokens, log rows by COPY, then rollups aggregated from them in SQL."""
+    import psycopg
+
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench-" + "x" * 40}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    started = time.perf_counter()
+    rng = random.Random(7)
+    with psycopg.connect(url) as connection:
+        cursor = connection.cursor()
+        group_id = cursor.execute("SELECT id FROM billing_group WHERE name = 'default'").fetchone()[
+            0
+        ]
+        now = datetime.now(UTC)
+        with cursor.copy(
+            "COPY accounts_user (id, email, name, time_zone, is_staff, is_active, is_superuser, "
+            "password, date_joined) FROM STDIN"
+        ) as copy:
+            for user_id in range(1, USERS + 1):
+                copy.write_row(
+                    (user_id, f"user{user_id}@example.com", "", "UTC", False, True, False, "!", now)
+                )
+        cursor.execute(
+            "INSERT INTO billing_account (user_id, balance, held, total_recharged, "
+            "updated_at) SELECT id, 100000000, 0, 0, now() FROM accounts_user"
+        )
+        with cursor.copy(
+            "COPY tokens_token (id, user_id, name, key_hash, key_prefix, key_suffix, "
+            "unlimited_quota, quota_used, quota_held, group_id, allowed_models, ip_allowlist, "
+            "enabled, created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for user_id in range(1, USERS + 1):
+                for n in range(3):
+                    token_id = user_id * 3 + n
+                    copy.write_row(
+                        (
+                            token_id,
+                            user_id,
+                            f"token {n}",
+                            uuid.uuid4().hex * 2,
+                            "sk-abcd",
+                            "wxyz",
+                            True,
+                            0,
+                            0,
+                            group_id,
+                            "[]",
+                            "[]",
+                            True,
+                            now,
+                            now,
+                        )
+                    )
+        cursor.execute("SELECT setval('accounts_user_id_seq', %s)", [USERS])
+        cursor.execute("SELECT setval('tokens_token_id_seq', %s)", [USERS * 3 + 3])
+        connection.commit()
+        print(f"  users and tokens in {time.perf_counter() - started:.1f} s")
+
+        # Drop the log table's secondary indexes while loading; rebuilt below.
+        indexes = cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'logs_requestlog' "
+            "AND indexname NOT LIKE '%%pkey'"
+        ).fetchall()
+        for name, _definition in indexes:
+            cursor.execute(f'DROP INDEX "{name}"')
+        started = time.perf_counter()
+        heavy = rows // 10
+        start_ms = int((now - timedelta(days=30)).timestamp() * 1000)
+        span_ms = 30 * 86_400_000
+        columns = (
+            "id, created_at, user_id, token_id, group_id, channel_id, endpoint, model, "
+            "stream, client_ip, status, error_code, prompt_tokens, completion_tokens, "
+            "usage_estimated, cost, model_multiplier, completion_multiplier, "
+            "group_multiplier, call_price, per_call, latency_ms, ttft_ms, retries"
+        )
+        with cursor.copy(f"COPY logs_requestlog ({columns}) FROM STDIN") as copy:
+            buffer = io.StringIO()
+            for i in range(rows):
+                user_id = 1 if i < heavy else rng.randint(2, USERS)
+                token_id = user_id * 3 + rng.choice((0, 0, 0, 1, 2))
+                millis = start_ms + int(span_ms * rng.random() ** 0.9)
+                ident = uuid.UUID(
+                    int=(millis << 80)
+                    | (0x7 << 76)
+                    | (0x2 << 62)
+                    | rng.getrandbits(62)
+                    | (rng.getrandbits(12) << 64)
+                )
+                created = datetime.fromtimestamp(millis / 1000, UTC).isoformat()
+                model = rng.choices(MODELS, MODEL_WEIGHTS)[0]
+                failed = rng.random() < 0.02
+                prompt = 0 if failed else rng.randint(5, 4000)
+                completion = 0 if failed else rng.randint(1, 1500)
+                cost = 0 if failed else (prompt + completion * 4) * 15 // 100
+                ip = f"10.{user_id % 250}.{token_id % 250}.{rng.randint(1, 8)}"
+                buffer.write(
+                    f"{ident}\t{created}\t{user_id}\t{token_id}\t{group_id}\t\\N\tchat\t{model}\t"
+                    f"f\t{ip}\t{502 if failed else 200}\t{'upstream_error' if failed else ''}\t"
+                    f"{prompt}\t{completion}\tf\t{cost}\t0.075\t4\t1\t0\tf\t"
+                    f"{rng.randint(200, 4000)}\t\\N\t0\n"
+                )
+                if i % 100_000 == 99_999:
+                    copy.write(buffer.getvalue())
+                    buffer = io.StringIO()
+            copy.write(buffer.getvalue())
+        connection.commit()
+        loaded = time.perf_counter() - started
+        print(f"  {rows:,} log rows by COPY in {loaded:.1f} s ({rows / loaded:,.0f} rows/s)")
+        started = time.perf_counter()
+        for _name, definition in indexes:
+            cursor.execute(definition)
+        connection.commit()
+        print(f"  log indexes rebuilt in {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        ok = "status < 400"
+        sums = "count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(latency_ms)"
+        for table, bucket in (
+            ("logs_usageminute", "date_trunc('minute', created_at)"),
+            ("logs_usagehour", "date_trunc('hour', created_at)"),
+            ("logs_usageday", "(created_at AT TIME ZONE 'UTC')::date"),
+        ):
+            cursor.execute(
+                f"INSERT INTO {table} (bucket, user_id, token_id, group_id, model, ok, requests, "
+                f"prompt_tokens, completion_tokens, cost, latency_ms) SELECT {bucket}, user_id, "
+                f"token_id, group_id, model, {ok}, {sums} FROM logs_requestlog "
+                f"GROUP BY 1, 2, 3, 4, 5, 6"
+            )
+        cursor.execute(
+            "INSERT INTO logs_platformminute (bucket, model, ok, requests, prompt_tokens, "
+            f"completion_tokens, cost, latency_ms) SELECT date_trunc('minute', created_at), "
+            f"model, {ok}, {sums} FROM logs_requestlog GROUP BY 1, 2, 3"
+        )
+        cursor.execute(
+            "INSERT INTO logs_ipday (day, user_id, token_id, client_ip, requests, first_seen, "
+            "last_seen) SELECT (created_at AT TIME ZONE 'UTC')::date, user_id, token_id, "
+            "client_ip, count(*), min(created_at), max(created_at) FROM logs_requestlog "
+            "GROUP BY 1, 2, 3, 4"
+        )
+        connection.commit()
+        print(f"  rollups in {time.perf_counter() - started:.1f} s")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+
+
+def setup_django(url):
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 40)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings"
+    os.environ["LOG_LEVEL"] = "WARNING"
+    sys.path.insert(0, str(ROOT))
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from django.test.utils import setup_test_environment
+
+    # Pages are rendered without collectstatic, and requested as "testserver", as in the tests.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    setup_test_environment()
+
+
+def timed(client, path, params=None, *, repeat=30, headers=None):
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = client.get(path, params or {}, headers=headers or {})
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (path, response.status_code)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.95) - 1]
+
+
+def measure_pages(label):
+    from django.db import connection
+    from django.test import Client
+
+    from accounts.models import User
+    from logs.models import RequestLog
+
+    client = Client()
+    user = User.objects.get(pk=1)
+    client.force_login(user)
+    connection.close()
+    rows = RequestLog.objects.filter(user_id=1).count()
+    deep = (
+        RequestLog.objects.filter(user_id=1, model="gpt-4o")
+        .order_by("-id")
+        .values_list("id", flat=True)[rows // 12 : rows // 12 + 1][0]
+    )
+    week_ago = (datetime.now(UTC) - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M")
+    week_end = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    pages = [
+        ("dashboard", "/", {}),
+        ("RPM chart data, 24 h", "/dashboard/live/", {"range": "24h"}),
+        ("log page, first", "/logs/", {"period": "30d"}),
+        (
+            "log page, deep in a filtered range",
+            "/logs/",
+            {
+                "period": "custom",
+                "start": week_ago,
+                "end": week_end,
+                "model": "gpt-4o",
+                "after": str(deep),
+            },
+        ),
+        ("IP view, 30 days", "/logs/ips/", {"period": "30d"}),
+    ]
+    print(f"\n{label}: heavy user holds {rows:,} rows")
+    print(f"  {'page':<38} {'p50 ms':>8} {'p95 ms':>8}")
+    results = {}
+    for name, path, params in pages:
+        timed(client, path, params, repeat=3)  # warm
+        p50, p95 = timed(
+            client, path, params, headers={"HX-Request": "true"} if "live" in path else None
+        )
+        results[name] = (p50, p95)
+        print(f"  {name:<38} {p50:>8.1f} {p95:>8.1f}")
+    return results
+
+
+def measure_export():
+    import tracemalloc
+
+    from asgiref.sync import async_to_sync
+    from django.test import Client
+
+    client = Client()
+    from accounts.models import User
+
+    client.force_login(User.objects.get(pk=1))
+    tracemalloc.start()
+    started = time.perf_counter()
+    response = client.get("/logs/export.csv", {"period": "all"})
+    lines = 0
+
+    async def read():
+        nonlocal lines
+        async for chunk in response.streaming_content:
+            lines += chunk.count(b"\n")
+
+    async_to_sync(read)()
+    elapsed = time.perf_counter() - started
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"\nCSV export of the heavy user: {lines - 1:,} rows in {elapsed:.1f} s "
+        f"({(lines - 1) / elapsed:,.0f} rows/s), peak Python memory {peak / 1e6:.1f} MB"
+    )
+
+
+def measure_ingestion(batches=10, size=10_000):
+    from decimal import Decimal
+
+    from logs.ids import uuid7
+    from logs.writer import RequestRecord, write_batch
+
+    rng = random.Random(3)
+    total = 0
+    elapsed = 0.0
+    for _ in range(batches):
+        now = datetime.now(UTC)
+        records = []
+        for _ in range(size):
+            user_id = rng.randint(1, USERS)
+            records.append(
+                RequestRecord(
+                    id=uuid7(),
+                    created_at=now - timedelta(seconds=rng.random()),
+                    user_id=user_id,
+                    token_id=user_id * 3,
+                    group_id=None,
+                    channel_id=None,
+                    endpoint="chat",
+                    model=rng.choice(MODELS),
+                    stream=False,
+                    client_ip=f"10.0.{user_id % 250}.1",
+                    status=200,
+                    error_code="",
+                    prompt_tokens=100,
+                    completion_tokens=50,
+                    usage_estimated=False,
+                    cost=45,
+                    model_multiplier=Decimal("0.075"),
+                    completion_multiplier=Decimal(4),
+                    group_multiplier=Decimal(1),
+                    call_price=0,
+                    per_call=False,
+                    latency_ms=300,
+                    ttft_ms=None,
+                    retries=0,
+                )
+            )
+        started = time.perf_counter()
+        write_batch(records)
+        elapsed += time.perf_counter() - started
+        total += size
+    print(
+        f"\nIngestion through the batched writer (log rows + 4 rollups + IPs + tokens, "
+        f"{size:,}-row batches, 1,000 users): {total / elapsed:,.0f} rows/s"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--refill", action="store_true", help="Regenerate existing databases.")
+    parser.add_argument("--only", choices=["small", "large"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only is None:
+        # Each size in its own process: Django is set up once per database.
+        for which in ("small", "large"):
+            command = [
+                sys.executable,
+                __file__,
+                "--rows",
+                str(args.rows),
+                "--small",
+                str(args.small),
+                "--server",
+                args.server,
+                "--only",
+                which,
+            ]
+            if args.refill:
+                command.append("--refill")
+            subprocess.run(command, check=True)
+        return
+    rows = args.small if args.only == "small" else args.rows
+    url = database_url(args.server, rows)
+    if ensure_database(url, args.refill):
+        print(f"Filling {url} with {rows:,} log rows")
+        fill(url, rows)
+    setup_django(url)
+    measure_pages(f"{rows:,} log rows")
+    if args.only == "large":
+        measure_export()
+        measure_ingestion()
+
+
+if __name__ == "__main__":
+    main()

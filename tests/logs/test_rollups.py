@@ -1,0 +1,82 @@
+"""Rollups agree with the raw log; time zones neither drop nor double a bucket; retention."""
+
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from logs import stats
+from logs.models import (
+    RequestLog,
+    UsageHour,
+)
+from logs.retention import prune
+from logs.writer import write_batch
+from tests.logs.test_pages import make_record
+from tokens.services import token_create
+
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
+
+
+def test_minute_series_across_local_midnight_has_every_minute_once(alice, default_group):
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    midnight = datetime(2026, 6, 1, tzinfo=NEW_YORK).astimezone(UTC)
+    records = [
+        make_record(alice, token, at=midnight + timedelta(minutes=m)) for m in range(-30, 30)
+    ]
+    write_batch(records)
+    series = stats.minute_series(
+        alice, timedelta(hours=1), NEW_YORK, now=midnight + timedelta(minutes=30)
+    )
+    assert len(series["labels"]) == 60
+    assert sum(series["requests"]) == 60
+    assert series["labels"][29:31] == ["23:59", "00:00"]
+
+
+def test_the_dst_change_neither_drops_nor_doubles_a_bucket(alice, default_group):
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    # 1 November 2026: New York falls back; 01:00–02:00 local happens twice.
+    start = datetime(2026, 11, 1, 0, 0, tzinfo=NEW_YORK).astimezone(UTC)
+    records = [
+        make_record(alice, token, at=start + timedelta(minutes=10 * i), cost=1) for i in range(24)
+    ]
+    write_batch(records)  # four hours of UTC time, one request every ten minutes
+    now = start + timedelta(hours=4)
+    series = stats.minute_series(alice, timedelta(hours=4), NEW_YORK, now=now)
+    assert len(series["labels"]) == 240  # every UTC minute once
+    assert sum(series["requests"]) == 24
+    assert series["labels"].count("01:30") == 2  # the repeated local hour shows twice, not merged
+    days = stats.daily_spend_by_model(alice, 2, NEW_YORK, now=now)
+    assert sum(sum(entry["cost"]) for entry in days["models"]) == 24
+    assert days["labels"] == ["Oct 31", "Nov 01"]
+
+
+def test_spring_forward_keeps_every_hour_of_the_short_day(alice, default_group):
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    start = datetime(2026, 3, 8, 0, 0, tzinfo=NEW_YORK).astimezone(UTC)  # a 23-hour day
+    records = [make_record(alice, token, at=start + timedelta(hours=h), cost=10) for h in range(23)]
+    write_batch(records)
+    now = start + timedelta(hours=23, minutes=30)  # 00:30 on 9 March, local
+    days = stats.daily_spend_by_model(alice, 2, NEW_YORK, now=now)
+    assert days["labels"] == ["Mar 08", "Mar 09"]
+    assert days["models"][0]["cost"] == [230, 0]
+
+
+def test_retention_removes_old_rows_in_batches(alice, default_group, monkeypatch):
+    import logs.retention
+
+    monkeypatch.setattr(logs.retention, "BATCH", 7)
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    now = timezone.now()
+    old = now - timedelta(days=settings.LOG_RETENTION_DAYS + 1)
+    write_batch([make_record(alice, token, at=old - timedelta(minutes=i)) for i in range(20)])
+    write_batch([make_record(alice, token, at=now - timedelta(minutes=i)) for i in range(5)])
+    planned = prune(dry_run=True)
+    assert planned["request logs"] == 20
+    assert RequestLog.objects.count() == 25
+    done = prune()
+    assert done["request logs"] == 20 and done["IP records"] >= 1
+    assert RequestLog.objects.count() == 5
+    assert UsageHour.objects.exists()  # kept longer
+    assert prune()["request logs"] == 0
