@@ -2,7 +2,7 @@ import zoneinfo
 
 from django import forms
 
-from accounts.models import User, time_zone_choices
+from accounts.models import NotificationSettings, User, time_zone_choices
 
 
 class ProfileForm(forms.ModelForm):
@@ -23,3 +23,89 @@ class ProfileForm(forms.ModelForm):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise forms.ValidationError("Choose a time zone from the list.") from None
         return value
+
+
+class NotificationForm(forms.ModelForm):
+    price_vendors = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Vendors"
+    )
+    price_models = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Models"
+    )
+    low_balance_threshold_usd = forms.CharField(
+        label="Alert me below (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal"}),
+    )
+
+    class Meta:
+        model = NotificationSettings
+        fields = [
+            "price_emails",
+            "price_scope",
+            "price_vendors",
+            "price_models",
+            "maintenance_emails",
+            "low_balance_emails",
+            "security_emails",
+        ]
+        labels = {
+            "price_emails": "Price changes",
+            "price_scope": "About",
+            "maintenance_emails": "Maintenance notices",
+            "low_balance_emails": "Low-balance alert",
+            "security_emails": (
+                "Security notices (new token, rotated key, sign-in from a new address)"
+            ),
+        }
+        widgets = {"price_scope": forms.RadioSelect}
+
+    def __init__(self, *args, **kwargs):
+        from billing.models import ModelPrice
+        from console.lib.money import format_usd
+
+        super().__init__(*args, **kwargs)
+        prices = ModelPrice.objects.filter(enabled=True)
+        vendors = sorted(set(prices.values_list("vendor", flat=True)))
+        self.fields["price_vendors"].choices = [(v, v) for v in vendors]
+        self.fields["price_models"].choices = [
+            (m, m) for m in prices.order_by("model").values_list("model", flat=True)
+        ]
+        self.initial["low_balance_threshold_usd"] = format_usd(
+            self.instance.low_balance_threshold
+        ).lstrip("$")
+
+    def clean_low_balance_threshold_usd(self):
+        from console.lib.money import dollars_to_micros
+
+        raw = self.cleaned_data["low_balance_threshold_usd"] or "0"
+        try:
+            value = dollars_to_micros(raw)
+        except ValueError:
+            raise forms.ValidationError("Enter an amount in dollars, such as 5.") from None
+        if value < 0:
+            raise forms.ValidationError("The threshold cannot be negative.")
+        if self.cleaned_data.get("low_balance_emails") and value == 0:
+            raise forms.ValidationError("Choose a threshold above zero for the alert.")
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        chosen = cleaned.get("price_vendors") or cleaned.get("price_models")
+        if (
+            cleaned.get("price_emails")
+            and cleaned.get("price_scope") == NotificationSettings.PriceScope.CHOSEN
+            and not chosen
+        ):
+            self.add_error("price_vendors", "Choose at least one vendor or model, or every model.")
+        return cleaned
+
+    def save(self, commit=True):
+        prefs = super().save(commit=False)
+        threshold = self.cleaned_data["low_balance_threshold_usd"]
+        if threshold != prefs.low_balance_threshold:
+            prefs.low_balance_threshold = threshold
+            prefs.low_balance_alerted = False  # a new threshold starts afresh
+        if commit:
+            prefs.save()
+        return prefs

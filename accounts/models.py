@@ -44,6 +44,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(default=False, help_text="Can sign in to the staff admin.")
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
+    last_login_ip = models.GenericIPAddressField(
+        null=True, blank=True, help_text="A sign-in from another address sends a security notice."
+    )
 
     objects = UserManager()
 
@@ -62,3 +65,51 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self):
         return self.name or self.email.split("@")[0]
+
+
+class NotificationSettings(models.Model):
+    """Which emails a user wants. Security notices are on unless switched off."""
+
+    class PriceScope(models.TextChoices):
+        ALL = "all", "Every model"
+        CHOSEN = "chosen", "Only the vendors and models I choose"
+
+    user = models.OneToOneField(
+        User, on_delete=models.CASCADE, primary_key=True, related_name="notifications"
+    )
+    price_emails = models.BooleanField(default=False)
+    price_scope = models.CharField(max_length=8, choices=PriceScope.choices, default=PriceScope.ALL)
+    price_vendors = models.JSONField(default=list, blank=True)
+    price_models = models.JSONField(default=list, blank=True)
+    maintenance_emails = models.BooleanField(default=False)
+    security_emails = models.BooleanField(default=True)
+    low_balance_emails = models.BooleanField(default=False)
+    low_balance_threshold = models.BigIntegerField(
+        default=5_000_000, help_text="Micro-dollars; an alert when the balance falls below it."
+    )
+    low_balance_alerted = models.BooleanField(
+        default=False, help_text="Alerted for the current fall; cleared when back above."
+    )
+    announcements_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "notification settings"
+        indexes = [
+            models.Index(
+                fields=["user"], name="price_subscribers", condition=models.Q(price_emails=True)
+            )
+        ]
+
+    def __str__(self):
+        return f"Notifications of {self.user}"
+
+    @classmethod
+    def of(cls, user):
+        return cls.objects.get_or_create(user=user)[0]
+
+    def wants_price_email(self, vendors, models_):
+        if not self.price_emails:
+            return False
+        if self.price_scope == self.PriceScope.ALL:
+            return True
+        return bool(set(vendors) & set(self.price_vendors) or set(models_) & set(self.price_models))

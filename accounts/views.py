@@ -2,8 +2,11 @@ from allauth.mfa.models import Authenticator
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from accounts.forms import ProfileForm
+from accounts.forms import NotificationForm, ProfileForm
+from accounts.models import NotificationSettings
 
 
 @login_required
@@ -13,12 +16,32 @@ def profile(request):
         form.save()
         messages.success(request, "Profile saved.")
         return redirect("accounts:profile")
+    return _profile_page(
+        request, form, NotificationForm(instance=NotificationSettings.of(request.user))
+    )
+
+
+@login_required
+@require_POST
+def notifications(request):
+    notification_form = NotificationForm(
+        request.POST, instance=NotificationSettings.of(request.user)
+    )
+    if notification_form.is_valid():
+        notification_form.save()
+        messages.success(request, "Email preferences saved.")
+        return redirect(reverse("accounts:profile") + "#notifications")
+    return _profile_page(request, ProfileForm(instance=request.user), notification_form)
+
+
+def _profile_page(request, form, notification_form):
     mfa_types = set(Authenticator.objects.filter(user=request.user).values_list("type", flat=True))
     return render(
         request,
         "accounts/profile.html",
         {
             "form": form,
+            "notification_form": notification_form,
             "totp_enabled": Authenticator.Type.TOTP in mfa_types,
             "recovery_codes_enabled": Authenticator.Type.RECOVERY_CODES in mfa_types,
         },

@@ -58,22 +58,24 @@ def _usd(value):
 
 
 def ask_then(request, queryset, *, form_class, title, action, apply, description=""):
-    """An admin action that first asks for a reason (and more) on an intermediate page."""
-    if "apply" in request.POST:
-        form = form_class(request.POST)
-        if form.is_valid():
-            done = 0
-            for obj in queryset:
-                try:
-                    apply(obj, form.cleaned_data)
-                    done += 1
-                except services.BillingError as error:
-                    messages.error(request, f"{obj}: {error}")
-            if done:
-                messages.success(request, f"{title}: {done} done.")
-            return None
-    else:
-        form = form_class()
+    """An admin action that first asks for a reason (and more) on an intermediate page, then
+    applies `apply(obj, cleaned_data)` to each selected object."""
+    form = form_class(request.POST if "apply" in request.POST else None)
+    if form.is_bound and form.is_valid():
+        done = 0
+        for obj in queryset:
+            try:
+                apply(obj, form.cleaned_data)
+                done += 1
+            except services.BillingError as error:
+                messages.error(request, f"{obj}: {error}")
+        if done:
+            messages.success(request, f"{title}: {done} done.")
+        return None
+    return ask_page(request, queryset, form, title=title, action=action, description=description)
+
+
+def ask_page(request, queryset, form, *, title, action, description=""):
     return TemplateResponse(
         request,
         "admin/billing/ask_reason.html",
@@ -347,22 +349,57 @@ class ModelPriceAdmin(PriceChangeAdmin):
         return "—" if price.is_per_call else _usd(price.output_per_million())
 
 
+class PublishForm(forms.Form):
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Optional text above the table of changes, e.g. why prices move.",
+    )
+
+
 @admin.register(PriceAdjustment)
 class PriceAdjustmentAdmin(ReadOnlyAdmin):
     list_display = (
-        "created_at",
-        "target",
+        "created_at", "target", "field", "old_value", "new_value", "effective_at", "applied_at",
+        "announcement", "staff_user", "reason",
+    )  # fmt: skip
+    list_filter = (
         "field",
-        "old_value",
-        "new_value",
-        "effective_at",
         "applied_at",
-        "staff_user",
-        "reason",
+        "effective_at",
+        ("announcement", admin.EmptyFieldListFilter),
     )
-    list_filter = ("field", "applied_at", "effective_at")
     search_fields = ("model_price__model", "group__name", "reason", "batch")
-    list_select_related = ("model_price", "group", "staff_user")
+    list_select_related = ("model_price", "group", "staff_user", "announcement")
+    actions = ["publish"]
+
+    @admin.action(description="Publish selected as one announcement (emails subscribers)")
+    def publish(self, request, queryset):
+        from console.services import price_adjustments_publish
+
+        form = PublishForm(request.POST if "apply" in request.POST else None)
+        if not (form.is_bound and form.is_valid()):
+            return ask_page(
+                request,
+                queryset,
+                form,
+                title="Publish price changes",
+                action="publish",
+                description="One announcement lists every selected change with its old and new "
+                "price per million tokens and when it applies; price-change subscribers are "
+                "emailed.",
+            )
+        fresh = list(queryset.filter(announcement__isnull=True))
+        if not fresh:
+            messages.error(request, "The selected adjustments are all published already.")
+            return None
+        announcement = price_adjustments_publish(
+            adjustments=fresh, staff_user=request.user, note=form.cleaned_data["note"]
+        )
+        left_out = queryset.count() - len(fresh)
+        note = f" ({left_out} published before, left out)" if left_out else ""
+        messages.success(request, f"Published “{announcement}”{note}.")
+        return None
 
 
 @admin.register(BonusTier)

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.alerts import low_balance_check
 from billing.models import Account, Hold, LedgerEntry
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,9 @@ def holds_settle(*, owner, settlement):
                     lost_tokens.append(token_id)
             if changes:
                 Token.objects.filter(pk=token_id).update(**changes)
+        low_balance_check(
+            [user_id for user_id, (used, _r, _n) in settlement.accounts.items() if used]
+        )
         Hold.objects.filter(owner=owner, amount=0).delete()
         Hold.objects.filter(owner=owner).update(expires_at=_expiry())
         return lost_users, lost_tokens

@@ -264,6 +264,14 @@ class PriceAdjustment(models.Model):
     staff_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    announcement = models.ForeignKey(
+        "console.Announcement",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="price_adjustments",
+        help_text="Where it was published.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

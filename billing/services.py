@@ -21,6 +21,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from billing.alerts import low_balance_check, low_balance_reset
 from billing.models import (
     Account,
     BonusTier,
@@ -86,7 +87,9 @@ def balance_credit(*, user, amount, kind, **cause):
         Account.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
         # A gateway that just refused this user for want of money must look again.
         transaction.on_commit(lambda: invalidation.publish(users=[account.pk]))
-        return _write_entry(account.pk, amount, kind, **cause)
+        entry = _write_entry(account.pk, amount, kind, **cause)
+        low_balance_reset(account.pk)
+        return entry
 
 
 def balance_charge(*, user, amount, kind, **cause):
@@ -104,7 +107,9 @@ def balance_charge(*, user, amount, kind, **cause):
                 f"The available balance ({format_usd(available[0] - available[1])}) "
                 f"does not cover {format_usd(amount)}."
             )
-        return _write_entry(account.pk, -amount, kind, **cause)
+        entry = _write_entry(account.pk, -amount, kind, **cause)
+        low_balance_check([account.pk])
+        return entry
 
 
 def balance_adjust(*, user, amount, staff_user, reason):

@@ -1,10 +1,77 @@
 from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
 
 
 def site(request):
-    return {
+    context = {
         "site_name": settings.SITE_NAME,
         "site_url": settings.SITE_URL,
         "api_base": settings.SITE_URL + "/v1",
         "support_email": settings.SUPPORT_EMAIL,
+        "maintenance": maintenance_notice(),
     }
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        context["unread_announcements"] = unread_announcements(user)
+    return context
+
+
+def unread_announcements(user):
+    from accounts.models import NotificationSettings
+    from console.models import Announcement
+
+    seen = (
+        NotificationSettings.objects.filter(user_id=user.pk)
+        .values_list("announcements_seen_at", flat=True)
+        .first()
+    )
+    published = Announcement.objects.filter(published_at__lte=timezone.now())
+    if seen is not None:
+        published = published.filter(published_at__gt=seen)
+    return published.count()
+
+
+def maintenance_notice(now=None):
+    """What the quiet banner says now, if anything: the daily window, or an announced one."""
+    if now is not None:
+        return _daily_window(now) or _announced(now)
+    cached = cache.get("maintenance-notice")
+    if cached is None:
+        now = timezone.now()
+        cached = _daily_window(now) or _announced(now) or ""
+        cache.set("maintenance-notice", cached, 30)  # every page asks; the answer keeps a while
+    return cached or None
+
+
+def _daily_window(now):
+    start, end = settings.MAINTENANCE_START_HOUR, settings.MAINTENANCE_END_HOUR
+    local = timezone.localtime(now, timezone.get_default_timezone())
+    if not start <= local.hour < end:
+        return None
+    return (
+        f"Daily maintenance until {end}:00 ({settings.TIME_ZONE}): short interruptions are "
+        "possible. Retry failed requests, and keep your request data until answers arrive."
+    )
+
+
+def _announced(now):
+    from console.models import Announcement
+
+    current = (
+        Announcement.objects.filter(
+            kind=Announcement.Kind.MAINTENANCE,
+            published_at__lte=now,
+            starts_at__lte=now,
+            ends_at__gt=now,
+        )
+        .order_by("ends_at")
+        .first()
+    )
+    if current is None:
+        return None
+    until = timezone.localtime(current.ends_at, timezone.get_default_timezone())
+    return (
+        f"Maintenance in progress until {until:%Y-%m-%d %H:%M} ({settings.TIME_ZONE}): "
+        f"{current.title}"
+    )

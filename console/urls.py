@@ -13,6 +13,10 @@ console_patterns = [
     path("", views.dashboard, name="dashboard"),
     path("dashboard/live/", views.dashboard_live, name="dashboard_live"),
     path("help/", views.help_center, name="help"),
+    path("announcements/", views.announcements, name="announcements"),
+    path("announcements/feed/", views.AnnouncementFeed(), name="announcement_feed"),
+    path("announcements/<int:pk>/", views.announcement_detail, name="announcement"),
+    path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
 ]
 
 urlpatterns = [

@@ -78,58 +78,62 @@ def since(user, start, *, end=None, token_id=None, model_name=None):
     return windows(user, {"span": start}, end=end, token_id=token_id, model_name=model_name)["span"]
 
 
-_FIELDS = {
-    "requests": ("requests", Q()),
-    "errors": ("requests", Q(ok=False)),
-    "prompt_tokens": ("prompt_tokens", Q()),
-    "completion_tokens": ("completion_tokens", Q()),
-    "cost": ("cost", Q()),
+_SUMS = {
+    "requests": Sum("requests"),
+    "errors": Sum("requests", filter=Q(ok=False)),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "cost": Sum("cost"),
 }
 
 
+def _per_bucket(rows):
+    return {
+        row.pop("bucket"): row
+        for row in rows.values("bucket").annotate(**{f"s_{k}": v for k, v in _SUMS.items()})
+    }
+
+
 def windows(user, starts, *, end=None, token_id=None, model_name=None):
-    """Totals for several windows ending now, in two queries whatever their number: whole
-    hours from the hour rollup, the partial hours at each window's edges from minutes."""
+    """Totals for several windows ending now, in two grouped queries whatever their number:
+    whole hours from the hour rollup, the partial hours at the windows' edges from minutes."""
     end = end or timezone.now()
     last_hour = end.replace(minute=0, second=0, microsecond=0)
-    hour_sums, minute_sums, wanted = {}, {}, Q(bucket__gte=last_hour)
+    first_hours = {
+        name: (start + timedelta(minutes=59)).replace(minute=0, second=0, microsecond=0)
+        for name, start in starts.items()
+    }
+    edges = Q(bucket__gte=last_hour)
     for name, start in starts.items():
-        first_hour = (start + timedelta(minutes=59)).replace(minute=0, second=0, microsecond=0)
-        for field, (column, condition) in _FIELDS.items():
-            if first_hour < last_hour:
-                hour_sums[f"{name}__{field}"] = Sum(
-                    column, filter=condition & Q(bucket__gte=first_hour)
-                )
-                in_minutes = Q(bucket__gte=start, bucket__lt=first_hour) | Q(bucket__gte=last_hour)
-            else:
-                in_minutes = Q(bucket__gte=start)
-            minute_sums[f"{name}__{field}"] = Sum(column, filter=condition & in_minutes)
-        wanted |= in_minutes
-    earliest = min(starts.values())
-    figures = {}
-    if hour_sums:
-        figures = (
-            _scoped(UsageHour, user, token_id, model_name)
-            .filter(
-                bucket__gte=earliest.replace(minute=0, second=0, microsecond=0),
-                bucket__lt=last_hour,
+        edges |= Q(bucket__gte=start, bucket__lt=max(first_hours[name], start))
+    earliest = min(first_hours.values())
+    hours = (
+        _per_bucket(
+            _scoped(UsageHour, user, token_id, model_name).filter(
+                bucket__gte=earliest, bucket__lt=last_hour
             )
-            .aggregate(**hour_sums)
         )
+        if earliest < last_hour
+        else {}
+    )
     # Only the edge minutes are read (a few short index ranges), not every minute.
-    edges = (
-        _scoped(UsageMinute, user, token_id, model_name)
-        .filter(wanted, bucket__lt=end)
-        .aggregate(**minute_sums)
+    minutes = _per_bucket(
+        _scoped(UsageMinute, user, token_id, model_name).filter(edges, bucket__lt=end)
     )
     result = {}
-    for name in starts:
-        result[name] = Totals(
-            **{
-                field: (figures.get(f"{name}__{field}") or 0) + (edges[f"{name}__{field}"] or 0)
-                for field in _FIELDS
-            }
-        )
+    for name, start in starts.items():
+        first_hour = first_hours[name]
+        totals_ = Totals()
+        picked = [row for bucket, row in hours.items() if bucket >= first_hour]
+        picked += [
+            row
+            for bucket, row in minutes.items()
+            if start <= bucket and (bucket < first_hour or bucket >= last_hour)
+        ]
+        for row in picked:
+            for field in _SUMS:
+                setattr(totals_, field, getattr(totals_, field) + (row[f"s_{field}"] or 0))
+        result[name] = totals_
     return result
 
 

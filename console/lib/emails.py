@@ -1,15 +1,18 @@
 """Sending email: three templates per email, one delivery row per recipient.
 
-`send_once` is what Celery tasks call. It claims the (key, recipient) delivery row with a
-guarded update, sends, and marks it sent, so that a task run twice, or retried after a crash,
-does not send the same email again. A failure is recorded on the row and raised, for the task
-to retry with backoff.
+Emails leave from Celery tasks, queued when the transaction that caused them commits. Each
+(message key, recipient) has an EmailDelivery row, claimed with a guarded update before the
+email goes out and marked sent right after, so that a task that runs twice does not send
+twice. A task killed while sending resumes its own claims when Celery runs it again (the claim
+names the task); a claim left by anyone else is taken over only once it is stale. Each email
+carries a Message-ID made from its delivery row, the same if it is ever sent again.
 """
 
+import hashlib
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, mailers
 from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -18,9 +21,11 @@ from console.models import EmailDelivery
 
 # A claim older than this is taken to belong to a worker that died while sending.
 STALE_CLAIM = timedelta(minutes=10)
+Status = EmailDelivery.Status
 
 
 def render_email(template, context):
+    """(subject, text, html) of `templates/emails/<template>-…html`."""
     context = {"site_name": settings.SITE_NAME, "site_url": settings.SITE_URL, **context}
     subject = render_to_string(f"emails/{template}-subject.html", context)
     text = render_to_string(f"emails/{template}-body-text.html", context)
@@ -28,37 +33,81 @@ def render_email(template, context):
     return " ".join(subject.split()), text, html
 
 
-def send_now(template, *, to, context, headers=None):
-    subject, text, html = render_email(template, context)
-    message = EmailMultiAlternatives(
-        subject, text, settings.DEFAULT_FROM_EMAIL, [to], headers=headers
-    )
-    message.attach_alternative(html, "text/html")
-    message.send()
+def _message_id(delivery):
+    digest = hashlib.sha256(f"{delivery.key}|{delivery.recipient}".encode()).hexdigest()[:20]
+    domain = settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip(">").strip() or "localhost"
+    return f"<{delivery.pk}.{digest}@{domain}>"
 
 
-def send_once(key, template, *, to, context, headers=None):
-    """Sends the email named `key` to `to` unless it was sent already. True if sent now."""
+def claim(key, recipient, template, *, claimer=""):
+    """The delivery row of (key, recipient), claimed for sending now; None if it was sent,
+    skipped, or is being sent by someone else."""
     delivery, _created = EmailDelivery.objects.get_or_create(
-        key=key, recipient=to, defaults={"template": template}
+        key=key, recipient=recipient, defaults={"template": template}
     )
     now = timezone.now()
-    claimable = Q(status__in=[EmailDelivery.Status.PENDING, EmailDelivery.Status.FAILED]) | Q(
-        status=EmailDelivery.Status.SENDING, claimed_at__lt=now - STALE_CLAIM
+    claimable = Q(status__in=[Status.PENDING, Status.FAILED]) | Q(
+        status=Status.SENDING, claimed_at__lt=now - STALE_CLAIM
     )
-    claimed = EmailDelivery.objects.filter(claimable, pk=delivery.pk).update(
-        status=EmailDelivery.Status.SENDING, claimed_at=now, attempts=F("attempts") + 1
+    if claimer:
+        claimable |= Q(status=Status.SENDING, claimed_by=claimer)
+    taken = EmailDelivery.objects.filter(claimable, pk=delivery.pk).update(
+        status=Status.SENDING, claimed_at=now, claimed_by=claimer, attempts=F("attempts") + 1
     )
-    if not claimed:
-        return False
+    return delivery if taken else None
+
+
+def deliver(delivery, subject, text, html, *, headers=None, connection=None):
+    """Sends a claimed delivery and records the outcome. Raises what the mail server raised."""
+    message = EmailMultiAlternatives(
+        subject,
+        text,
+        settings.DEFAULT_FROM_EMAIL,
+        [delivery.recipient],
+        headers={"Message-ID": _message_id(delivery), **(headers or {})},
+        connection=connection,
+    )
+    message.attach_alternative(html, "text/html")
     try:
-        send_now(template, to=to, context=context, headers=headers)
+        message.send()
     except Exception as error:
         EmailDelivery.objects.filter(pk=delivery.pk).update(
-            status=EmailDelivery.Status.FAILED, last_error=str(error)[:500]
+            status=Status.FAILED, last_error=str(error)[:500]
         )
         raise
     EmailDelivery.objects.filter(pk=delivery.pk).update(
-        status=EmailDelivery.Status.SENT, sent_at=timezone.now(), last_error=""
+        status=Status.SENT, sent_at=timezone.now(), last_error=""
     )
+
+
+def skip(key, recipient, template, reason):
+    """Records that a recipient was not emailed (unsubscribed since), for staff's counts."""
+    EmailDelivery.objects.update_or_create(
+        key=key,
+        recipient=recipient,
+        defaults={"template": template, "status": Status.SKIPPED, "last_error": reason[:500]},
+    )
+
+
+def send_once(key, template, *, to, context, headers=None, claimer=""):
+    """Renders and sends the email named `key` to `to` unless it went already. True if sent."""
+    delivery = claim(key, to, template, claimer=claimer)
+    if delivery is None:
+        return False
+    subject, text, html = render_email(template, context)
+    deliver(delivery, subject, text, html, headers=headers)
     return True
+
+
+def send_rendered_once(key, *, to, subject, text, html, claimer=""):
+    """The same, for an email rendered elsewhere (django-allauth's)."""
+    delivery = claim(key, to, "account", claimer=claimer)
+    if delivery is None:
+        return False
+    deliver(delivery, subject, text, html)
+    return True
+
+
+def open_connection():
+    """One SMTP connection for a batch of emails."""
+    return mailers.default

@@ -9,6 +9,30 @@ from accounts.models import User
 from tests.conftest import PASSWORD
 
 
+class CommittingClient:
+    """Account emails leave through Celery once the request's transaction commits; each test
+    here is one transaction, so every request's commit callbacks are run when it ends."""
+
+    def __init__(self, client, capture):
+        self.client, self.capture = client, capture
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        if name not in {"get", "post"}:
+            return method
+
+        def call(*args, **kwargs):
+            with self.capture(execute=True):
+                return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def client(client, django_capture_on_commit_callbacks):
+    return CommittingClient(client, django_capture_on_commit_callbacks)
+
+
 def sign_up(client, email="new@example.com", password="a-long-enough-secret"):
     return client.post(
         reverse("account_signup"),

@@ -3,6 +3,7 @@
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from django.conf import settings
 from django.utils import timezone
 
@@ -80,3 +81,26 @@ def test_retention_removes_old_rows_in_batches(alice, default_group, monkeypatch
     assert RequestLog.objects.count() == 5
     assert UsageHour.objects.exists()  # kept longer
     assert prune()["request logs"] == 0
+
+
+@pytest.mark.parametrize("minutes_ago", [5, 30, 59, 61, 90, 600, 3000])
+def test_totals_since_any_moment_count_each_request_once(alice, default_group, minutes_ago):
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    now = timezone.now()
+    write_batch(
+        [
+            make_record(alice, token, at=now - timedelta(minutes=m), cost=1)
+            for m in range(0, 3600, 7)
+        ]
+    )
+    expected = len(
+        [
+            m
+            for m in range(0, 3600, 7)
+            if now - timedelta(minutes=m) >= now - timedelta(minutes=minutes_ago)
+        ]
+    )
+    window = stats.since(
+        alice, now - timedelta(minutes=minutes_ago), end=now + timedelta(seconds=1)
+    )
+    assert window.requests == window.cost == expected
