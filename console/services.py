@@ -6,6 +6,7 @@ tasks, none of them in the publishing transaction. Every recipient has a deliver
 batch that runs again, or resumes after its worker died, sends to nobody twice.
 """
 
+import uuid
 from collections import defaultdict
 
 from django.db import transaction
@@ -159,29 +160,42 @@ def deliver_batch(*, announcement_id, user_ids, claimer=""):
     kind = EMAIL_KINDS[announcement.kind]
     key = f"announcement:{announcement.pk}"
     changed = _changed_targets(announcement)
-    sent = skipped = 0
-    users = User.objects.filter(pk__in=user_ids, is_active=True).select_related("notifications")
+    users = list(
+        User.objects.filter(pk__in=user_ids, is_active=True)
+        .select_related("notifications")
+        .order_by("pk")
+    )
+    wanted, skipped = [], 0
+    for user in users:
+        prefs = user.notifications
+        if announcement.kind == Announcement.Kind.PRICE:
+            subscribed = prefs.wants_price_email(*changed)
+            unsubscribed = not prefs.price_emails
+        else:
+            subscribed = unsubscribed = getattr(prefs, unsubscribe.KINDS[kind][0])
+            unsubscribed = not unsubscribed
+        if subscribed:
+            wanted.append(user)
+        else:
+            skipped += 1
+            if unsubscribed:  # since the fan-out: counted for staff
+                emails.skip(key, user.email, "announcement", "unsubscribed")
+    claimer = claimer or uuid.uuid4().hex
+    claimed = emails.claim_many(
+        key, [user.email for user in wanted], "announcement", claimer=claimer
+    )
+    sent = 0
     connection = emails.open_connection()
     try:
-        for user in users.order_by("pk"):
-            prefs = user.notifications
-            wanted = (
-                prefs.wants_price_email(*changed)
-                if announcement.kind == Announcement.Kind.PRICE
-                else getattr(prefs, unsubscribe.KINDS[kind][0])
-            )
-            if not wanted:
-                if announcement.kind != Announcement.Kind.PRICE or not prefs.price_emails:
-                    emails.skip(key, user.email, "announcement", "unsubscribed")
-                skipped += 1
-                continue
-            delivery = emails.claim(key, user.email, "announcement", claimer=claimer)
+        for user in wanted:
+            delivery = claimed.pop(user.email, None)
             if delivery is None:
                 continue
+            link = unsubscribe.unsubscribe_url(user, kind)
             context = {
                 "announcement": announcement,
                 "user": user,
-                "unsubscribe_url": unsubscribe.unsubscribe_url(user, kind),
+                "unsubscribe_url": link,
                 "kind_label": unsubscribe.KINDS[kind][1],
             }
             subject, text, html = emails.render_email("announcement", context)
@@ -190,12 +204,14 @@ def deliver_batch(*, announcement_id, user_ids, claimer=""):
                 subject,
                 text,
                 html,
-                headers=unsubscribe.headers(user, kind),
+                headers=unsubscribe.headers(user, kind, link),
                 connection=connection,
             )
             sent += 1
     finally:
         connection.close()
+        # Claimed but not reached (the mail server failed first): free for the retry.
+        emails.release(key, list(claimed), claimer=claimer)
     return sent, skipped
 
 

@@ -57,6 +57,35 @@ def claim(key, recipient, template, *, claimer=""):
     return delivery if taken else None
 
 
+def claim_many(key, recipients, template, *, claimer):
+    """The delivery rows of (key, each recipient) claimed for sending now, in two statements:
+    {recipient: delivery}. Rows already sent, skipped, or fresh in someone else's hands are
+    left out; rows an earlier run of the same `claimer` left half-done are taken back."""
+    EmailDelivery.objects.bulk_create(
+        [EmailDelivery(key=key, recipient=r, template=template) for r in recipients],
+        ignore_conflicts=True,
+    )
+    now = timezone.now()
+    claimable = (
+        Q(status__in=[Status.PENDING, Status.FAILED])
+        | Q(status=Status.SENDING, claimed_at__lt=now - STALE_CLAIM)
+        | Q(status=Status.SENDING, claimed_by=claimer)
+    )
+    rows = EmailDelivery.objects.filter(key=key, recipient__in=recipients)
+    rows.filter(claimable).update(
+        status=Status.SENDING, claimed_at=now, claimed_by=claimer, attempts=F("attempts") + 1
+    )
+    return {d.recipient: d for d in rows.filter(status=Status.SENDING, claimed_by=claimer)}
+
+
+def release(key, recipients, *, claimer):
+    """Gives back claims that were not used, so that anyone may send them."""
+    if recipients:
+        EmailDelivery.objects.filter(
+            key=key, recipient__in=recipients, status=Status.SENDING, claimed_by=claimer
+        ).update(status=Status.PENDING, claimed_by="")
+
+
 def deliver(delivery, subject, text, html, *, headers=None, connection=None):
     """Sends a claimed delivery and records the outcome. Raises what the mail server raised."""
     message = EmailMultiAlternatives(

@@ -20,10 +20,10 @@ def unsubscribe_url(user, kind):
     return settings.SITE_URL + reverse("console:unsubscribe", args=[token])
 
 
-def headers(user, kind):
+def headers(user, kind, url=None):
     """The List-Unsubscribe headers of a bulk email."""
     return {
-        "List-Unsubscribe": f"<{unsubscribe_url(user, kind)}>",
+        "List-Unsubscribe": f"<{url or unsubscribe_url(user, kind)}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
 

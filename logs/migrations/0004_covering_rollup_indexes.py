@@ -4,34 +4,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('logs', '0003_log_foreign_keys_unindexed'),
+        ("logs", "0003_log_foreign_keys_unindexed"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='usageday',
-            name='usage_day_user_time',
+            model_name="usageday",
+            name="usage_day_user_time",
         ),
         migrations.RemoveIndex(
-            model_name='usagehour',
-            name='usage_hour_user_time',
+            model_name="usagehour",
+            name="usage_hour_user_time",
         ),
         migrations.RemoveIndex(
-            model_name='usageminute',
-            name='usage_minute_user_time',
+            model_name="usageminute",
+            name="usage_minute_user_time",
         ),
         migrations.AddIndex(
-            model_name='usageday',
-            index=models.Index(fields=['user_id', 'bucket'], include=('ok', 'requests', 'prompt_tokens', 'completion_tokens', 'cost', 'model', 'token_id'), name='usage_day_user_time'),
+            model_name="usageday",
+            index=models.Index(
+                fields=["user_id", "bucket"],
+                include=(
+                    "ok",
+                    "requests",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cost",
+                    "model",
+                    "token_id",
+                ),
+                name="usage_day_user_time",
+            ),
         ),
         migrations.AddIndex(
-            model_name='usagehour',
-            index=models.Index(fields=['user_id', 'bucket'], include=('ok', 'requests', 'prompt_tokens', 'completion_tokens', 'cost', 'model', 'token_id'), name='usage_hour_user_time'),
+            model_name="usagehour",
+            index=models.Index(
+                fields=["user_id", "bucket"],
+                include=(
+                    "ok",
+                    "requests",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cost",
+                    "model",
+                    "token_id",
+                ),
+                name="usage_hour_user_time",
+            ),
         ),
         migrations.AddIndex(
-            model_name='usageminute',
-            index=models.Index(fields=['user_id', 'bucket'], include=('ok', 'requests', 'prompt_tokens', 'completion_tokens', 'cost', 'model', 'token_id'), name='usage_minute_user_time'),
+            model_name="usageminute",
+            index=models.Index(
+                fields=["user_id", "bucket"],
+                include=(
+                    "ok",
+                    "requests",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cost",
+                    "model",
+                    "token_id",
+                ),
+                name="usage_minute_user_time",
+            ),
         ),
     ]
