@@ -80,7 +80,7 @@ def recharge(request):
         "tier": status,
         "tiers": BonusTier.objects.all(),
         "presets": settings.RECHARGE_PRESETS,
-        "recent_orders": request.user.recharge_orders.all()[:5],
+        "recent_orders": request.user.recharge_orders.prefetch_related("tickets")[:5],
         "enterprise": _enterprise_note(request.user, status.total_recharged),
         "providers": [PROVIDERS[name] for name, _label in form.fields["provider"].choices],
     }
@@ -143,7 +143,7 @@ def redeem(request):
 
 @login_required
 def orders(request):
-    paginator = Paginator(request.user.recharge_orders.all(), 25)
+    paginator = Paginator(request.user.recharge_orders.prefetch_related("tickets"), 25)
     page = paginator.get_page(request.GET.get("page"))
     now = timezone.now()
     return render(request, "billing/orders.html", {"page": page, "now": now})
@@ -165,7 +165,12 @@ def order_detail(request, number):
     return render(
         request,
         "billing/order.html",
-        {"order": order, "can_pay": can_pay, "late": order.is_late()},
+        {
+            "order": order,
+            "can_pay": can_pay,
+            "late": order.is_late(),
+            "tickets": order.tickets.filter(user=request.user),
+        },
     )
 
 

@@ -6,6 +6,7 @@ tasks, none of them in the publishing transaction. Every recipient has a deliver
 batch that runs again, or resumes after its worker died, sends to nobody twice.
 """
 
+import time
 import uuid
 from collections import defaultdict
 
@@ -240,3 +241,91 @@ def delivery_counts(announcement):
         .annotate(n=Count("id"))
     )
     return {row["status"]: row["n"] for row in rows}
+
+
+# Support tickets
+
+
+def ticket_open(*, user, form):
+    """Creates a ticket with its first message and attachments, in one transaction."""
+    from console.models import Ticket
+
+    data = form.cleaned_data
+    with transaction.atomic():
+        for _attempt in range(5):
+            number = Ticket.new_number()
+            if not Ticket.objects.filter(number=number).exists():
+                break
+        ticket = Ticket.objects.create(
+            number=number,
+            user=user,
+            subject=data["subject"],
+            category=data["category"],
+            order=data["order"] if data["category"] == Ticket.Category.RECHARGE else None,
+            token=data["token"] if data["category"] == Ticket.Category.CHARGES else None,
+            request_id=data["request_id"],
+            details=form.details(),
+            waiting_since=timezone.now(),
+        )
+        message = _add_message(ticket, user, data["message"], data["attachments"])
+        from console.tasks import send_ticket_email
+
+        enqueue_on_commit(send_ticket_email, ticket.pk, message.pk, "new")
+    return ticket
+
+
+def ticket_reply(*, ticket, author, body, attachments=(), internal=False):
+    """A message in the thread. A user's reply waits for staff; staff's waits for the user."""
+    from console.models import Ticket
+
+    staff = author.is_staff and author.pk != ticket.user_id
+    if not staff and ticket.is_closed:
+        raise ValueError("closed tickets take no replies; reopen it first")
+    with transaction.atomic():
+        message = _add_message(ticket, author, body, attachments, staff=staff, internal=internal)
+        if not internal:
+            if staff:
+                # Staff answering a closed ticket open it again, waiting for the user.
+                ticket.status, ticket.waiting_since = Ticket.Status.WAITING_USER, None
+                ticket.closed_at = None
+            else:
+                ticket.status = Ticket.Status.WAITING_STAFF
+                ticket.waiting_since = ticket.waiting_since or timezone.now()
+            ticket.save(update_fields=["status", "waiting_since", "closed_at", "updated_at"])
+            from console.tasks import send_ticket_email
+
+            enqueue_on_commit(send_ticket_email, ticket.pk, message.pk, "reply")
+    return message
+
+
+def ticket_set_status(*, ticket, status, by):
+    """Closes, resolves or reopens a ticket; the user hears of staff's changes."""
+    from console.models import Ticket
+
+    with transaction.atomic():
+        ticket.status = status
+        if status in {Ticket.Status.RESOLVED, Ticket.Status.CLOSED}:
+            ticket.closed_at, ticket.waiting_since = timezone.now(), None
+        else:
+            ticket.closed_at = None
+            if status == Ticket.Status.WAITING_STAFF:
+                ticket.waiting_since = timezone.now()
+        ticket.save(update_fields=["status", "closed_at", "waiting_since", "updated_at"])
+        if by.is_staff and by.pk != ticket.user_id:
+            from console.tasks import send_ticket_status_email
+
+            enqueue_on_commit(send_ticket_status_email, ticket.pk, status, int(time.time() * 1000))
+    return ticket
+
+
+def _add_message(ticket, author, body, attachments, *, staff=False, internal=False):
+    from console.models import TicketAttachment, TicketMessage
+
+    message = TicketMessage.objects.create(
+        ticket=ticket, author=author, from_staff=staff, internal=internal, body=body
+    )
+    for content, content_type, name, size in attachments:
+        TicketAttachment.objects.create(
+            message=message, file=content, original_name=name, content_type=content_type, size=size
+        )
+    return message

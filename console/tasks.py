@@ -84,3 +84,50 @@ def send_sign_in_notice(self, user_id, ip, agent, stamp):
         },
         claimer=self.request.id or "",
     )
+
+
+@shared_task(bind=True, **RETRY)
+def send_ticket_email(self, ticket_id, message_id, event):
+    """A new ticket or a user's reply goes to staff; a staff reply goes to the user."""
+    from django.conf import settings
+
+    from console.models import Ticket, TicketMessage
+
+    ticket = Ticket.objects.select_related("user", "order").filter(pk=ticket_id).first()
+    message = TicketMessage.objects.filter(
+        pk=message_id, ticket_id=ticket_id, internal=False
+    ).first()
+    if ticket is None or message is None:
+        return False
+    context = {"ticket": ticket, "message": message, "event": event}
+    if message.from_staff:
+        return emails.send_once(
+            f"ticket:{ticket_id}:message:{message_id}",
+            "ticket-reply",
+            to=ticket.user.email,
+            context=context,
+            claimer=self.request.id or "",
+        )
+    return emails.send_once(
+        f"ticket:{ticket_id}:message:{message_id}",
+        "ticket-staff",
+        to=settings.SUPPORT_EMAIL,
+        context=context,
+        claimer=self.request.id or "",
+    )
+
+
+@shared_task(bind=True, **RETRY)
+def send_ticket_status_email(self, ticket_id, status, stamp):
+    from console.models import Ticket
+
+    ticket = Ticket.objects.select_related("user").filter(pk=ticket_id).first()
+    if ticket is None:
+        return False
+    return emails.send_once(
+        f"ticket:{ticket_id}:status:{stamp}",
+        "ticket-status",
+        to=ticket.user.email,
+        context={"ticket": ticket, "status": Ticket.Status(status).label},
+        claimer=self.request.id or "",
+    )

@@ -266,3 +266,12 @@ def page(browser, live_site, request):
     yield tab
     context.close()
     assert tab.errors == [], f"the browser console reported errors: {tab.errors}"
+
+
+def sign_in(page, email, password=PASSWORD):
+    """Logs a browser tab in through the login form."""
+    page.open("/accounts/login/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)

@@ -133,9 +133,22 @@ def test_late_orders_offer_help(alice_client, alice):
     order = make_order(alice, created_at=timezone.now() - timedelta(minutes=15))
     html = alice_client.get(reverse("billing:orders")).content.decode()
     assert order.number in html
-    assert "Not credited? Get help" in html
+    assert f"/support/new/?order={order.number}" in html
+    assert "Not credited? Open a ticket" in html
     html = alice_client.get(order.get_absolute_url()).content.decode()
-    assert "Not credited after" in html
+    assert "Not credited after" in html and "Open a ticket with this order" in html
+    # A fresh order is not late yet: no offer.
+    fresh = make_order(alice)
+    html = alice_client.get(reverse("billing:orders")).content.decode()
+    assert f"?order={fresh.number}" not in html
+    # Once asked about, the order links to its ticket instead.
+    from console.models import Ticket
+
+    ticket = Ticket.objects.create(
+        number="T-TEST0001", user=alice, subject="Late", category="recharge", order=order
+    )
+    html = alice_client.get(reverse("billing:orders")).content.decode()
+    assert ticket.get_absolute_url() in html and f"?order={order.number}" not in html
 
 
 @pytest.mark.parametrize("name", ["billing:order", "billing:sandbox_pay"])

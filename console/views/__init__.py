@@ -1,0 +1,1 @@
+"""The site's own pages: dashboard and help (site), announcements, support tickets."""

@@ -1,0 +1,178 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Max, Min, Sum
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from billing.models import RechargeOrder
+from console import services
+from console.forms import ReplyForm, TicketForm
+from console.lib.ratelimit import limit_reached
+from console.models import Ticket, TicketAttachment
+from logs.models import IpDay
+from tokens.models import Token
+
+
+def _get_ticket_for_user(request, number):
+    return get_object_or_404(Ticket, number=number, user=request.user)
+
+
+@login_required
+def ticket_list(request):
+    status = request.GET.get("status", "")
+    tickets = request.user.tickets.all()
+    if status == "active":
+        tickets = tickets.exclude(status__in=[Ticket.Status.RESOLVED, Ticket.Status.CLOSED])
+    elif status in Ticket.Status.values:
+        tickets = tickets.filter(status=status)
+    page = Paginator(tickets, 25).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "console/tickets.html",
+        {"page": page, "status": status, "statuses": Ticket.Status.choices},
+    )
+
+
+@login_required
+def ticket_new(request):
+    initial = {"category": request.GET.get("category", "")}
+    number = request.GET.get("order")
+    if number:
+        order = RechargeOrder.objects.filter(number=number, user=request.user).first()
+        if order is not None:
+            initial.update(
+                order=order.pk,
+                category=Ticket.Category.RECHARGE,
+                subject=f"Recharge {order.number} not credited",
+            )
+    form = TicketForm(
+        request.POST or None, request.FILES or None, user=request.user, initial=initial
+    )
+    if request.method == "POST" and form.is_valid():
+        if limit_reached(
+            f"tickets:{request.user.pk}", limit=settings.TICKETS_PER_HOUR, window=3600
+        ):
+            form.add_error(
+                None,
+                f"You opened {settings.TICKETS_PER_HOUR} tickets in the last hour. Add to one "
+                "of them, or try again later.",
+            )
+        else:
+            ticket = services.ticket_open(user=request.user, form=form)
+            messages.success(
+                request, f"Ticket {ticket.number} opened. We answer here and by email."
+            )
+            return redirect(ticket)
+    return render(
+        request,
+        "console/ticket_new.html",
+        {
+            "form": form,
+            "maintenance_start": settings.MAINTENANCE_START_HOUR,
+            "maintenance_end": settings.MAINTENANCE_END_HOUR,
+            "site_time_zone": settings.TIME_ZONE,
+        },
+    )
+
+
+@login_required
+def token_ips(request):
+    """The addresses that used one of the user's tokens lately, for the abnormal-charges form."""
+    token = Token.objects.filter(user=request.user, pk=request.GET.get("token") or 0).first()
+    ips = []
+    if token is not None:
+        since = (timezone.now() - timedelta(days=6)).date()
+        ips = list(
+            IpDay.objects.filter(user_id=request.user.pk, token_id=token.pk, day__gte=since)
+            .values("client_ip")
+            .annotate(requests=Sum("requests"), first=Min("first_seen"), last=Max("last_seen"))
+            .order_by("-last")[:20]
+        )
+    return render(request, "console/ticket_new.html#token-ips", {"token": token, "ips": ips})
+
+
+@login_required
+def ticket_detail(request, number):
+    ticket = _get_ticket_for_user(request, number)
+    form = ReplyForm()
+    return render(request, "console/ticket.html", _thread_context(ticket, form))
+
+
+def _thread_context(ticket, form):
+    thread = ticket.messages.filter(internal=False).prefetch_related("attachments")
+    return {"ticket": ticket, "thread": thread, "form": form, "can_reopen": ticket.can_reopen()}
+
+
+@login_required
+@require_POST
+def ticket_reply(request, number):
+    ticket = _get_ticket_for_user(request, number)
+    form = ReplyForm(request.POST, request.FILES)
+    if ticket.is_closed:
+        form.add_error(None, "This ticket is closed. Reopen it to reply, or open a new ticket.")
+    elif form.is_valid():
+        message = services.ticket_reply(
+            ticket=ticket,
+            author=request.user,
+            body=form.cleaned_data["message"],
+            attachments=form.cleaned_data["attachments"],
+        )
+        if request.htmx:
+            return render(
+                request,
+                "console/ticket.html#reply-area",
+                {**_thread_context(ticket, ReplyForm()), "new_message": message},
+            )
+        messages.success(request, "Reply sent.")
+        return redirect(ticket)
+    # Errors come back with 200, which htmx swaps in place (it leaves 4xx alone).
+    template = "console/ticket.html#reply-area" if request.htmx else "console/ticket.html"
+    return render(request, template, _thread_context(ticket, form))
+
+
+@login_required
+@require_POST
+def ticket_close(request, number):
+    ticket = _get_ticket_for_user(request, number)
+    if not ticket.is_closed:
+        services.ticket_set_status(ticket=ticket, status=Ticket.Status.CLOSED, by=request.user)
+        messages.success(request, "Ticket closed. You can reopen it within 30 days.")
+    return redirect(ticket)
+
+
+@login_required
+@require_POST
+def ticket_reopen(request, number):
+    ticket = _get_ticket_for_user(request, number)
+    if ticket.can_reopen():
+        services.ticket_set_status(
+            ticket=ticket, status=Ticket.Status.WAITING_STAFF, by=request.user
+        )
+        messages.success(request, "Ticket reopened. Add a reply to say what is still wrong.")
+    elif ticket.is_closed:
+        messages.error(request, "This ticket was closed more than 30 days ago: open a new ticket.")
+    return redirect(ticket)
+
+
+@login_required
+def attachment(request, pk):
+    """A ticket's file, for its owner and staff only, never run by the browser as a page."""
+    found = get_object_or_404(TicketAttachment.objects.select_related("message__ticket"), pk=pk)
+    ticket = found.message.ticket
+    if not request.user.is_staff and (ticket.user_id != request.user.pk or found.message.internal):
+        raise Http404("No such attachment.")
+    response = FileResponse(found.file.open("rb"), content_type=found.content_type)
+    inline = found.content_type.startswith("image/")
+    disposition = "inline" if inline else "attachment"
+    response["Content-Disposition"] = (
+        f'{disposition}; filename="attachment-{found.pk}.{found.file.name.rsplit(".", 1)[-1]}"'
+    )
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
