@@ -31,7 +31,14 @@ class TokenChoiceField(forms.ModelChoiceField):
 class LogFilterForm(forms.Form):
     """The filters of the request log, read from the query string."""
 
-    period = forms.ChoiceField(choices=PERIODS, required=False, initial="24h", label="Time")
+    period = forms.ChoiceField(
+        choices=PERIODS,
+        required=False,
+        initial="24h",
+        label="Time",
+        # From and To matter only for a custom period; the page shows them then.
+        widget=forms.Select(attrs={"data-reveal": ".custom-range", "data-reveal-when": "custom"}),
+    )
     start = forms.DateTimeField(
         required=False,
         label="From",
@@ -59,7 +66,7 @@ class LogFilterForm(forms.Form):
     ip = forms.GenericIPAddressField(required=False, label="IP address", unpack_ipv4=True)
 
     def __init__(self, data, *, user):
-        super().__init__(data)
+        super().__init__(data, label_suffix="")
         self.fields["token"].queryset = Token.objects.filter(user=user).order_by(
             "deleted_at", "name"
         )

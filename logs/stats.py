@@ -191,7 +191,8 @@ def dashboard_cards(user, balance, tz, now=None):
 def minute_series(user, span, tz, *, token_id=None, model_name=None, now=None):
     """Requests, tokens and errors per minute over `span`, one point per minute."""
     now = now or timezone.now()
-    end = _floor_minute(now)
+    # The minute in progress is the last point: requests just made show at once.
+    end = _floor_minute(now) + timedelta(minutes=1)
     start = end - span
     rows = _scoped(UsageMinute, user, token_id, model_name).filter(
         bucket__gte=start, bucket__lt=end
@@ -200,7 +201,7 @@ def minute_series(user, span, tz, *, token_id=None, model_name=None, now=None):
 
 
 def platform_series(rows, now, tz):
-    end = _floor_minute(now)
+    end = _floor_minute(now) + timedelta(minutes=1)
     return _per_minute(rows.filter(bucket__lt=end), end - timedelta(hours=1), end, tz)
 
 

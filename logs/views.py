@@ -86,6 +86,7 @@ def log_list(request):
         "first_page": not cursor,
         "query": form.query(),
         "has_tokens": bool(tokens),
+        "estimated": any(row.usage_estimated for row in page),
     }
     if request.htmx and cursor:
         return render(request, "logs/list.html#log-rows", context)

@@ -224,6 +224,8 @@ def live_site(transactional_db):
 def browser():
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.skip(f"needs Chromium at {CHROMIUM}: apt-get install -y chromium")
+    # The screenshots in artifacts/ are those of the latest run only.
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
     # Playwright's sync API keeps an event loop in this thread; the tests still use the ORM.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
@@ -243,8 +245,17 @@ class Page:
         self.name = name
         self.errors = []
         self.shots = 0
-        page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # Each error names the page it happened on.
+        page.on(
+            "console",
+            lambda msg: msg.type == "error" and self.errors.append(f"{page.url}: {msg.text}"),
+        )
+        page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
+        # Says which script or element broke the Content-Security-Policy, not only that it did.
+        page.add_init_script(
+            "document.addEventListener('securitypolicyviolation', e => console.error("
+            "'CSP violation:', e.violatedDirective, e.sourceFile, e.lineNumber, e.sample))"
+        )
 
     def __getattr__(self, name):
         return getattr(self.page, name)
@@ -253,6 +264,11 @@ class Page:
         return self.page.goto(self.base_url + path)
 
     def screenshot(self, label):
+        """Saves the whole page to artifacts/, after checking nothing runs off its side."""
+        overflow = self.page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{self.page.url} is {overflow}px wider than the window ({label})"
         ARTIFACTS.mkdir(exist_ok=True)
         self.shots += 1
         slug = re.sub(r"[^a-z0-9]+", "-", f"{self.name}-{self.shots:02d}-{label}".lower())

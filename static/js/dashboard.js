@@ -66,7 +66,11 @@
     var options = baseOptions();
     options.scales.x.stacked = true;
     options.scales.y.stacked = true;
-    options.scales.y.ticks.callback = function (value) { return "$" + (value / 1e6).toFixed(2); };
+    // Cents for real spend; more digits when the whole chart is under a cent.
+    options.scales.y.ticks.callback = function (value, index, ticks) {
+      var top = ticks.length ? Math.abs(ticks[ticks.length - 1].value) : value;
+      return "$" + (value / 1e6).toFixed(top >= 10000 ? 2 : 6);
+    };
     options.plugins.tooltip = { callbacks: { label: function (item) {
       return item.dataset.label + ": $" + (item.raw / 1e6).toFixed(4);
     } } };

@@ -98,9 +98,17 @@
       if (hides) document.querySelectorAll(hides).forEach(function (el) { el.hidden = input.checked; });
     });
   }
+  // Parts shown for one choice of a list: <select data-reveal=".part" data-reveal-when="custom">.
+  function syncReveals(root) {
+    (root || document).querySelectorAll("select[data-reveal]").forEach(function (select) {
+      var show = select.value === select.getAttribute("data-reveal-when");
+      document.querySelectorAll(select.getAttribute("data-reveal")).forEach(function (el) { el.hidden = !show; });
+    });
+  }
   document.addEventListener("change", function (event) {
     if (event.target.matches("[data-toggles], [data-hides]")) syncToggles();
+    if (event.target.matches("select[data-reveal]")) syncReveals();
   });
-  document.addEventListener("DOMContentLoaded", function () { syncToggles(); });
+  document.addEventListener("DOMContentLoaded", function () { syncToggles(); syncReveals(); });
   document.addEventListener("htmx:afterSwap", function (event) { syncToggles(event.target); });
 })();

@@ -21,6 +21,7 @@ NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 
 def test_minute_series_across_local_midnight_has_every_minute_once(alice, default_group):
+    """The last point is the minute in progress, so that requests just made show at once."""
     token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
     midnight = datetime(2026, 6, 1, tzinfo=NEW_YORK).astimezone(UTC)
     records = [
@@ -28,7 +29,7 @@ def test_minute_series_across_local_midnight_has_every_minute_once(alice, defaul
     ]
     write_batch(records)
     series = stats.minute_series(
-        alice, timedelta(hours=1), NEW_YORK, now=midnight + timedelta(minutes=30)
+        alice, timedelta(hours=1), NEW_YORK, now=midnight + timedelta(minutes=29, seconds=30)
     )
     assert len(series["labels"]) == 60
     assert sum(series["requests"]) == 60
@@ -44,7 +45,10 @@ def test_the_dst_change_neither_drops_nor_doubles_a_bucket(alice, default_group)
     ]
     write_batch(records)  # four hours of UTC time, one request every ten minutes
     now = start + timedelta(hours=4)
-    series = stats.minute_series(alice, timedelta(hours=4), NEW_YORK, now=now)
+    # Half a minute earlier: the chart ends with the minute in progress.
+    series = stats.minute_series(
+        alice, timedelta(hours=4), NEW_YORK, now=now - timedelta(seconds=30)
+    )
     assert len(series["labels"]) == 240  # every UTC minute once
     assert sum(series["requests"]) == 24
     assert series["labels"].count("01:30") == 2  # the repeated local hour shows twice, not merged
