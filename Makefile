@@ -36,4 +36,4 @@ format: install
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .test-db.sqlite3*
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .test-db-*

@@ -133,8 +133,9 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # A file, not memory, so that the test servers' threads share the test database.
-            "TEST": {"NAME": str(BASE_DIR / ".test-db.sqlite3")},
+            # A file, not memory, so that the test servers' threads share the test database;
+            # one per test run, so that two runs side by side do not trample each other.
+            "TEST": {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")},
         }
     }
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")

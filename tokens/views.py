@@ -6,6 +6,7 @@ from django.db.models import Max, Min, Sum
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from billing.models import ModelPrice
@@ -37,11 +38,14 @@ def _key_page(request, token, key, *, rotated):
     example = ModelPrice.example_chat_model()
     if token.allowed_models and example not in token.allowed_models:
         example = token.allowed_models[0]
-    return render(
+    response = render(
         request,
         "tokens/key.html",
         {"token": token, "key": key, "rotated": rotated, "example_model": example},
     )
+    # The key is shown once: no cache or back button may keep a copy of the page.
+    add_never_cache_headers(response)
+    return response
 
 
 @login_required
