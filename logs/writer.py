@@ -9,15 +9,18 @@ runs in a database thread:
   each as one INSERT … ON CONFLICT DO UPDATE that adds to the existing totals;
 - the tokens' last use, and the settlement of balances, holds and the usage ledger.
 
-Either all of it commits or none of it does; a failed flush is retried with the next one.
+Either all of it commits or none of it does; a failed flush is retried with the next one. A
+batch that keeps failing goes through `write_one_by_one`, so that one row the database refuses
+cannot stop a process's logging and billing.
 """
 
+import logging
 import operator
 from collections import defaultdict
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from billing.holds import holds_settle
 from logs.models import (
@@ -64,6 +67,8 @@ class RequestRecord:
     retries: int
 
 
+log = logging.getLogger(__name__)
+
 RECORD_FIELDS = [f.name for f in fields(RequestRecord)]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
 
@@ -83,6 +88,24 @@ def write_batch(records, *, owner=None, settlement=None):
         if settlement:
             lost = holds_settle(owner=owner, settlement=settlement)
     return lost
+
+
+def write_one_by_one(records, *, owner=None, settlement=None):
+    """The money first, then each row in its own transaction. A row the database refuses for
+    its data is logged and left out; any other error stops here.
+
+    Returns (lost users, lost tokens, the records not yet written).
+    """
+    lost = write_batch([], owner=owner, settlement=settlement)
+    for index, record in enumerate(records):
+        try:
+            write_batch([record])
+        except (DataError, IntegrityError, ValueError, UnicodeError):
+            log.exception("Left out request log row %s: the database refuses it", record.id)
+        except Exception:
+            log.exception("Writing request log rows one by one stopped")
+            return (*lost, records[index:])
+    return (*lost, [])
 
 
 def _rollups(records):

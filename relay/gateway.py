@@ -28,7 +28,7 @@ from django.db import close_old_connections
 from billing.holds import HoldBook, Refused
 from console.lib import invalidation
 from logs.ids import uuid7
-from logs.writer import RequestRecord, write_batch
+from logs.writer import RequestRecord, write_batch, write_one_by_one
 from relay import adapters, errors, metering
 from relay.config import load_config
 from tokens import keys
@@ -45,6 +45,7 @@ REQUIRED_FIELD = {"chat/completions": "messages", "completions": "prompt", "embe
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 CONFIG_MAX_AGE = 30.0
 MAX_PENDING_RECORDS = 200_000
+ISOLATE_AFTER = 3  # failed flushes in a row before rows are written one by one
 JSON = b"application/json"
 ZERO = Decimal(0)
 
@@ -79,6 +80,7 @@ class Gateway:
         self.loaded_version = -1
         self.config_lock = None
         self.records = []
+        self.failed_flushes = 0  # in a row
         self.failures = {}
         self.session = None
         self.db = None
@@ -182,20 +184,33 @@ class Gateway:
         if not records and not settlement:
             return
         loop = asyncio.get_running_loop()
+        # After failures in a row, the batch may hold a row the database refuses: write the
+        # money first and the rows one by one, leaving such a row out.
+        writer = write_one_by_one if self.failed_flushes >= ISOLATE_AFTER else write_batch
         work = functools.partial(
-            _in_db, write_batch, {"records": records, "owner": self.owner, "settlement": settlement}
+            _in_db, writer, {"records": records, "owner": self.owner, "settlement": settlement}
         )
         try:
-            lost_users, lost_tokens = await loop.run_in_executor(self.flusher, work)
+            lost_users, lost_tokens, *unwritten = await loop.run_in_executor(self.flusher, work)
         except Exception:
+            self.failed_flushes += 1
             self.book.restore(settlement)
-            kept = records + self.records
-            if len(kept) > MAX_PENDING_RECORDS:
-                log.error("Dropping %s unwritten log rows", len(kept) - MAX_PENDING_RECORDS)
-                kept = kept[-MAX_PENDING_RECORDS:]
-            self.records = kept
+            self._keep(records)
             raise
+        if unwritten and unwritten[0]:
+            self.failed_flushes += 1
+            self._keep(unwritten[0])
+        else:
+            self.failed_flushes = 0
         self.book.forget(users=lost_users, tokens=lost_tokens)
+
+    def _keep(self, records):
+        """Unwritten rows go back in front of the next batch, within a bound."""
+        kept = records + self.records
+        if len(kept) > MAX_PENDING_RECORDS:
+            log.error("Dropping %s unwritten log rows", len(kept) - MAX_PENDING_RECORDS)
+            kept = kept[-MAX_PENDING_RECORDS:]
+        self.records = kept
 
     # Requests
 
@@ -520,7 +535,9 @@ class Gateway:
                 group_id=call.group_id,
                 channel_id=call.channel_id,
                 endpoint=call.endpoint,
-                model=call.model[:100],
+                # Any string parses as a model name (lone surrogates, NUL): a log row must
+                # hold only what every database can store, or the whole batch fails.
+                model=call.model[:100].encode("utf-8", "replace").decode().replace("\x00", ""),
                 stream=call.stream,
                 client_ip=call.client_ip,
                 status=status,
@@ -629,13 +646,52 @@ async def read_body(scope, receive):
             return b"".join(chunks)
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _no_constants(name):
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
+def _is_message(message):
+    """{role, content}: content a string, a list of parts ({type, …}), or null."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        return False
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(isinstance(part, dict) for part in content)
+
+
+def _is_text_or_tokens(value):
+    """A prompt or an input: a string, or a list of strings, of token ids or of token lists."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list):
+        return False
+
+    def tokens(items):
+        return all(isinstance(t, int) and not isinstance(t, bool) for t in items)
+
+    return (
+        all(isinstance(item, str) for item in value)
+        or tokens(value)
+        or all(isinstance(item, list) and tokens(item) for item in value)
+    )
+
+
 def parse_payload(body, upstream_path):
     if not body.strip():
         raise errors.bad_json("the body is empty")
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise errors.bad_json("it is not UTF-8") from None
+    except RecursionError:
+        raise errors.bad_json("it is nested too deeply") from None
+    except _NotJSON as error:
+        raise errors.bad_json(str(error)) from None
     except ValueError as error:
         raise errors.bad_json(
             f"line {getattr(error, 'lineno', '?')}, column {getattr(error, 'colno', '?')}"
@@ -663,6 +719,19 @@ def parse_payload(body, upstream_path):
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise errors.bad_field(field, f"'{field}' must be a positive whole number.")
+    if upstream_path == "chat/completions":
+        if not all(_is_message(message) for message in payload["messages"]):
+            raise errors.bad_field(
+                "messages",
+                "Each of 'messages' must be an object with a 'role' string and a 'content' "
+                "string, list of parts or null.",
+            )
+    elif not _is_text_or_tokens(payload[required]):
+        raise errors.bad_field(
+            required,
+            f"'{required}' must be a string, a list of strings, a list of token ids or a list "
+            "of lists of token ids.",
+        )
     return payload
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from logs import stats
@@ -108,3 +109,20 @@ def test_totals_since_any_moment_count_each_request_once(alice, default_group, m
         alice, now - timedelta(minutes=minutes_ago), end=now + timedelta(seconds=1)
     )
     assert window.requests == window.cost == expected
+
+
+def test_a_row_the_database_refuses_is_left_out_and_the_rest_written(alice, default_group):
+    from logs.writer import write_one_by_one
+
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    good = [make_record(alice, token) for _ in range(3)]
+    poisoned = make_record(alice, token, model="gpt-4o-mini\ud800")
+    batch = [good[0], poisoned, *good[1:]]
+    with pytest.raises((ValueError, DatabaseError)):
+        write_batch(batch)
+    assert RequestLog.objects.count() == 0  # one bad row fails the whole batch
+
+    lost_users, lost_tokens, unwritten = write_one_by_one(batch)
+    assert (lost_users, lost_tokens, unwritten) == ([], [], [])
+    assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
+    assert UsageHour.objects.get().requests == 3
