@@ -7,6 +7,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from billing.models import ModelPrice
@@ -96,7 +97,11 @@ def token_toggle(request, pk):
         return render(request, "tokens/list.html#token-row", context)
     verb = "enabled" if token.enabled else "disabled"
     messages.success(request, f"Token “{token.name}” {verb}.")
-    return redirect(request.POST.get("next") or "tokens:list")
+    back = request.POST.get("next", "")
+    # Back to the page the button was on, and never to another site.
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = "tokens:list"
+    return redirect(back)
 
 
 @login_required

@@ -161,6 +161,14 @@ def test_disabling_with_htmx_answers_with_the_row(alice_client, token):
     assert Token.objects.get().enabled
 
 
+def test_toggling_returns_to_the_page_it_came_from_and_never_off_site(alice_client, token):
+    url = reverse("tokens:toggle", args=[token.pk])
+    usage = reverse("tokens:usage", args=[token.pk])
+    assert alice_client.post(url, {"next": usage}).url == usage
+    for elsewhere in ["https://evil.example/", "//evil.example/", "javascript:alert(1)"]:
+        assert alice_client.post(url, {"next": elsewhere}).url == reverse("tokens:list")
+
+
 def test_rotating_shows_the_new_key_once(alice_client, token):
     html = alice_client.post(reverse("tokens:rotate", args=[token.pk])).content.decode()
     key = KEY_RE.search(html).group(0)
