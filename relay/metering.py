@@ -53,14 +53,22 @@ def estimate_prompt_tokens(payload, path):
 
 
 def completion_allowance(payload, path):
-    """The most completion tokens a request can produce, for holding money."""
+    """The most completion tokens a request can produce, for holding money: the limit of one
+    answer, times the answers asked for (n; and best_of on completions, all of them billed)."""
     if path == "embeddings":
         return 0
+    each = settings.GATEWAY_DEFAULT_MAX_TOKENS
     for field in ("max_completion_tokens", "max_tokens"):
         value = payload.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return settings.GATEWAY_DEFAULT_MAX_TOKENS
+        if _positive_int(value):
+            each = value
+            break
+    counts = [payload.get("n"), payload.get("best_of") if path == "completions" else None]
+    return each * max([c for c in counts if _positive_int(c)], default=1)
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def estimate_completion_tokens(text):

@@ -255,6 +255,20 @@ def test_unknown_paths_and_methods(live_site, token_and_key, channel):
     assert response.status_code == 405
 
 
+def test_several_answers_are_held_for_each(live_site, alice, bob, channel, default_group):
+    # Enough for one answer of 1,000 tokens (600 micro-dollars at gpt-4o-mini's prices), not
+    # for three: the hold counts every answer that will be billed.
+    clients = {}
+    for user in (alice, bob):
+        services.balance_credit(user=user, amount=1_000, kind=LedgerEntry.Kind.ADJUSTMENT)
+        _token, key = token_create(user=user, name="n", group=default_group, notify=False)
+        clients[user] = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as raised:
+        chat(clients[alice], n=3, max_tokens=1_000)
+    assert error_of(raised)[0]["code"] == "insufficient_quota"
+    assert chat(clients[bob], n=1, max_tokens=1_000).choices
+
+
 def test_a_credit_reaches_a_refused_account_at_once(live_site, alice, channel, default_group):
     _token, key = token_create(user=alice, name="later", group=default_group, notify=False)
     client = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
