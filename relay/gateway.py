@@ -711,7 +711,8 @@ def parse_payload(body, upstream_path):
         raise errors.bad_field(required, f"'{required}' is required for {upstream_path}.")
     if upstream_path == "chat/completions" and not isinstance(value, list):
         raise errors.bad_field("messages", "'messages' must be a list of {role, content} objects.")
-    if "stream" in payload and not isinstance(payload["stream"], bool):
+    # null means the default (no stream), as for OpenAI.
+    if payload.get("stream") is not None and not isinstance(payload["stream"], bool):
         raise errors.bad_field("stream", "'stream' must be true or false.")
     for field in ("max_tokens", "max_completion_tokens"):
         value = payload.get(field)

@@ -186,6 +186,17 @@ def test_bad_requests_are_400_with_the_field(
     assert text in error["message"]
 
 
+def test_null_stream_and_max_tokens_mean_the_defaults(live_site, token_and_key, channel):
+    _token, key = token_and_key
+    response = httpx.post(
+        f"{live_site.url}/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": HELLO, "stream": None, "max_tokens": None},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200
+    assert response.json()["object"] == "chat.completion"
+
+
 def test_a_body_over_the_limit_is_413(live_site, token_and_key, channel, settings):
     settings.GATEWAY_MAX_BODY_BYTES = 1024 * 1024
     _token, key = token_and_key

@@ -203,7 +203,10 @@ def field_mistakes(draw):
                 | st.booleans()
             )
         elif kind == "stream":
-            payload["stream"] = draw(not_a_string.filter(lambda v: not isinstance(v, bool)))
+            # Not a boolean, and not null either (null means "no stream", as for OpenAI).
+            payload["stream"] = draw(
+                not_a_string.filter(lambda v: v is not None and not isinstance(v, bool))
+            )
         elif kind == "huge_max_tokens":
             payload[draw(st.sampled_from(["max_tokens", "max_completion_tokens"]))] = draw(
                 huge_whole_number
