@@ -10,8 +10,8 @@ runs in a database thread:
 - the tokens' last use, and the settlement of balances, holds and the usage ledger.
 
 Either all of it commits or none of it does; a failed flush is retried with the next one. A
-batch that keeps failing goes through `write_one_by_one`, so that one row the database refuses
-cannot stop a process's logging and billing.
+batch the database refuses for its data goes through `write_leaving_out_refused`, so that one
+bad row cannot stop a process's logging and billing.
 """
 
 import logging
@@ -68,6 +68,9 @@ class RequestRecord:
 
 
 log = logging.getLogger(__name__)
+# What a database says of data it will not store (too large a number, a duplicate id, text it
+# cannot encode), as opposed to being unreachable.
+REFUSED = (DataError, IntegrityError, ValueError, UnicodeError)
 
 RECORD_FIELDS = [f.name for f in fields(RequestRecord)]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
@@ -90,21 +93,28 @@ def write_batch(records, *, owner=None, settlement=None):
     return lost
 
 
-def write_one_by_one(records, *, owner=None, settlement=None):
-    """The money first, then each row in its own transaction. A row the database refuses for
-    its data is logged and left out; any other error stops here.
+def write_leaving_out_refused(records, *, owner=None, settlement=None):
+    """For a batch the database refused for its data: the money alone first, then the rows in
+    halves until the rows it refuses are found; those are logged and left out. Any other error
+    stops here.
 
-    Returns (lost users, lost tokens, the records not yet written).
+    Returns (lost users, lost tokens, the records not written because of such an error).
     """
     lost = write_batch([], owner=owner, settlement=settlement)
-    for index, record in enumerate(records):
+    pending = [records]
+    while pending:
+        part = pending.pop()
         try:
-            write_batch([record])
-        except (DataError, IntegrityError, ValueError, UnicodeError):
-            log.exception("Left out request log row %s: the database refuses it", record.id)
+            write_batch(part)
+        except REFUSED:
+            if len(part) == 1:
+                log.exception("Left out request log row %s: the database refuses it", part[0].id)
+                continue
+            middle = len(part) // 2
+            pending += [part[middle:], part[:middle]]
         except Exception:
-            log.exception("Writing request log rows one by one stopped")
-            return (*lost, records[index:])
+            log.exception("Writing the rest of a refused batch stopped")
+            return (*lost, [record for rest in pending for record in rest] + part)
     return (*lost, [])
 
 
@@ -203,7 +213,9 @@ def _copy(model, names, rows):
     """COPY … FROM STDIN: the fastest way into PostgreSQL, and no SQL text to parse."""
     quote = connection.ops.quote_name
     columns = ", ".join(quote(c.column) for c in _columns(model, names))
+    # psycopg's own errors become Django's (DataError, IntegrityError…), as for any query.
     with (
+        connection.wrap_database_errors,
         connection.cursor() as cursor,
         cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy,
     ):

@@ -28,7 +28,7 @@ from django.db import close_old_connections
 from billing.holds import HoldBook, Refused
 from console.lib import invalidation
 from logs.ids import uuid7
-from logs.writer import RequestRecord, write_batch, write_one_by_one
+from logs.writer import REFUSED, RequestRecord, write_batch, write_leaving_out_refused
 from relay import adapters, errors, metering
 from relay.config import load_config
 from tokens import keys
@@ -45,7 +45,7 @@ REQUIRED_FIELD = {"chat/completions": "messages", "completions": "prompt", "embe
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 CONFIG_MAX_AGE = 30.0
 MAX_PENDING_RECORDS = 200_000
-ISOLATE_AFTER = 3  # failed flushes in a row before rows are written one by one
+MAX_ANSWERS = 128  # n and best_of, as OpenAI bounds them
 JSON = b"application/json"
 ZERO = Decimal(0)
 
@@ -80,7 +80,6 @@ class Gateway:
         self.loaded_version = -1
         self.config_lock = None
         self.records = []
-        self.failed_flushes = 0  # in a row
         self.failures = {}
         self.session = None
         self.db = None
@@ -184,24 +183,22 @@ class Gateway:
         if not records and not settlement:
             return
         loop = asyncio.get_running_loop()
-        # After failures in a row, the batch may hold a row the database refuses: write the
-        # money first and the rows one by one, leaving such a row out.
-        writer = write_one_by_one if self.failed_flushes >= ISOLATE_AFTER else write_batch
-        work = functools.partial(
-            _in_db, writer, {"records": records, "owner": self.owner, "settlement": settlement}
-        )
+        batch = {"records": records, "owner": self.owner, "settlement": settlement}
+        unwritten = []
         try:
-            lost_users, lost_tokens, *unwritten = await loop.run_in_executor(self.flusher, work)
+            try:
+                work = functools.partial(_in_db, write_batch, batch)
+                lost_users, lost_tokens = await loop.run_in_executor(self.flusher, work)
+            except REFUSED:
+                # A row the database will not store must not hold back the money or the others.
+                work = functools.partial(_in_db, write_leaving_out_refused, batch)
+                result = await loop.run_in_executor(self.flusher, work)
+                lost_users, lost_tokens, unwritten = result
         except Exception:
-            self.failed_flushes += 1
             self.book.restore(settlement)
             self._keep(records)
             raise
-        if unwritten and unwritten[0]:
-            self.failed_flushes += 1
-            self._keep(unwritten[0])
-        else:
-            self.failed_flushes = 0
+        self._keep(unwritten)
         self.book.forget(users=lost_users, tokens=lost_tokens)
 
     def _keep(self, records):
@@ -425,13 +422,12 @@ class Gateway:
             return (0, 0, False)
         await respond(send, 200, content, call.id)
         try:
-            usage = json.loads(content).get("usage") or {}
+            usage = json.loads(content).get("usage")
         except (ValueError, AttributeError):
-            usage = {}
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens", 0 if upstream_path == "embeddings" else None)
-        if isinstance(prompt, int) and isinstance(completion, int):
-            return (prompt, completion, False)
+            usage = None
+        counts = metering.reported_usage(usage, embeddings=upstream_path == "embeddings")
+        if counts is not None:
+            return (*counts, False)
         return (
             metering.estimate_prompt_tokens(payload, upstream_path),
             metering.estimate_completion_tokens(_answer_text(content)),
@@ -498,8 +494,9 @@ class Gateway:
             disconnected.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         call.ttft = int((first_byte - call.started) * 1000) if first_byte else None
-        if usage and isinstance(usage.get("prompt_tokens"), int):
-            return (usage["prompt_tokens"], int(usage.get("completion_tokens") or 0), False)
+        counts = metering.reported_usage(usage)
+        if counts is not None:
+            return (*counts, False)
         return (metering.estimate_prompt_tokens(payload, upstream_path), content_chunks, True)
 
     def channel_failed(self, upstream, reason, disable=False):
@@ -720,6 +717,15 @@ def parse_payload(body, upstream_path):
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise errors.bad_field(field, f"'{field}' must be a positive whole number.")
+    # Each answer asked for is held and billed: only whole numbers, within OpenAI's bound.
+    for field in ("n", "best_of"):
+        value = payload.get(field)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ANSWERS
+        ):
+            raise errors.bad_field(
+                field, f"'{field}' must be a whole number from 1 to {MAX_ANSWERS}."
+            )
     if upstream_path == "chat/completions":
         if not all(_is_message(message) for message in payload["messages"]):
             raise errors.bad_field(

@@ -71,6 +71,27 @@ def _positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+# Token counts are stored as 32-bit integers; a count beyond that is no real usage.
+MAX_REPORTED_TOKENS = 2**31 - 1
+
+
+def reported_usage(usage, *, embeddings=False):
+    """(prompt, completion) from an upstream's `usage`, or None when it is missing or not
+    believable (not whole numbers from 0 up): then the gateway estimates, and says so."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens", 0 if embeddings else None)
+    counts = (prompt, completion)
+    if all(_whole(n) and 0 <= n <= MAX_REPORTED_TOKENS for n in counts):
+        return counts
+    return None
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def estimate_completion_tokens(text):
     return _text_tokens(text) if text else 0
 

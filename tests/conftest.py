@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config, items):
         if "postgres" in item.keywords and not postgres:
             item.add_marker(
                 pytest.mark.skip(
-                    reason="needs PostgreSQL row locking: set DATABASE_URL=postgres://…"
+                    reason="needs PostgreSQL (row locking, COPY, its column types): "
+                    "set DATABASE_URL=postgres://…"
                 )
             )
         if "redis" in item.keywords and not redis:

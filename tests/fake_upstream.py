@@ -93,6 +93,8 @@ class FakeUpstream:
                 answer["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
             if self.behaviour.get("no_usage"):
                 answer = {k: v for k, v in answer.items() if k != "usage"}
+            if "usage" in self.behaviour:
+                answer["usage"] = self.behaviour["usage"]
             return web.json_response(answer)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -115,7 +117,9 @@ class FakeUpstream:
                 "id": "c",
                 "object": "chat.completion.chunk",
                 "choices": [],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
+                "usage": self.behaviour.get(
+                    "usage", {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+                ),
             }
             await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")

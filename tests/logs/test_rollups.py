@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
-from django.db import DatabaseError
 from django.utils import timezone
 
 from logs import stats
@@ -14,7 +13,7 @@ from logs.models import (
     UsageHour,
 )
 from logs.retention import prune
-from logs.writer import write_batch
+from logs.writer import REFUSED, write_batch, write_leaving_out_refused
 from tests.logs.test_pages import make_record
 from tokens.services import token_create
 
@@ -111,18 +110,25 @@ def test_totals_since_any_moment_count_each_request_once(alice, default_group, m
     assert window.requests == window.cost == expected
 
 
-def test_a_row_the_database_refuses_is_left_out_and_the_rest_written(alice, default_group):
-    from logs.writer import write_one_by_one
-
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"model": "gpt-4o-mini\ud800"}, id="text-no-database-encodes"),
+        pytest.param(
+            {"prompt": 2**31}, id="beyond-32-bit", marks=pytest.mark.postgres
+        ),  # SQLite stores any integer
+    ],
+)
+def test_rows_the_database_refuses_are_left_out_and_the_rest_written(alice, default_group, bad):
     token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
-    good = [make_record(alice, token) for _ in range(3)]
-    poisoned = make_record(alice, token, model="gpt-4o-mini\ud800")
-    batch = [good[0], poisoned, *good[1:]]
-    with pytest.raises((ValueError, DatabaseError)):
+    good = [make_record(alice, token) for _ in range(5)]
+    refused = [make_record(alice, token, **bad) for _ in range(2)]
+    batch = [good[0], refused[0], *good[1:4], refused[1], good[4]]
+    with pytest.raises(REFUSED):
         write_batch(batch)
     assert RequestLog.objects.count() == 0  # one bad row fails the whole batch
 
-    lost_users, lost_tokens, unwritten = write_one_by_one(batch)
+    lost_users, lost_tokens, unwritten = write_leaving_out_refused(batch)
     assert (lost_users, lost_tokens, unwritten) == ([], [], [])
     assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
-    assert UsageHour.objects.get().requests == 3
+    assert UsageHour.objects.get().requests == 5

@@ -16,6 +16,7 @@ from tokens.models import Token
 from tokens.services import token_create, token_set_enabled, token_update
 
 HELLO = [{"role": "user", "content": "Hello"}]
+HELLO_BODY = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]'
 
 
 def chat(api, **extra):
@@ -168,6 +169,9 @@ def test_a_used_up_token_quota_is_named_while_the_balance_has_money(api, token_a
             "positive whole number",
         ),
         (b'{"model": "gpt-4o-mini", "messages": [{}], "stream": "yes"}', "stream", "true or false"),
+        (HELLO_BODY + b', "n": "3"}', "n", "whole number from 1 to 128"),
+        (HELLO_BODY + b', "n": 3.0}', "n", "whole number from 1 to 128"),
+        (HELLO_BODY + b', "n": 500}', "n", "whole number from 1 to 128"),
         (b"\xff\xfe{}", None, "not UTF-8"),
     ],
 )

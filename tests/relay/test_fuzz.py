@@ -417,7 +417,8 @@ class Probe:
 
     def close(self):
         if self.sent:
-            print(f"{self.sent} requests; answers: {dict(sorted(self.statuses.items()))}")
+            answers = dict(sorted(self.statuses.items(), key=lambda kv: str(kv[0])))
+            print(f"{self.sent} requests; answers: {answers}")
             self.sent = 0
         self.client.close()
         for name in ("relay", "logs", "billing", "uvicorn.error"):
