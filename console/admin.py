@@ -4,6 +4,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -15,7 +16,7 @@ from billing import services as billing_services
 from billing.forms import StaffReasonForm
 from billing.models import Account, Group, GroupGrant, RechargeOrder
 from console import services
-from console.lib.attachments import AttachmentsField
+from console.attachments import AttachmentsField
 from console.lib.money import format_usd
 from console.models import Announcement, EmailDelivery, Ticket
 
@@ -426,21 +427,25 @@ class TicketAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        # Status changes and replies go through the services, which email the user.
+        # Status changes and replies go through the services, which email the user: once, as
+        # a reply sent with a new status tells of both (the admin saves in one transaction).
         if "assigned_to" in form.changed_data:
             Ticket.objects.filter(pk=obj.pk).update(assigned_to=obj.assigned_to)
-        reply = form.cleaned_data.get("reply")
+        reply, internal = form.cleaned_data.get("reply"), form.cleaned_data["internal"]
         if reply:
             services.ticket_reply(
                 ticket=obj,
                 author=request.user,
                 body=reply,
                 attachments=form.cleaned_data["attachments"],
-                internal=form.cleaned_data["internal"],
+                internal=internal,
             )
         if "status" in form.changed_data:
             services.ticket_set_status(
-                ticket=obj, status=form.cleaned_data["status"], by=request.user
+                ticket=obj,
+                status=form.cleaned_data["status"],
+                by=request.user,
+                notify=not (reply and not internal),
             )
 
     @admin.action(description="Assign to me")
@@ -471,24 +476,31 @@ class TicketAdmin(admin.ModelAdmin):
         if order is None:
             messages.error(request, "This ticket has no order to credit.")
             return redirect(back)
+        if not order.is_open:
+            status = order.get_status_display().lower()
+            messages.warning(request, f"Order {order.number} is already {status}: nothing to do.")
+            return redirect(back)
         initial = {"reason": f"Payment confirmed by hand for ticket {ticket.number}."}
         form = StaffReasonForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             reason = form.cleaned_data["reason"]
             try:
-                credited = billing_services.order_credit(
-                    order=order, staff_user=request.user, reason=reason
-                )
+                # The credit and its note in the thread stand or fall together.
+                with transaction.atomic():
+                    credited = billing_services.order_credit(
+                        order=order, staff_user=request.user, reason=reason
+                    )
+                    if credited:
+                        services.ticket_reply(
+                            ticket=ticket,
+                            author=request.user,
+                            body=f"Credited order {order.number} by hand: {reason}",
+                            internal=True,
+                        )
             except billing_services.BillingError as error:
                 messages.error(request, str(error))
                 return redirect(back)
             if credited:
-                services.ticket_reply(
-                    ticket=ticket,
-                    author=request.user,
-                    body=f"Credited order {order.number} by hand: {reason}",
-                    internal=True,
-                )
                 messages.success(
                     request,
                     f"Order {order.number} credited: {format_usd(order.amount + order.bonus)} "

@@ -3,7 +3,7 @@ import uuid
 from django import forms
 
 from billing.models import Group, ModelPrice, RechargeOrder
-from console.lib.attachments import AttachmentsField
+from console.attachments import AttachmentsField
 from console.lib.money import format_usd
 from console.models import Ticket
 from tokens.models import Token
@@ -118,6 +118,8 @@ class TicketForm(forms.Form):
             "volume": "Say how much you expect to use, so that we can size the line.",
         }
         for field in self.REQUIRED_BY_CATEGORY.get(cleaned.get("category"), ()):
+            if field in ("order", "token") and not self.fields[field].queryset.exists():
+                continue  # the user has none: the page asks them to say what happened
             if not cleaned.get(field) and field not in self.errors:
                 self.add_error(field, messages[field])
         return cleaned

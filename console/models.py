@@ -1,6 +1,8 @@
 from datetime import timedelta
 
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 
@@ -205,8 +207,10 @@ class TicketAttachment(models.Model):
     """A file a user or staff attached, checked by content and stored under a random name,
     outside the public static files; only the ticket's owner and staff can fetch it."""
 
+    FOLDER = "ticket-attachments"
+
     message = models.ForeignKey(TicketMessage, on_delete=models.CASCADE, related_name="attachments")
-    file = models.FileField(upload_to="ticket-attachments/")
+    file = models.FileField(upload_to=FOLDER + "/")
     original_name = models.CharField(max_length=200)
     content_type = models.CharField(max_length=50)
     size = models.PositiveIntegerField()
@@ -214,3 +218,11 @@ class TicketAttachment(models.Model):
 
     def __str__(self):
         return self.original_name
+
+
+@receiver(post_delete, sender=TicketAttachment)
+def _delete_attachment_file(sender, instance, **kwargs):
+    # With its ticket or its user, the file goes too; only once the deletion is committed.
+    name, storage = instance.file.name, instance.file.storage
+    if name:
+        transaction.on_commit(lambda: storage.delete(name))

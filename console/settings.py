@@ -347,6 +347,7 @@ MAINTENANCE_END_HOUR = env_int("MAINTENANCE_END_HOUR", 5)
 # Support tickets: attachments up to this size each, and new tickets per user per hour.
 TICKET_ATTACHMENT_MAX_BYTES = env_int("TICKET_ATTACHMENT_MAX_MB", 5) * 1024 * 1024
 TICKETS_PER_HOUR = env_int("TICKETS_PER_HOUR", 5)
+TICKET_REPLIES_PER_HOUR = env_int("TICKET_REPLIES_PER_HOUR", 60)
 # Raw request logs are kept this many days; per-minute/hour/day usage rollups longer.
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730)

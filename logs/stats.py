@@ -9,10 +9,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Q, Sum
+from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 
-from logs.models import ChannelMinute, UsageDay, UsageHour, UsageMinute
+from logs.models import ChannelMinute, IpDay, UsageDay, UsageHour, UsageMinute
 
 ONE_MINUTE = timedelta(minutes=1)
 RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
@@ -310,4 +310,21 @@ def top(rows, field, count=10):
             n_tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
         )
         .order_by("-spent")[:count]
+    )
+
+
+def addresses(user, days, *, token_id=None, per_token=False):
+    """The client IPs that used the user's tokens over the last `days` days (today included),
+    most recent first: requests, first and last seen; per token too with `per_token`."""
+    since = (timezone.now() - timedelta(days=days - 1)).date()
+    rows = IpDay.objects.filter(user_id=user.pk, day__gte=since)
+    if token_id is not None:
+        rows = rows.filter(token_id=token_id)
+    group = ("client_ip", "token_id") if per_token else ("client_ip",)
+    return (
+        rows.values(*group)
+        .annotate(
+            requests=Sum("requests"), first_seen=Min("first_seen"), last_seen=Max("last_seen")
+        )
+        .order_by("-last_seen")
     )

@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.db import connection
-from django.db.models import Case, Max, Min, Sum, Value, When
+from django.db.models import Case, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import Http404, StreamingHttpResponse
@@ -19,7 +19,7 @@ from django.utils import timezone
 from console.lib.streaming import in_chunks
 from logs import stats
 from logs.forms import LogFilterForm
-from logs.models import IpDay, PlatformMinute, RequestLog, UsageHour
+from logs.models import PlatformMinute, RequestLog, UsageHour
 from tokens.models import Token
 
 PAGE_SIZE = 50
@@ -221,18 +221,9 @@ def ip_list(request):
     """Every address that used this user's tokens in a period: the first thing to check."""
     period = request.GET.get("period", "7d")
     days = IP_PERIODS.get(period, 7)
-    start = (timezone.now() - timedelta(days=days - 1)).date()
-    rows = (
-        IpDay.objects.filter(user_id=request.user.pk, day__gte=start)
-        .values("client_ip", "token_id")
-        .annotate(
-            requests=Sum("requests"), first_seen=Min("first_seen"), last_seen=Max("last_seen")
-        )
-        .order_by("-last_seen")
-    )
-    token_id = request.GET.get("token")
-    if token_id and token_id.isdigit():
-        rows = rows.filter(token_id=int(token_id))
+    token_id = request.GET.get("token", "")
+    token_id = int(token_id) if token_id.isdigit() else None
+    rows = stats.addresses(request.user, days, token_id=token_id, per_token=True)
     tokens = {t.pk: t for t in Token.objects.filter(user=request.user)}
     entries = [dict(row, token=tokens.get(row["token_id"])) for row in rows[:1000]]
     return render(

@@ -2,7 +2,6 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Max, Min, Sum
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -12,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from billing.models import ModelPrice
 from logs import stats
-from logs.models import IpDay, RequestLog
+from logs.models import RequestLog
 from tokens import services
 from tokens.forms import TokenForm
 from tokens.models import Token
@@ -130,15 +129,7 @@ def token_usage(request, pk):
     token = _get_token_for_user(request, pk)
     tz = timezone.get_current_timezone()
     context = _row_context(token, _granted_group_ids(request.user))
-    since = (timezone.now() - timedelta(days=29)).date()
-    ips = (
-        IpDay.objects.filter(user_id=request.user.pk, token_id=token.pk, day__gte=since)
-        .values("client_ip")
-        .annotate(
-            requests=Sum("requests"), first_seen=Min("first_seen"), last_seen=Max("last_seen")
-        )
-        .order_by("-last_seen")[:200]
-    )
+    ips = stats.addresses(request.user, 30, token_id=token.pk)[:200]
     context.update(
         spend=stats.daily_spend_by_model(request.user, 30, tz, token_id=token.pk),
         totals=stats.since(request.user, timezone.now() - timedelta(days=30), token_id=token.pk),

@@ -5,9 +5,19 @@ import time
 from django.core.cache import cache
 
 
+def _bucket(key, window):
+    return f"ratelimit:{key}:{int(time.time() // window)}"
+
+
+def attempts(key, *, window):
+    """How many attempts `key` made in this window, without counting one more: for limits
+    checked before costly work and counted only when it succeeds."""
+    return cache.get(_bucket(key, window), 0)
+
+
 def limit_reached(key, *, limit, window):
     """Counts one attempt for `key`; True once more than `limit` fell in this window."""
-    bucket = f"ratelimit:{key}:{int(time.time() // window)}"
+    bucket = _bucket(key, window)
     cache.add(bucket, 0, timeout=window + 1)
     try:
         count = cache.incr(bucket)

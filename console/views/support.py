@@ -1,21 +1,17 @@
-from datetime import timedelta
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Max, Min, Sum
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from billing.models import RechargeOrder
 from console import services
 from console.forms import ReplyForm, TicketForm
-from console.lib.ratelimit import limit_reached
+from console.lib.ratelimit import attempts, limit_reached
 from console.models import Ticket, TicketAttachment
-from logs.models import IpDay
+from logs import stats
 from tokens.models import Token
 
 
@@ -54,21 +50,19 @@ def ticket_new(request):
     form = TicketForm(
         request.POST or None, request.FILES or None, user=request.user, initial=initial
     )
-    if request.method == "POST" and form.is_valid():
-        if limit_reached(
-            f"tickets:{request.user.pk}", limit=settings.TICKETS_PER_HOUR, window=3600
-        ):
-            form.add_error(
-                None,
-                f"You opened {settings.TICKETS_PER_HOUR} tickets in the last hour. Add to one "
-                "of them, or try again later.",
-            )
-        else:
-            ticket = services.ticket_open(user=request.user, form=form)
-            messages.success(
-                request, f"Ticket {ticket.number} opened. We answer here and by email."
-            )
-            return redirect(ticket)
+    limit, key = settings.TICKETS_PER_HOUR, f"tickets:{request.user.pk}"
+    if request.method == "POST" and attempts(key, window=3600) >= limit:
+        # Refused before the attachments are even decoded; what was typed stays.
+        form = TicketForm(request.POST, user=request.user, initial=initial)
+        form.add_error(
+            None,
+            f"You opened {limit} tickets in the last hour. Add to one of them, or try again later.",
+        )
+    elif request.method == "POST" and form.is_valid():
+        limit_reached(key, limit=limit, window=3600)  # only tickets opened count
+        ticket = services.ticket_open(user=request.user, form=form)
+        messages.success(request, f"Ticket {ticket.number} opened. We answer here and by email.")
+        return redirect(ticket)
     return render(
         request,
         "console/ticket_new.html",
@@ -84,16 +78,11 @@ def ticket_new(request):
 @login_required
 def token_ips(request):
     """The addresses that used one of the user's tokens lately, for the abnormal-charges form."""
-    token = Token.objects.filter(user=request.user, pk=request.GET.get("token") or 0).first()
-    ips = []
-    if token is not None:
-        since = (timezone.now() - timedelta(days=6)).date()
-        ips = list(
-            IpDay.objects.filter(user_id=request.user.pk, token_id=token.pk, day__gte=since)
-            .values("client_ip")
-            .annotate(requests=Sum("requests"), first=Min("first_seen"), last=Max("last_seen"))
-            .order_by("-last")[:20]
-        )
+    chosen = request.GET.get("token", "")
+    token = None
+    if chosen.isdigit():
+        token = Token.objects.filter(user=request.user, pk=int(chosen)).first()
+    ips = list(stats.addresses(request.user, 7, token_id=token.pk)[:20]) if token else []
     return render(request, "console/ticket_new.html#token-ips", {"token": token, "ips": ips})
 
 
@@ -113,16 +102,23 @@ def _thread_context(ticket, form):
 @require_POST
 def ticket_reply(request, number):
     ticket = _get_ticket_for_user(request, number)
-    form = ReplyForm(request.POST, request.FILES)
-    if ticket.is_closed:
-        form.add_error(None, "This ticket is closed. Reopen it to reply, or open a new ticket.")
+    form, message = ReplyForm(request.POST, request.FILES), None
+    refusal = _reply_refusal(request, ticket)
+    if refusal:
+        form = ReplyForm(request.POST)  # the attachments are not even read
+        form.add_error(None, refusal)
     elif form.is_valid():
-        message = services.ticket_reply(
-            ticket=ticket,
-            author=request.user,
-            body=form.cleaned_data["message"],
-            attachments=form.cleaned_data["attachments"],
-        )
+        try:
+            message = services.ticket_reply(
+                ticket=ticket,
+                author=request.user,
+                body=form.cleaned_data["message"],
+                attachments=form.cleaned_data["attachments"],
+            )
+        except services.TicketClosed:
+            form.add_error(None, "This ticket was closed just now. Reopen it to reply.")
+        ticket.refresh_from_db()
+    if message is not None:
         if request.htmx:
             return render(
                 request,
@@ -134,6 +130,15 @@ def ticket_reply(request, number):
     # Errors come back with 200, which htmx swaps in place (it leaves 4xx alone).
     template = "console/ticket.html#reply-area" if request.htmx else "console/ticket.html"
     return render(request, template, _thread_context(ticket, form))
+
+
+def _reply_refusal(request, ticket):
+    if ticket.is_closed:
+        return "This ticket is closed. Reopen it to reply, or open a new ticket."
+    limit = settings.TICKET_REPLIES_PER_HOUR
+    if limit_reached(f"ticket-replies:{request.user.pk}", limit=limit, window=3600):
+        return f"You sent {limit} replies in the last hour. Try again later."
+    return None
 
 
 @login_required
@@ -165,7 +170,9 @@ def attachment(request, pk):
     """A ticket's file, for its owner and staff only, never run by the browser as a page."""
     found = get_object_or_404(TicketAttachment.objects.select_related("message__ticket"), pk=pk)
     ticket = found.message.ticket
-    if not request.user.is_staff and (ticket.user_id != request.user.pk or found.message.internal):
+    if request.user.has_perm("console.view_ticket"):
+        pass  # staff who handle tickets see every file, internal notes' too
+    elif ticket.user_id != request.user.pk or found.message.internal:
         raise Http404("No such attachment.")
     response = FileResponse(found.file.open("rb"), content_type=found.content_type)
     inline = found.content_type.startswith("image/")

@@ -1,8 +1,9 @@
 """Files people attach to support tickets: images (PNG, JPEG, WebP) and PDFs.
 
 A file is judged by its content, never its name. Images must decode, and are stored
-re-encoded by Pillow (no metadata, no smuggled payload); a PDF must look like one from its
-first to its last bytes. Everything is stored under a random name, outside the static files.
+re-encoded by Pillow, upright and without metadata (no location, no smuggled payload). A PDF
+must start and end as one; it is kept as sent, and only ever served as a download to a
+sandbox. Everything is stored under a random name, outside the static files.
 """
 
 import io
@@ -11,14 +12,15 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.core.files.base import ContentFile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_FORMATS = {
     "PNG": ("image/png", "png"),
     "JPEG": ("image/jpeg", "jpg"),
     "WEBP": ("image/webp", "webp"),
 }
-MAX_PIXELS = 40_000_000
+# Screenshots of 5K screens and 24-megapixel photos fit; decoding one takes ~100 MB at most.
+MAX_PIXELS = 25_000_000
 ALLOWED = "a screenshot (PNG, JPEG or WebP) or a PDF"
 
 
@@ -39,6 +41,7 @@ def check(upload):
         with Image.open(io.BytesIO(data)) as probe:
             kind, (width, height) = probe.format, probe.size
             probe.verify()
+        kind = "JPEG" if kind == "MPO" else kind  # phone cameras' JPEG with a depth map
         if kind not in IMAGE_FORMATS:
             raise UnidentifiedImageError(kind)
         if width * height > MAX_PIXELS:
@@ -47,8 +50,8 @@ def check(upload):
                 f"“{upload.name}” is {width}×{height} pixels; attach a screenshot of at most "
                 f"{MAX_PIXELS // 1_000_000} megapixels."
             )
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        with Image.open(io.BytesIO(data)) as opened:
+            image = ImageOps.exif_transpose(opened)  # turned as the camera was held
             out = io.BytesIO()
             if kind == "JPEG":
                 image.convert("RGB").save(out, "JPEG", quality=90)
