@@ -94,9 +94,9 @@ def _latest_unread(user):
 
 @login_required
 def dashboard_live(request):
-    """The cards and the per-minute chart alone, for the page to refresh itself."""
+    """The cards, the per-minute chart and the balance, for the page to refresh itself."""
     context = _live_context(request, _chart_filters(request), _user_zone(request.user))
-    return render(request, "console/dashboard.html#live", context)
+    return render(request, "console/dashboard_live.html", context)
 
 
 def help_center(request):

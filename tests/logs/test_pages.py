@@ -209,7 +209,9 @@ def test_the_dashboard_reads_the_rollups(alice_client, alice, logged):
     assert "Get started in three steps" not in html
     assert 'id="rpm-data"' in html and 'id="spend-data"' in html
     live = alice_client.get(reverse("console:dashboard_live"), headers={"HX-Request": "true"})
-    assert live.content.decode().strip().startswith('<div id="live"')
+    live = live.content.decode().strip()
+    assert live.startswith('<div id="live"')
+    assert 'id="balance-chip" hx-swap-oob="true"' in live and "$7.00" in live
 
 
 def test_the_platform_dashboard_is_for_staff_only(alice_client, staff_client, logged):
