@@ -98,6 +98,16 @@ def charlie(db):
 
 
 @pytest.fixture
+def upstream():
+    """A fake OpenAI-compatible provider on 127.0.0.1 (tests/fake_upstream.py)."""
+    from tests.fake_upstream import FakeUpstream
+
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
 def default_group(db):
     from billing.models import Group
 

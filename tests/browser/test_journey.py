@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from billing.models import RechargeOrder
 from tests.conftest import PASSWORD, Page, make_user
-from tests.fake_upstream import FakeUpstream
 from tests.relay.conftest import make_channel
 
 pytestmark = pytest.mark.browser
@@ -31,13 +30,6 @@ def _journey_settings(settings, tmp_path):
     settings.PAYMENTS_SANDBOX = True
     settings.GATEWAY_FLUSH_SECONDS = 0.05
     settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def upstream():
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

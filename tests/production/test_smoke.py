@@ -406,7 +406,8 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
         upstream.stop()
 
     assert codes == {name: 0 for name in procfile()}, codes
-    assert production.leftovers() == []
+    # Helpers such as multiprocessing's resource tracker follow their parent out shortly.
+    wait_for("every process of the group to end", lambda: not production.leftovers(), 10)
     for name in procfile():
         assert "Traceback" not in production.log(name), production.log(name)[-5000:]
 

@@ -6,7 +6,6 @@ import pytest
 from billing import services
 from billing.models import LedgerEntry
 from relay.models import Channel
-from tests.fake_upstream import FakeUpstream
 from tokens.services import token_create
 
 MODELS = ["gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]
@@ -26,13 +25,6 @@ def wait_until(predicate, timeout=5.0, message="condition"):
 @pytest.fixture(autouse=True)
 def quick_flush(settings):
     settings.GATEWAY_FLUSH_SECONDS = 0.05
-
-
-@pytest.fixture
-def upstream():
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
