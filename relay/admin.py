@@ -92,6 +92,17 @@ def _last_hour(field):
     return Coalesce(Subquery(rows), 0)
 
 
+HEALTH_FIELDS = (
+    "auto_disabled_at",
+    "disabled_reason",
+    "last_error",
+    "last_error_at",
+    "last_tested_at",
+    "last_test_ok",
+    "last_test_latency_ms",
+)
+
+
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
@@ -110,16 +121,7 @@ class ChannelAdmin(admin.ModelAdmin):
     list_filter = ("type", "enabled", ("auto_disabled_at", admin.EmptyFieldListFilter), "groups")
     search_fields = ("name", "base_url")
     filter_horizontal = ("groups",)
-    readonly_fields = (
-        "key_hint",
-        "auto_disabled_at",
-        "disabled_reason",
-        "last_error",
-        "last_error_at",
-        "last_tested_at",
-        "last_test_ok",
-        "last_test_latency_ms",
-    )
+    readonly_fields = ("key_hint", *HEALTH_FIELDS)
     fieldsets = (
         (None, {"fields": ("name", "type", "base_url", "api_key", "key_hint")}),
         (
@@ -128,20 +130,7 @@ class ChannelAdmin(admin.ModelAdmin):
         ),
         ("Timeouts", {"fields": ("connect_timeout", "read_timeout")}),
         ("Simulator", {"fields": ("simulator",), "classes": ("collapse",)}),
-        (
-            "Health",
-            {
-                "fields": (
-                    "auto_disabled_at",
-                    "disabled_reason",
-                    "last_error",
-                    "last_error_at",
-                    "last_tested_at",
-                    "last_test_ok",
-                    "last_test_latency_ms",
-                )
-            },
-        ),
+        ("Health", {"fields": HEALTH_FIELDS}),
     )
     actions = ["test_now", "put_back_in_rotation"]
 

@@ -55,6 +55,22 @@ class Upstream:
     read_timeout: float
     simulator: dict
 
+    @classmethod
+    def of(cls, channel):
+        return cls(
+            id=channel.pk,
+            name=channel.name,
+            type=channel.type,
+            base_url=channel.base_url.rstrip("/"),
+            key=channel.get_key(),
+            model_map=dict(channel.model_map),
+            priority=channel.priority,
+            weight=max(channel.weight, 1),
+            connect_timeout=channel.connect_timeout,
+            read_timeout=channel.read_timeout,
+            simulator=dict(channel.simulator),
+        )
+
     def upstream_model(self, model):
         return self.model_map.get(model, model)
 
@@ -130,19 +146,7 @@ def load_config():
         served.update(pair for pair in pairs if pair[1] in prices)
         if channel.auto_disabled_at is not None:
             continue
-        upstream = Upstream(
-            id=channel.pk,
-            name=channel.name,
-            type=channel.type,
-            base_url=channel.base_url.rstrip("/"),
-            key=channel.get_key(),
-            model_map=dict(channel.model_map),
-            priority=channel.priority,
-            weight=max(channel.weight, 1),
-            connect_timeout=channel.connect_timeout,
-            read_timeout=channel.read_timeout,
-            simulator=dict(channel.simulator),
-        )
+        upstream = Upstream.of(channel)
         for line, model in pairs:
             if model in prices:
                 tiers.setdefault((line, model), {}).setdefault(upstream.priority, []).append(

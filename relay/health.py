@@ -16,19 +16,10 @@ from relay.models import Channel
 
 
 def _upstream(channel):
-    return Upstream(
-        id=channel.pk,
-        name=channel.name,
-        type=channel.type,
-        base_url=channel.base_url.rstrip("/"),
-        key=channel.get_key(),
-        model_map=dict(channel.model_map),
-        priority=channel.priority,
-        weight=channel.weight,
-        connect_timeout=channel.connect_timeout,
-        read_timeout=min(channel.read_timeout, 30.0),
-        simulator=dict(channel.simulator),
-    )
+    # A probe waits at most 30 s, whatever the channel allows a real answer.
+    upstream = Upstream.of(channel)
+    upstream.read_timeout = min(upstream.read_timeout, 30.0)
+    return upstream
 
 
 async def _probe(upstream, model):
