@@ -50,6 +50,7 @@ def _live_context(request, filters, tz):
         "series": series,
         "series_summary": stats.summary(series),
         "filters": filters,
+        "ranges": stats.RANGES,
     }
 
 
@@ -78,7 +79,6 @@ def dashboard(request):
         },
         example_model=ModelPrice.example_chat_model(),
         latest_unread=_latest_unread(request.user),
-        ranges=stats.RANGES,
         day_ranges=stats.DAY_RANGES,
     )
     return render(request, "console/dashboard.html", context)

@@ -37,8 +37,7 @@
     charts[id] = new window.Chart(canvas, config);
   }
 
-  function drawRpm() {
-    var series = data("rpm-data");
+  function drawRpm(series) {
     if (!series) return;
     var options = baseOptions();
     options.scales.y2 = { position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
@@ -92,13 +91,23 @@
     window.htmx.ajax("GET", live.getAttribute("data-live-url"), { target: "#live", swap: "outerHTML" });
   }
 
+  // htmx drops script elements from swapped HTML (allowScriptTags is off), json_script's
+  // included, so a refresh's figures are read from the response before the swap.
+  var refreshed = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.target.id !== "live") return;
+    var response = new DOMParser().parseFromString(event.detail.serverResponse, "text/html");
+    var node = response.getElementById("rpm-data");
+    refreshed = node ? JSON.parse(node.textContent) : null;
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
-    drawRpm();
+    drawRpm(data("rpm-data"));
     drawSpend();
     setInterval(refresh, 15000);
     document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
   });
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target && (event.target.id === "live" || event.target.querySelector && event.target.querySelector("#rpm-data"))) drawRpm();
+    if (event.target.id === "live") drawRpm(refreshed);
   });
 })();

@@ -30,3 +30,7 @@ def test_the_dashboard_refreshes_itself_and_the_balance_within_the_csp(page, ali
     # through setAttribute, which the CSP refuses (the page fixture fails on the error).
     page.wait_for_timeout(300)
     assert page.errors == []
+    # The chart is drawn again from the new figures, and the range selector stays.
+    drawn = "Chart.getChart('rpm-chart')?.data.datasets[0].data.reduce((a, b) => a + b, 0)"
+    assert page.evaluate(drawn) == 6
+    assert page.locator("#live nav.segmented a").all_inner_texts() == ["1h", "6h", "24h"]
