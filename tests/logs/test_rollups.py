@@ -132,3 +132,25 @@ def test_rows_the_database_refuses_are_left_out_and_the_rest_written(alice, defa
     assert (lost_users, lost_tokens, unwritten) == ([], [], [])
     assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
     assert UsageHour.objects.get().requests == 5
+
+
+def test_the_dashboard_cards_count_each_window_and_minute(alice, default_group):
+    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    now = datetime(2026, 6, 10, 15, 30, 20, tzinfo=UTC)  # local midnight was 04:00 UTC
+    at = now.replace
+    write_batch(
+        [
+            *[make_record(alice, token, at=at(minute=29, second=10)) for _ in range(3)],
+            *[make_record(alice, token, at=at(hour=10, minute=0, second=s)) for s in range(5)],
+            make_record(alice, token, at=at(hour=11), status=500),
+            make_record(alice, token, at=at(hour=3, minute=59), cost=100),  # yesterday, locally
+            make_record(alice, token, at=now - timedelta(days=8), cost=1000),
+            make_record(alice, token, at=now - timedelta(days=31), cost=10_000),
+        ]
+    )
+    cards = stats.dashboard_cards(alice, 7, NEW_YORK, now=now)
+    assert (cards.requests_today, cards.spend_today) == (9, 45)
+    assert (cards.spend_7d, cards.spend_30d) == (145, 1145)
+    assert cards.success_rate == pytest.approx(100 * 8 / 9)
+    assert (cards.rpm, cards.tpm, cards.peak_rpm) == (3, 3 * 17, 5)
+    assert cards.balance == 7
