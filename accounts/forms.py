@@ -103,9 +103,10 @@ class NotificationForm(forms.ModelForm):
     def save(self, commit=True):
         prefs = super().save(commit=False)
         threshold = self.cleaned_data["low_balance_threshold_usd"]
-        if threshold != prefs.low_balance_threshold:
-            prefs.low_balance_threshold = threshold
-            prefs.low_balance_alerted = False  # a new threshold starts afresh
+        new_threshold = threshold != prefs.low_balance_threshold
+        prefs.low_balance_threshold = threshold
         if commit:
             prefs.save()
+            if new_threshold:  # a new threshold starts afresh
+                type(prefs).objects.filter(pk=prefs.pk).update(low_balance_alerted=False)
         return prefs

@@ -4,6 +4,8 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.utils import timezone
 
+from console.lib.counters import CountersOutOfSave
+
 
 def time_zone_choices():
     return [(name, name.replace("_", " ")) for name in sorted(zoneinfo.available_timezones())]
@@ -67,8 +69,11 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.name or self.email.split("@")[0]
 
 
-class NotificationSettings(models.Model):
+class NotificationSettings(CountersOutOfSave, models.Model):
     """Which emails a user wants. Security notices are on unless switched off."""
+
+    # Set by the settlement when a balance falls below the threshold.
+    COUNTERS = frozenset({"low_balance_alerted"})
 
     class PriceScope(models.TextChoices):
         ALL = "all", "Every model"

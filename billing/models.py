@@ -15,10 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.pricing import per_million
+from console.lib.counters import CountersOutOfSave
 
 
-class Account(models.Model):
+class Account(CountersOutOfSave, models.Model):
     """The money side of a user: balance, money held by the gateway, and recharge total."""
+
+    COUNTERS = frozenset({"balance", "held", "total_recharged"})
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="account"
@@ -518,12 +521,14 @@ class RedemptionCode(models.Model):
         return f"…{self.hint}"
 
 
-class Hold(models.Model):
+class Hold(CountersOutOfSave, models.Model):
     """Money a gateway process holds on an account (token empty) or on a token's quota.
 
     The process spends from its hold in memory and settles in batches; the row exists so that
     if the process dies, a periodic job gives the money back after `expires_at`.
     """
+
+    COUNTERS = frozenset({"amount", "expires_at"})
 
     owner = models.CharField(max_length=100, help_text="The gateway process holding it.")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

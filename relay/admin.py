@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from logs.models import ChannelMinute
-from relay.health import channel_test
+from relay.health import channel_test, channels_put_back
 from relay.models import Channel
 
 
@@ -92,15 +92,7 @@ def _last_hour(field):
     return Coalesce(Subquery(rows), 0)
 
 
-HEALTH_FIELDS = (
-    "auto_disabled_at",
-    "disabled_reason",
-    "last_error",
-    "last_error_at",
-    "last_tested_at",
-    "last_test_ok",
-    "last_test_latency_ms",
-)
+HEALTH_FIELDS = Channel.HEALTH_FIELDS
 
 
 @admin.register(Channel)
@@ -195,10 +187,5 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Put back in rotation")
     def put_back_in_rotation(self, request, queryset):
-        count = 0
-        for channel in queryset.filter(auto_disabled_at__isnull=False):
-            channel.auto_disabled_at = None
-            channel.disabled_reason = ""
-            channel.save(update_fields=["auto_disabled_at", "disabled_reason", "updated_at"])
-            count += 1
+        count = channels_put_back(queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} channel(s) back in rotation.")

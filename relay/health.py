@@ -72,6 +72,16 @@ def channel_test(channel):
     return ok, latency, detail
 
 
+def channels_put_back(channel_ids):
+    """Staff put channels taken out of rotation back in. Returns how many came back."""
+    count = Channel.objects.filter(pk__in=list(channel_ids), auto_disabled_at__isnull=False).update(
+        auto_disabled_at=None, disabled_reason="", updated_at=timezone.now()
+    )
+    if count:
+        invalidation.publish(config=True)
+    return count
+
+
 def channels_retest():
     """Tests every channel taken out of rotation; puts back those that answer. Repeat-safe."""
     recovered = 0

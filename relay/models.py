@@ -1,11 +1,24 @@
 from django.db import models
 from django.utils import timezone
 
+from console.lib.counters import CountersOutOfSave
 from relay import crypto
 
 
-class Channel(models.Model):
+class Channel(CountersOutOfSave, models.Model):
     """One upstream provider account that serves some models to some lines."""
+
+    # Its health, written by the gateway and the health checks while staff may edit the rest.
+    HEALTH_FIELDS = (
+        "auto_disabled_at",
+        "disabled_reason",
+        "last_error",
+        "last_error_at",
+        "last_tested_at",
+        "last_test_ok",
+        "last_test_latency_ms",
+    )
+    COUNTERS = frozenset(HEALTH_FIELDS)
 
     class Type(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"

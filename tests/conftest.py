@@ -63,6 +63,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _own_journal(settings, tmp_path):
+    """Each test's gateway journals in a folder of its own, which no other test replays."""
+    settings.GATEWAY_JOURNAL_DIR = tmp_path / "journal"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Rate limits and cached lookups do not leak from one test into the next."""
     from django.core.cache import cache
@@ -128,6 +134,33 @@ def model_price(db):
         vendor="OpenAI",
         model_multiplier=Decimal("0.075"),
         completion_multiplier=Decimal(4),
+    )
+
+
+@pytest.fixture
+def prices(db):
+    from decimal import Decimal
+
+    from billing.models import ModelPrice
+
+    ModelPrice.objects.create(
+        model="gpt-4o-mini",
+        vendor="OpenAI",
+        model_multiplier=Decimal("0.075"),
+        completion_multiplier=Decimal(4),
+    )
+    ModelPrice.objects.create(
+        model="text-embedding-3-small",
+        vendor="OpenAI",
+        kind="embedding",
+        model_multiplier=Decimal("0.01"),
+        completion_multiplier=Decimal(1),
+    )
+    ModelPrice.objects.create(
+        model="gpt-3.5-turbo-instruct",
+        vendor="OpenAI",
+        model_multiplier=Decimal("0.75"),
+        completion_multiplier=Decimal("1.333333"),
     )
 
 

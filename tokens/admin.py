@@ -1,12 +1,40 @@
+from django import forms
 from django.contrib import admin, messages
 
+from console.lib.money import format_usd
 from tokens import services
+from tokens.forms import quota_limit_field
 from tokens.models import Token
+
+
+class TokenAdminForm(forms.ModelForm):
+    """What staff may change on a user's token: its name, switch, limit and expiry."""
+
+    quota_limit_usd = quota_limit_field(
+        "The most this token may spend in total; ignored with unlimited quota."
+    )
+
+    class Meta:
+        model = Token
+        fields = ["name", "enabled", "unlimited_quota", "expires_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.quota_limit:
+            self.initial["quota_limit_usd"] = format_usd(self.instance.quota_limit).lstrip("$")
+
+    def clean(self):
+        cleaned = super().clean()
+        limited = not cleaned.get("unlimited_quota")
+        if limited and "quota_limit_usd" not in self.errors and not cleaned.get("quota_limit_usd"):
+            self.add_error("quota_limit_usd", "Set a limit in dollars, or tick unlimited quota.")
+        return cleaned
 
 
 @admin.register(Token)
 class TokenAdmin(admin.ModelAdmin):
-    """Staff see tokens masked and can switch them off; no one ever sees a full key."""
+    """Staff see tokens masked, can switch them off and change their limits; no one ever sees
+    a full key. The quota spent and held belong to the gateway's settlement alone."""
 
     list_display = (
         "name",
@@ -29,6 +57,7 @@ class TokenAdmin(admin.ModelAdmin):
     search_fields = ("name", "user__email", "key_prefix", "key_suffix", "last_ip")
     list_select_related = ("user", "group")
     show_full_result_count = False
+    form = TokenAdminForm
     fields = (
         "name",
         "user",
@@ -36,7 +65,7 @@ class TokenAdmin(admin.ModelAdmin):
         "group",
         "enabled",
         "unlimited_quota",
-        "quota_limit",
+        "quota_limit_usd",
         "quota_used",
         "quota_held",
         "allowed_models",
@@ -48,17 +77,31 @@ class TokenAdmin(admin.ModelAdmin):
         "last_ip",
         "deleted_at",
     )
-    readonly_fields = fields
+    readonly_fields = (
+        "user",
+        "masked_key",
+        "group",
+        "quota_used",
+        "quota_held",
+        "allowed_models",
+        "ip_allowlist",
+        "created_at",
+        "rotated_at",
+        "last_used_at",
+        "last_ip",
+        "deleted_at",
+    )
     actions = ["disable"]
 
     def has_add_permission(self, request):
         return False
 
-    def has_change_permission(self, request, obj=None):
-        return super().has_change_permission(request, obj) if obj is None else False
-
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def save_model(self, request, obj, form, change):
+        obj.quota_limit = form.cleaned_data["quota_limit_usd"]
+        services.token_update(token=obj, fields=TokenAdminForm.Meta.fields)
 
     @admin.display(description="key")
     def masked_key(self, token):
@@ -66,8 +109,6 @@ class TokenAdmin(admin.ModelAdmin):
 
     @admin.display(description="quota")
     def quota(self, token):
-        from console.lib.money import format_usd
-
         if token.unlimited_quota:
             return f"unlimited ({format_usd(token.quota_used)} spent)"
         return f"{format_usd(token.quota_used)} / {format_usd(token.quota_limit)}"

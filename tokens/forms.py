@@ -15,16 +15,20 @@ class GroupChoiceField(forms.ModelChoiceField):
         return f"{text} · {group.description}" if group.description else text
 
 
-class TokenForm(forms.ModelForm):
-    """Create and edit a token. Restrictions are optional and sit under "Advanced"."""
-
-    quota_limit_usd = AmountField(
+def quota_limit_field(help_text="The most this token may spend in total."):
+    return AmountField(
         required=False,
         cents_only=False,
         maximum=1_000_000 * 1_000_000,
         label="Quota limit (USD)",
-        help_text="The most this token may spend in total.",
+        help_text=help_text,
     )
+
+
+class TokenForm(forms.ModelForm):
+    """Create and edit a token. Restrictions are optional and sit under "Advanced"."""
+
+    quota_limit_usd = quota_limit_field()
     group = GroupChoiceField(
         queryset=Group.objects.none(),
         empty_label=None,

@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from console.lib.counters import CountersOutOfSave
 from tokens import keys
 
 
@@ -27,8 +28,11 @@ class TokenQuerySet(models.QuerySet):
         return self.filter(deleted_at__isnull=True)
 
 
-class Token(models.Model):
+class Token(CountersOutOfSave, models.Model):
     """An API key of a user, with its own optional quota and restrictions."""
+
+    # Written by the gateway's settlement and log writer only.
+    COUNTERS = frozenset({"quota_used", "quota_held", "last_used_at", "last_ip"})
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens"

@@ -55,12 +55,25 @@ def token_create(
     return token, key
 
 
-def token_update(*, token):
-    """Saves edits made to `token` (from the edit form)."""
+# What the owner's edit form changes. Only these are written: the gateway, rotation and
+# deletion change other columns of the same row meanwhile.
+EDITABLE = (
+    "name",
+    "unlimited_quota",
+    "quota_limit",
+    "group",
+    "allowed_models",
+    "ip_allowlist",
+    "expires_at",
+)
+
+
+def token_update(*, token, fields=EDITABLE):
+    """Saves the edits made to `fields` of `token` (from the edit form or the admin)."""
     with transaction.atomic():
         if token.unlimited_quota:
             token.quota_limit = None
-        token.save()
+        token.save(update_fields=[*fields, "quota_limit", "updated_at"])
         _invalidate_on_commit(token, token.key_hash)
     return token
 

@@ -27,33 +27,6 @@ def quick_flush(settings):
     settings.GATEWAY_FLUSH_SECONDS = 0.05
 
 
-@pytest.fixture
-def prices(db):
-    from decimal import Decimal
-
-    from billing.models import ModelPrice
-
-    ModelPrice.objects.create(
-        model="gpt-4o-mini",
-        vendor="OpenAI",
-        model_multiplier=Decimal("0.075"),
-        completion_multiplier=Decimal(4),
-    )
-    ModelPrice.objects.create(
-        model="text-embedding-3-small",
-        vendor="OpenAI",
-        kind="embedding",
-        model_multiplier=Decimal("0.01"),
-        completion_multiplier=Decimal(1),
-    )
-    ModelPrice.objects.create(
-        model="gpt-3.5-turbo-instruct",
-        vendor="OpenAI",
-        model_multiplier=Decimal("0.75"),
-        completion_multiplier=Decimal("1.333333"),
-    )
-
-
 def make_channel(upstream, name="primary", *, models=MODELS, groups=("default",), **fields):
     from billing.models import Group
 
