@@ -35,6 +35,7 @@ from billing.models import (
     RechargeOrder,
     RedemptionBatch,
     RedemptionCode,
+    UnsettledUsage,
 )
 from console.lib.money import format_usd
 from console.lib.streaming import in_chunks
@@ -762,3 +763,34 @@ class RedemptionBatchAdmin(admin.ModelAdmin):
             voided=True
         )
         messages.success(request, f"{count} unused code(s) withdrawn.")
+
+
+@admin.register(UnsettledUsage)
+class UnsettledUsageAdmin(ReadOnlyAdmin):
+    """Usage the database refused to settle. The gateway keeps it and retries on its own; the
+    error says what to fix (a constraint, a value out of range). Its money stays held."""
+
+    list_display = (
+        "user",
+        "state",
+        "requests",
+        "amount_usd",
+        "error",
+        "attempts",
+        "first_refused_at",
+        "last_refused_at",
+        "owner",
+    )
+    list_filter = (("settled_at", admin.EmptyFieldListFilter),)
+    search_fields = ("user__email", "owner", "error")
+    list_select_related = ("user",)
+
+    @admin.display(description="state", ordering="settled_at")
+    def state(self, row):
+        if row.settled_at:
+            return f"settled {row.settled_at:%Y-%m-%d %H:%M}"
+        return "waiting: retried automatically"
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_usd(self, row):
+        return _usd(row.amount)

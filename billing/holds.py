@@ -2,14 +2,21 @@
 
 A gateway process takes a hold on a user's available balance (and on a limited token's quota)
 with one guarded update: `held = held + L WHERE balance - held >= L`. Requests then reserve and
-spend from that lease in memory, with no database round trip. Once a second the log writer
-settles what was spent: per account, one update (`balance -= used, held -= used + released`)
-and one usage ledger row, in the same transaction as the log rows. A lease is sized to the
-funds: large for a rich account, down to a single request's estimate when money is short, so
-that no request is ever served without money held for it and a balance never goes below zero.
+spend from that lease in memory, with no database round trip. A lease is sized to the funds:
+large for a rich account, down to a single request's estimate when money is short, so that no
+request is ever served without money held for it and a balance never goes below zero. When a
+process comes up short while other processes hold money of the same account, it asks them to
+give back what they do not use (`ask_others`), and tries once more.
 
-Hold rows name their owner process and expire unless the owner keeps touching them, so the
-holds of a process that died are released by `holds_reap`, a periodic job.
+What a request costs is written in its log row. Once a second the log writer settles, per
+account, what the newly written rows cost (`usage_settle`): the balance and the hold go down
+by it, one usage ledger row records it, and lease money the process gives back is released,
+all in the transaction that writes those rows. So a request is charged exactly when its log
+row is written, and never twice: a row that already exists was charged when it was written.
+
+Hold rows name their owner process and expire unless the owner keeps touching them. What a
+dead process left is settled from its journal by the next gateway process (relay.journal),
+which then releases the rest; `holds_reap`, a periodic job, releases holds nobody settles.
 """
 
 import asyncio
@@ -19,19 +26,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from billing.alerts import low_balance_check
-from billing.models import Account, Hold, LedgerEntry
+from billing.models import Account, Hold, LedgerEntry, UnsettledUsage
 
 log = logging.getLogger(__name__)
 
 # A lease nobody has used for this long is given back at the next settlement.
 IDLE_RELEASE_SECONDS = 5.0
-# After the database said the money is short, requests wanting more than the lease has are
-# refused for this long without asking again, unless a credit or a token change says otherwise.
+# After the database said the money is gone (and no other process holds any), requests wanting
+# more than the lease has are refused for this long without asking again, unless a credit or a
+# token change says otherwise.
 SHORT_SECONDS = 1.0
 
 
@@ -50,7 +58,6 @@ class Lease:
     held: int = 0  # micro-dollars held in the database for this process
     reserved: int = 0  # estimates of requests in flight
     spent: int = 0  # charged, not yet settled
-    requests: int = 0  # requests charged, not yet settled
     short_until: float = 0.0  # the database said "not enough" until then
     last_active: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -62,25 +69,29 @@ class Lease:
 
 @dataclass
 class Settlement:
-    """What one flush settles: per user and per limited token, (used, released, requests)."""
+    """The lease money one flush gives back: per user, and per limited token (user, amount)."""
 
     accounts: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)
-    token_spend: dict = field(default_factory=dict)  # every token's spend, limited or not
 
     def __bool__(self):
-        return bool(self.accounts or self.quotas or self.token_spend)
+        return bool(self.accounts or self.quotas)
 
 
 class HoldBook:
-    """The leases of one gateway process. Used from its event loop only."""
+    """The leases of one gateway process. Used from its event loop only.
 
-    def __init__(self, owner, run_db):
+    `run_db(function, **kwargs)` awaits a database function in a thread; `ask_others(user_id,
+    token_id, owners)`, when given, asks those processes to give back idle lease money of that
+    account (or token quota) and returns once they answered or a short time passed.
+    """
+
+    def __init__(self, owner, run_db, ask_others=None):
         self.owner = owner
-        self.run_db = run_db  # awaits a function in the database thread
+        self.run_db = run_db
+        self.ask_others = ask_others
         self.accounts = {}
         self.quotas = {}
-        self.token_spend = {}
 
     async def reserve(self, *, user_id, token_id, limited, amount):
         """Holds `amount` for one request on the account and, if limited, the token quota."""
@@ -103,22 +114,33 @@ class HoldBook:
             if lease.short_until > now:
                 return None
             async with lease.lock:  # one database top-up at a time per lease
-                if lease.free < amount:
-                    if lease.short_until > time.monotonic():
-                        return None
-                    granted = await self.run_db(
-                        hold_acquire,
-                        owner=self.owner,
-                        user_id=user_id,
-                        token_id=token_id,
-                        minimum=amount - max(lease.free, 0),
-                    )
-                    lease.held += granted
-                    if lease.free < amount:
-                        lease.short_until = time.monotonic() + SHORT_SECONDS
-                        return None
+                if lease.free < amount and not await self._top_up(lease, user_id, token_id, amount):
+                    return None
         lease.reserved += amount
         return lease
+
+    async def _top_up(self, lease, user_id, token_id, amount):
+        """Asks the database for more money; asks other processes to give some back if it is
+        short while they hold some. True when the lease now covers `amount`."""
+        if lease.short_until > time.monotonic():
+            return False
+        for attempt in range(2):
+            granted, others = await self.run_db(
+                hold_acquire,
+                owner=self.owner,
+                user_id=user_id,
+                token_id=token_id,
+                minimum=amount - max(lease.free, 0),
+            )
+            lease.held += granted
+            if lease.free >= amount:
+                return True
+            if not others or self.ask_others is None or attempt:
+                break
+            await self.ask_others(user_id, token_id, others)
+        if not others:  # really gone: do not ask the database again for a while
+            lease.short_until = time.monotonic() + SHORT_SECONDS
+        return False
 
     def funds_changed(self, user_ids):
         """A credit, or a token's limit, changed for these users: ask the database again."""
@@ -136,56 +158,52 @@ class HoldBook:
         account = self.accounts[user_id]
         account.reserved -= reserved  # what was reserved is free again, to be charged from
         charge = min(cost, max(account.free, 0))
-        quota = None
         if limited:
             quota = self.quotas[token_id]
             quota.reserved -= reserved
             charge = min(charge, max(quota.free, 0))
             quota.spent += charge
-            quota.requests += 1
             quota.last_active = time.monotonic()
         account.spent += charge
-        account.requests += 1
         account.last_active = time.monotonic()
-        if token_id is not None and charge:
-            self.token_spend[token_id] = self.token_spend.get(token_id, 0) + charge
         return charge
 
     def take_settlement(self):
-        """Moves what was spent (and idle money) out of the leases, for one flush."""
+        """Takes what was spent out of the leases (the log rows carry it to the database), and
+        the money of idle leases, to be given back by this flush."""
         settlement = Settlement()
         now = time.monotonic()
-        for leases, into in (
-            (self.accounts, settlement.accounts),
-            (self.quotas, settlement.quotas),
-        ):
+        for leases in (self.accounts, self.quotas):
             for key, lease in list(leases.items()):
                 idle = lease.reserved == 0 and now - lease.last_active > IDLE_RELEASE_SECONDS
-                release = lease.free if idle else 0
-                if lease.spent or release:
-                    into[key] = (lease.spent, release, lease.requests)
-                    lease.held -= lease.spent + release
-                    lease.spent = lease.requests = 0
+                release = max(lease.free, 0) if idle else 0
+                lease.held -= lease.spent + release
+                lease.spent = 0
+                if release and leases is self.accounts:
+                    settlement.accounts[key] = release
+                elif release:
+                    settlement.quotas[key] = (lease.user_id, release)
                 if idle and lease.held == 0 and not lease.lock.locked():
                     del leases[key]
-        settlement.token_spend, self.token_spend = self.token_spend, {}
         return settlement
 
-    def restore(self, settlement):
-        """Puts a settlement back after a failed flush; the next flush tries again."""
-        for leases, settled in (
-            (self.accounts, settlement.accounts),
-            (self.quotas, settlement.quotas),
-        ):
-            for key, (used, release, requests) in settled.items():
-                lease = leases.get(key)
-                if lease is None:
-                    lease = leases[key] = Lease(user_id=key if leases is self.accounts else 0)
-                lease.held += used + release
-                lease.spent += used
-                lease.requests += requests
-        for token_id, used in settlement.token_spend.items():
-            self.token_spend[token_id] = self.token_spend.get(token_id, 0) + used
+    def give_back(self, user_id, token_id):
+        """Takes the free money out of one lease, for another process that asked for it; the
+        caller releases it in the database (`hold_give_back`). Returns the amount. A process
+        short of money itself gives back all the same: two processes each holding half of
+        what a request needs must both let go for either to serve it."""
+        lease = self.quotas.get(token_id) if token_id else self.accounts.get(user_id)
+        if lease is None or lease.free <= 0:
+            return 0
+        amount = lease.free
+        lease.held -= amount
+        return amount
+
+    def undo_give_back(self, user_id, token_id, amount):
+        """The database did not release what `give_back` took out: it is the lease's again."""
+        lease = self.quotas.get(token_id) if token_id else self.accounts.get(user_id)
+        if lease is not None:
+            lease.held += amount
 
     def forget(self, *, users=(), tokens=()):
         """Drops leases whose holds were released behind this process's back."""
@@ -201,16 +219,26 @@ class HoldBook:
         return self.take_settlement()
 
 
-# Database side. These run in the gateway's database thread, or in Celery.
+# Database side. These run in the gateway's database threads, or in Celery.
 
 
 def _expiry():
     return timezone.now() + timedelta(seconds=settings.HOLD_SECONDS)
 
 
+def _target(user_id, token_id):
+    if token_id is None:
+        return {"user_id": user_id, "token__isnull": True}
+    return {"token_id": token_id}
+
+
 def hold_acquire(*, owner, user_id, token_id, minimum):
-    """Holds more money for `owner`: at least `minimum`, more when funds allow. Returns the
-    amount held, or 0 when the available balance (or token quota) is below `minimum`."""
+    """Holds more money for `owner`: at least `minimum`, more when funds allow.
+
+    Returns (amount held, other owners): the amount is 0 when the available balance (or token
+    quota) is below `minimum`; the other owners are named only then, and only if what they
+    hold would make up the difference.
+    """
     from tokens.models import Token
 
     with transaction.atomic():
@@ -222,13 +250,19 @@ def hold_acquire(*, owner, user_id, token_id, minimum):
             rows = Token.objects.filter(pk=token_id, unlimited_quota=False)
             found = rows.values_list("quota_limit", "quota_used", "quota_held").first()
             available = found[0] - found[1] - found[2] if found else 0
-        if available < minimum:
-            return 0
-        for amount in dict.fromkeys((_lease_size(available, minimum), minimum)):
-            if _take(rows, token_id, amount):
-                _add_to_hold(owner, user_id, token_id, amount)
-                return amount
-        return 0
+        if available >= minimum:
+            for amount in dict.fromkeys((_lease_size(available, minimum), minimum)):
+                if _take(rows, token_id, amount):
+                    _add_to_hold(owner, user_id, token_id, amount)
+                    return amount, ()
+        others = dict(
+            Hold.objects.filter(amount__gt=0, **_target(user_id, token_id))
+            .exclude(owner=owner)
+            .values_list("owner", "amount")
+        )
+        if max(available, 0) + sum(others.values()) < minimum:
+            return 0, ()
+        return 0, tuple(sorted(others))
 
 
 def _take(rows, token_id, amount):
@@ -246,106 +280,232 @@ def _lease_size(available, minimum):
 
 
 def _add_to_hold(owner, user_id, token_id, amount):
-    holds = Hold.objects.filter(owner=owner, user_id=user_id, token_id=token_id)
+    holds = Hold.objects.filter(owner=owner, **_target(user_id, token_id))
     if not holds.update(amount=F("amount") + amount, expires_at=_expiry()):
         Hold.objects.create(
             owner=owner, user_id=user_id, token_id=token_id, amount=amount, expires_at=_expiry()
         )
 
 
-def holds_settle(*, owner, settlement):
-    """Applies a settlement (in the flush's transaction, when there is one). Returns the users
-    and tokens whose holds the reaper had released: their leases must be forgotten.
+def _lock_account(user_id):
+    """Locks an account row (first, always: then its tokens, then holds) and reads it."""
+    return (
+        Account.objects.select_for_update(no_key=True)
+        .filter(user_id=user_id)
+        .values_list("balance", "held")
+        .first()
+    )
 
-    Rows are locked in one order everywhere (the account or token first, then its hold, and
-    by ascending id), as hold_acquire does, so that concurrent flushes and top-ups never
-    deadlock.
-    """
+
+def _lock_tokens(token_ids):
+    """Locks token rows in id order (after their account's row)."""
+    from tokens.models import Token
+
+    rows = Token.objects.select_for_update(no_key=True).filter(pk__in=list(token_ids))
+    return list(rows.order_by("pk").values_list("pk", flat=True))
+
+
+def _lock_hold(owner, user_id, token_id):
+    return (
+        Hold.objects.select_for_update()
+        .filter(owner=owner, **_target(user_id, token_id))
+        .values_list("pk", "amount")
+        .first()
+    )
+
+
+def _hold_down(hold_pk, amount):
+    if amount:
+        Hold.objects.filter(pk=hold_pk).update(amount=F("amount") - amount)
+
+
+def hold_give_back(*, owner, user_id, token_id, amount):
+    """Releases up to `amount` of `owner`'s hold on an account (or a token quota), because
+    another process asked for it. Returns what was released."""
     from tokens.models import Token
 
     with transaction.atomic():
-        lost_users, lost_tokens = [], []
-        for user_id, (used, release, requests) in sorted(settlement.accounts.items()):
-            Account.objects.select_for_update().filter(user_id=user_id).exists()
-            hold = Hold.objects.filter(owner=owner, user_id=user_id, token__isnull=True)
-            if hold.update(amount=F("amount") - used - release):
-                Account.objects.filter(user_id=user_id).update(
-                    balance=F("balance") - used, held=F("held") - used - release
-                )
-                charged = used
+        if _lock_account(user_id) is None:
+            return 0
+        if token_id is not None:
+            _lock_tokens([token_id])
+        hold = _lock_hold(owner, user_id, token_id)
+        released = min(amount, hold[1]) if hold else 0
+        if released:
+            _hold_down(hold[0], released)
+            Hold.objects.filter(pk=hold[0], amount=0).delete()
+            if token_id is None:
+                Account.objects.filter(user_id=user_id).update(held=F("held") - released)
             else:
-                lost_users.append(user_id)
-                charged = _charge_without_hold(user_id, used)
-            if charged:
-                balance_after = Account.objects.values_list("balance", flat=True).get(
-                    user_id=user_id
-                )
-                LedgerEntry.objects.create(
-                    account_id=user_id,
-                    kind=LedgerEntry.Kind.USAGE,
-                    amount=-charged,
-                    balance_after=balance_after,
-                    request_count=requests,
-                )
-        token_ids = sorted({*settlement.quotas, *settlement.token_spend})
-        for token_id in token_ids:
-            spend = settlement.token_spend.get(token_id, 0)
-            used, release, _requests = settlement.quotas.get(token_id, (0, 0, 0))
-            changes = {"quota_used": F("quota_used") + spend} if spend else {}
-            if used or release:
-                Token.objects.select_for_update().filter(pk=token_id).exists()
-                if Hold.objects.filter(owner=owner, token_id=token_id).update(
-                    amount=F("amount") - used - release
-                ):
-                    changes["quota_held"] = F("quota_held") - used - release
-                else:
-                    lost_tokens.append(token_id)
-            if changes:
-                Token.objects.filter(pk=token_id).update(**changes)
-        low_balance_check(
-            [user_id for user_id, (used, _r, _n) in settlement.accounts.items() if used]
+                Token.objects.filter(pk=token_id).update(quota_held=F("quota_held") - released)
+        return released
+
+
+@dataclass
+class Usage:
+    """One account's part of a flush, as money: what its newly written log rows cost, and the
+    lease money its process gives back."""
+
+    user_id: int
+    cost: int = 0
+    requests: int = 0  # rows that cost something
+    tokens: dict = field(default_factory=dict)  # token id → [spent, spent from its quota lease]
+    release: int = 0
+    quota_releases: dict = field(default_factory=dict)  # token id → amount given back
+
+    def add_request(self, token_id, cost, *, quota):
+        if not cost:
+            return
+        self.cost += cost
+        self.requests += 1
+        if token_id:
+            spent = self.tokens.setdefault(token_id, [0, 0])
+            spent[0] += cost
+            spent[1] += cost if quota else 0
+
+
+def usage_settle(*, owner, usage, release_all=False):
+    """Charges one account's usage from `owner`'s holds and releases what it gives back (all of
+    its holds on the account with `release_all`: the owner is gone). Runs in the caller's
+    transaction, which also writes the log rows that cost this money.
+
+    Returns (lost account hold, [token ids whose quota hold was lost]): holds the reaper
+    released while the owner still spent from them. Their usage is charged from the available
+    balance instead, never below it; a shortfall is logged as an error.
+    """
+    from tokens.models import Token
+
+    user_id = usage.user_id
+    account = _lock_account(user_id)
+    token_ids = set(usage.tokens) | set(usage.quota_releases)
+    if release_all:
+        token_ids.update(
+            Hold.objects.filter(owner=owner, user_id=user_id, token__isnull=False).values_list(
+                "token_id", flat=True
+            )
         )
-        Hold.objects.filter(owner=owner, amount=0).delete()
-        Hold.objects.filter(owner=owner).update(expires_at=_expiry())
-        return lost_users, lost_tokens
-
-
-def _charge_without_hold(user_id, used):
-    """The process lost its hold (it stalled past the expiry): charge what is available."""
-    balance, held = (
-        Account.objects.select_for_update().values_list("balance", "held").get(user_id=user_id)
-    )
-    charged = max(min(used, balance - held), 0)
+    token_ids = sorted(token_ids)
+    _lock_tokens(token_ids)
+    if account is None:  # the user was deleted: nothing to charge or release
+        return False, []
+    balance, held = account
+    hold = _lock_hold(owner, user_id, None)
+    in_hold = hold[1] if hold else 0
+    from_hold = min(in_hold, usage.cost)
+    from_free = min(usage.cost - from_hold, max(balance - held, 0))
+    released = in_hold - from_hold if release_all else min(in_hold - from_hold, usage.release)
+    if hold:
+        _hold_down(hold[0], from_hold + released)
+    charged = from_hold + from_free
+    if charged or released:
+        Account.objects.filter(user_id=user_id).update(
+            balance=F("balance") - charged, held=F("held") - from_hold - released
+        )
     if charged:
-        Account.objects.filter(user_id=user_id).update(balance=F("balance") - charged)
-    if charged < used:
-        log.error(
-            "User %s: %s micro-dollars of usage could not be charged", user_id, used - charged
+        LedgerEntry.objects.create(
+            account_id=user_id,
+            kind=LedgerEntry.Kind.USAGE,
+            amount=-charged,
+            balance_after=balance - charged,
+            request_count=usage.requests,
         )
-    return charged
+        low_balance_check([user_id])
+    if charged < usage.cost:
+        log.error(
+            "User %s: %s micro-dollars of usage could not be charged: the hold was gone and the "
+            "balance did not cover it",
+            user_id,
+            usage.cost - charged,
+        )
+    lost_tokens = []
+    for token_id in token_ids:
+        spent, from_quota = usage.tokens.get(token_id, (0, 0))
+        release = usage.quota_releases.get(token_id, 0)
+        quota_hold = _lock_hold(owner, user_id, token_id)
+        in_quota = quota_hold[1] if quota_hold else 0
+        taken = min(in_quota, from_quota)
+        given = in_quota - taken if release_all else min(in_quota - taken, release)
+        if quota_hold:
+            _hold_down(quota_hold[0], taken + given)
+        elif from_quota or release:
+            lost_tokens.append(token_id)
+        if spent or taken or given:
+            Token.objects.filter(pk=token_id).update(
+                quota_used=F("quota_used") + spent, quota_held=F("quota_held") - taken - given
+            )
+    Hold.objects.filter(owner=owner, user_id=user_id, amount=0).delete()
+    lost_account = hold is None and bool(usage.cost or usage.release)
+    return lost_account, lost_tokens
+
+
+def holds_refresh(*, owner):
+    """The owner is alive: its holds do not expire yet."""
+    Hold.objects.filter(owner=owner).update(expires_at=_expiry())
+
+
+def holds_of(owner):
+    """The users on whose accounts `owner` holds money."""
+    return set(Hold.objects.filter(owner=owner).values_list("user_id", flat=True))
 
 
 def holds_reap(*, now=None):
-    """Gives back the holds of processes that stopped touching them. Safe to run again."""
-    from tokens.models import Token
-
+    """Gives back the holds of processes that stopped touching them. Safe to run again; a hold
+    it cannot release is logged and left, and the others are released all the same."""
     now = now or timezone.now()
     released = 0
-    for hold_id in Hold.objects.filter(expires_at__lt=now).values_list("pk", flat=True):
-        with transaction.atomic():
-            hold = (
-                Hold.objects.select_for_update(skip_locked=True)
-                .filter(pk=hold_id, expires_at__lt=now)
-                .first()
-            )
-            if hold is None:
-                continue
-            if hold.token_id:
-                Token.objects.filter(pk=hold.token_id).update(
-                    quota_held=F("quota_held") - hold.amount
-                )
-            else:
-                Account.objects.filter(user_id=hold.user_id).update(held=F("held") - hold.amount)
-            hold.delete()
-            released += 1
+    expired = Hold.objects.filter(expires_at__lt=now).values_list("pk", "user_id", "token_id")
+    for hold_id, user_id, token_id in expired:
+        try:
+            released += _reap(hold_id, user_id, token_id, now)
+        except DatabaseError:
+            log.exception("Could not release expired hold %s of user %s", hold_id, user_id)
     return released
+
+
+def _reap(hold_id, user_id, token_id, now):
+    from tokens.models import Token
+
+    with transaction.atomic():
+        _lock_account(user_id)  # the same order as every settlement: account, token, hold
+        if token_id is not None:
+            _lock_tokens([token_id])
+        hold = (
+            Hold.objects.select_for_update(skip_locked=True)
+            .filter(pk=hold_id, expires_at__lt=now)
+            .values_list("amount", flat=True)
+            .first()
+        )
+        if hold is None:
+            return 0
+        if token_id is not None:
+            Token.objects.filter(pk=token_id).update(quota_held=F("quota_held") - hold)
+        else:
+            Account.objects.filter(user_id=user_id).update(held=F("held") - hold)
+        Hold.objects.filter(pk=hold_id).delete()
+        return 1
+
+
+def unsettled_record(*, owner, user_id, requests, amount, error):
+    """Shows staff that an account's usage was refused and is kept for another try."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = UnsettledUsage.objects.filter(
+            owner=owner, user_id=user_id, settled_at__isnull=True
+        ).update(
+            requests=requests,
+            amount=amount,
+            error=error[:500],
+            attempts=F("attempts") + 1,
+            last_refused_at=now,
+        )
+        if not updated:
+            UnsettledUsage.objects.create(
+                owner=owner, user_id=user_id, requests=requests, amount=amount, error=error[:500]
+            )
+
+
+def unsettled_cleared(*, owner, user_ids):
+    """These accounts' refused usage went through at last."""
+    UnsettledUsage.objects.filter(
+        owner=owner, user_id__in=list(user_ids), settled_at__isnull=True
+    ).update(settled_at=timezone.now())

@@ -557,3 +557,36 @@ class Hold(CountersOutOfSave, models.Model):
     def __str__(self):
         target = f"token {self.token_id}" if self.token_id else f"user {self.user_id}"
         return f"{self.amount} held on {target} by {self.owner}"
+
+
+class UnsettledUsage(models.Model):
+    """Usage of one account that the database refused to settle: log rows and what they cost.
+
+    The gateway process that served the requests keeps them (in memory and in its journal) and
+    tries again with a growing pause; a row here tells staff what waits and why, until it is
+    settled. Its money stays held meanwhile, so it cannot be spent twice.
+    """
+
+    owner = models.CharField(max_length=100, help_text="The gateway process that keeps it.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    requests = models.PositiveIntegerField(help_text="Log rows waiting to be written.")
+    amount = models.BigIntegerField(help_text="Micro-dollars those requests cost.")
+    error = models.CharField(max_length=500, help_text="What the database said, last time.")
+    attempts = models.PositiveIntegerField(default=1)
+    first_refused_at = models.DateTimeField(default=timezone.now)
+    last_refused_at = models.DateTimeField(default=timezone.now)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_refused_at"]
+        verbose_name_plural = "unsettled usage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "user"],
+                condition=Q(settled_at__isnull=True),
+                name="one_open_unsettled_usage_per_owner",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.requests} requests of {self.user} waiting since {self.first_refused_at}"

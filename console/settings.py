@@ -362,6 +362,12 @@ CHANNEL_KEY_SECRET = env("CHANNEL_KEY_SECRET")
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_MB", 20) * 1024 * 1024
 GATEWAY_MAX_TRIES = env_int("GATEWAY_MAX_TRIES", 3)
 GATEWAY_FLUSH_SECONDS = float(env("GATEWAY_FLUSH_SECONDS", "1.0"))
+# Every answered request is appended to a per-process journal here before its answer completes,
+# so that a process that dies loses nothing; the next gateway process of the machine settles
+# it. A local, persistent disk, shared by the machine's gateway processes. Switching it off
+# (GATEWAY_JOURNAL=0) is only for measuring what it costs: `check --deploy` warns.
+GATEWAY_JOURNAL = env_bool("GATEWAY_JOURNAL", True)
+GATEWAY_JOURNAL_DIR = Path(env("GATEWAY_JOURNAL_DIR", str(BASE_DIR / "var" / "journal")))
 # When a request sets no max_tokens, its completion is estimated at this many tokens to hold
 # money for it; the real usage is what is charged.
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 1024)

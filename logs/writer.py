@@ -1,28 +1,40 @@
-"""The batched log writer: request rows, rollups and money, in one transaction per flush.
+"""The batched log writer: request rows, rollups and the money they cost, per flush.
 
-The gateway adds a RequestRecord per request (in memory, no I/O). Once a second it hands the
-batch, with the money settlement of the same period (billing.holds), to `write_batch`, which
-runs in a database thread:
+The gateway adds a RequestRecord per request (in memory, and in its journal). Once a second it
+hands what it gathered, with the lease money it gives back (billing.holds), to `write_flush`,
+which runs in a database thread and writes, in one transaction:
 
-- the log rows, in one multi-row INSERT;
+- the money: per account, what the rows cost (balance, hold, one usage ledger row) and the
+  lease money given back (billing.holds.usage_settle);
+- the log rows, in one COPY (PostgreSQL) or multi-row INSERT;
 - per-minute, per-hour and per-day usage rollups, IP-per-day and channel-per-minute totals,
   each as one INSERT … ON CONFLICT DO UPDATE that adds to the existing totals;
-- the tokens' last use, and the settlement of balances, holds and the usage ledger.
+- the tokens' last use.
 
-Either all of it commits or none of it does; a failed flush is retried with the next one. A
-batch the database refuses for its data goes through `write_leaving_out_refused`, so that one
-bad row cannot stop a process's logging and billing.
+If the database refuses any of it for its data (a CHECK, a duplicate id, a value out of
+range), nothing of that transaction stays, and each account is written on its own instead
+(`write_each`): its rows are inserted unless they exist (so a row is never written or charged
+twice), and exactly the new ones are charged. What the database still refuses is split until
+the refused rows are found; those, and only those, are set aside for the gateway to keep and
+retry. One account's refusal never holds back another's money or rows.
 """
 
 import logging
 import operator
+import uuid
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from django.db import DataError, IntegrityError, connection, transaction
 
-from billing.holds import holds_settle
+from billing.holds import (
+    Usage,
+    holds_refresh,
+    unsettled_cleared,
+    unsettled_record,
+    usage_settle,
+)
 from logs.models import (
     ChannelMinute,
     IpDay,
@@ -35,11 +47,14 @@ from logs.models import (
 from tokens.models import Token
 
 CHUNK = 500
+# A refused part of up to this many rows is split down to single rows, whatever it takes.
+SPLIT_ALL_UP_TO = 32
 
 
 @dataclass(slots=True)
 class RequestRecord:
-    """One request as the gateway saw it. Field names are RequestLog's column names."""
+    """One request as the gateway saw it. Field names are RequestLog's column names, but for
+    `quota_hold`: whether its cost came from the token's quota lease as well."""
 
     id: object
     created_at: datetime
@@ -65,57 +80,238 @@ class RequestRecord:
     latency_ms: int
     ttft_ms: int | None
     retries: int
+    quota_hold: bool = False
 
 
 log = logging.getLogger(__name__)
 # What a database says of data it will not store (too large a number, a duplicate id, text it
-# cannot encode), as opposed to being unreachable.
+# cannot encode, a CHECK), as opposed to being unreachable.
 REFUSED = (DataError, IntegrityError, ValueError, UnicodeError)
 
-RECORD_FIELDS = [f.name for f in fields(RequestRecord)]
+RECORD_FIELDS = [f.name for f in fields(RequestRecord) if f.name != "quota_hold"]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
 
 
-def write_batch(records, *, owner=None, settlement=None):
-    """Writes a batch in one transaction. Returns (lost users, lost tokens) of the settlement."""
-    lost = ([], [])
-    with transaction.atomic():
-        if records:
-            rows = [_as_row(r) for r in records]
-            if connection.vendor == "postgresql":
-                _copy(RequestLog, RECORD_FIELDS, rows)
-            else:
-                _insert(RequestLog, RECORD_FIELDS, rows)
+@dataclass
+class Part:
+    """One account's share of a flush: its log rows, and the lease money given back."""
+
+    user_id: int
+    records: list = field(default_factory=list)
+    release: int = 0
+    quota_releases: dict = field(default_factory=dict)
+
+    def merge(self, other):
+        self.records += other.records
+        self.release += other.release
+        for token_id, amount in other.quota_releases.items():
+            self.quota_releases[token_id] = self.quota_releases.get(token_id, 0) + amount
+        return self
+
+    def releases(self, release_all=False):
+        return bool(release_all or self.release or self.quota_releases)
+
+    @property
+    def cost(self):
+        return sum(r.cost for r in self.records)
+
+    def usage(self, new_records):
+        """The money of this part, for the rows in `new_records` (those not written before)."""
+        usage = Usage(
+            user_id=self.user_id, release=self.release, quota_releases=dict(self.quota_releases)
+        )
+        for r in new_records:
+            usage.add_request(r.token_id, r.cost, quota=r.quota_hold)
+        return usage
+
+
+def parts_of(records, settlement=None):
+    """Splits a flush by account: {user id: Part}."""
+    parts = {}
+    for r in records:
+        part = parts.get(r.user_id)
+        if part is None:
+            part = parts[r.user_id] = Part(r.user_id)
+        part.records.append(r)
+    if settlement:
+        for user_id, amount in settlement.accounts.items():
+            parts.setdefault(user_id, Part(user_id)).release += amount
+        for token_id, (user_id, amount) in settlement.quotas.items():
+            parts.setdefault(user_id, Part(user_id)).quota_releases[token_id] = amount
+    return parts
+
+
+@dataclass
+class Outcome:
+    """What became of a flush's parts."""
+
+    written: list = field(default_factory=list)  # user ids whose parts went through
+    refused: dict = field(default_factory=dict)  # user id → (Part set aside, the error)
+    unsent: list = field(default_factory=list)  # Parts not tried: the database went away
+    lost_users: list = field(default_factory=list)  # leases whose holds the reaper released
+    lost_tokens: list = field(default_factory=list)
+
+
+def write_flush(parts, *, owner):
+    """Writes a gateway process's flush: all in one transaction, or, if the database refuses
+    some of it, account by account. Raises only if the database cannot be reached at all."""
+    outcome = Outcome()
+    try:
+        with transaction.atomic():
+            for part in sorted(parts, key=lambda p: p.user_id):
+                _settle(part, part.records, owner, outcome)
+            records = [r for part in parts for r in part.records]
+            _insert(records)
             _rollups(records)
             _last_use(records)
-        if settlement:
-            lost = holds_settle(owner=owner, settlement=settlement)
-    return lost
+    except REFUSED:
+        outcome = write_each(parts, owner=owner)
+    else:
+        outcome.written = [part.user_id for part in parts]
+    holds_refresh(owner=owner)
+    return outcome
 
 
-def write_leaving_out_refused(records, *, owner=None, settlement=None):
-    """For a batch the database refused for its data: the money alone first, then the rows in
-    halves until the rows it refuses are found; those are logged and left out. Any other error
-    stops here.
-
-    Returns (lost users, lost tokens, the records not written because of such an error).
-    """
-    lost = write_batch([], owner=owner, settlement=settlement)
-    pending = [records]
+def write_each(parts, *, owner, release_all=False):
+    """Writes each account's part in a transaction of its own; rows that already exist are
+    neither written nor charged again. With `release_all` the owner is gone (a replay of its
+    journal): each account's holds of that owner are released once its rows are settled."""
+    outcome = Outcome()
+    pending = sorted(parts, key=lambda p: p.user_id)
     while pending:
-        part = pending.pop()
+        part = pending.pop(0)
         try:
-            write_batch(part)
-        except REFUSED:
-            if len(part) == 1:
-                log.exception("Left out request log row %s: the database refuses it", part[0].id)
-                continue
-            middle = len(part) // 2
-            pending += [part[middle:], part[:middle]]
+            refused = _write_splitting(part, owner, release_all, outcome)
         except Exception:
-            log.exception("Writing the rest of a refused batch stopped")
-            return (*lost, [record for rest in pending for record in rest] + part)
-    return (*lost, [])
+            log.exception("Writing the gateway's log rows and usage stopped: database error")
+            outcome.unsent = [part, *pending]
+            break
+        if refused is None:
+            outcome.written.append(part.user_id)
+        else:
+            outcome.refused[part.user_id] = refused
+            log.error(
+                "Set aside %s log rows (%s micro-dollars) of user %s: the database refuses "
+                "them (%s); they are kept and retried",
+                len(refused[0].records),
+                refused[0].cost,
+                part.user_id,
+                refused[1],
+            )
+    return outcome
+
+
+def refusals_report(outcome, *, owner, retried=()):
+    """Shows staff what the database refused (UnsettledUsage), and that what it refused before
+    (`retried` accounts) went through once it did."""
+    unsettled_cleared(owner=owner, user_ids=[u for u in outcome.written if u in set(retried)])
+    for user_id, (part, error) in outcome.refused.items():
+        unsettled_record(
+            owner=owner,
+            user_id=user_id,
+            requests=len(part.records),
+            amount=part.cost,
+            error=error,
+        )
+
+
+def _write_splitting(part, owner, release_all, outcome, error=None):
+    """Writes one account's part; if refused (`error`: it was already, with that error), each
+    half of its rows, then its releases. Returns None, or (a Part of what was refused, the
+    last error).
+
+    When both halves of a large part are refused too, it is most likely the account that is
+    refused, not a row of it: the part is set aside whole, rather than split into as many
+    transactions as it has rows while the other accounts wait for the flush thread.
+    """
+    if error is None:
+        error = _write_part(part, owner, release_all, outcome)
+        if error is None:
+            return None
+    if not part.records or (len(part.records) == 1 and not part.releases(release_all)):
+        return Part(part.user_id).merge(part), error
+    middle = len(part.records) // 2
+    halves = [Part(part.user_id, rows) for rows in (part.records[:middle], part.records[middle:])]
+    halves = [(half, _write_part(half, owner, False, outcome)) for half in halves if half.records]
+    failed = [(half, failure) for half, failure in halves if failure is not None]
+    if len(failed) == 2 and len(part.records) > SPLIT_ALL_UP_TO:
+        refused = (Part(part.user_id, part.records), failed[1][1])
+    else:
+        refused = None
+        for half, failure in failed:
+            refused = _together(refused, _write_splitting(half, owner, False, outcome, failure))
+    rest = Part(part.user_id, [], part.release, dict(part.quota_releases))
+    if refused is not None and release_all:
+        # The owner is gone: its holds stay until the refused rows are charged from them.
+        return _together(refused, (rest, refused[1]))
+    if rest.releases(release_all):
+        refused = _together(refused, _write_splitting(rest, owner, release_all, outcome))
+    return refused
+
+
+def _write_part(part, owner, release_all, outcome):
+    """One account's rows and money in one transaction. Returns None, or why it was refused."""
+    try:
+        with transaction.atomic():
+            new = _insert_new(part.records)
+            _settle(part, new, owner, outcome, release_all=release_all)
+            _rollups(new)
+            _last_use(new)
+    except REFUSED as error:
+        return _describe(error)
+    return None
+
+
+def _together(refused, more):
+    if more is None:
+        return refused
+    if refused is None:
+        return more
+    return refused[0].merge(more[0]), more[1]
+
+
+def _describe(error):
+    return " ".join(str(error).split())[:500]
+
+
+def _settle(part, new_records, owner, outcome, release_all=False):
+    lost_account, lost_tokens = usage_settle(
+        owner=owner, usage=part.usage(new_records), release_all=release_all
+    )
+    if lost_account:
+        outcome.lost_users.append(part.user_id)
+    outcome.lost_tokens += lost_tokens
+
+
+def write_batch(records):
+    """Log rows and their rollups alone, in one transaction, for rows whose money is settled
+    elsewhere or not at all (imported history, test fixtures)."""
+    with transaction.atomic():
+        _insert(records)
+        _rollups(records)
+        _last_use(records)
+
+
+def _insert(records):
+    if not records:
+        return
+    rows = [_as_row(r) for r in records]
+    if connection.vendor == "postgresql":
+        _copy(RequestLog, RECORD_FIELDS, rows)
+    else:
+        _insert_rows(RequestLog, RECORD_FIELDS, rows)
+
+
+def _insert_new(records):
+    """Inserts the rows whose id is not in the table yet; returns those records."""
+    if not records:
+        return []
+    rows = [_as_row(r) for r in records]
+    suffix = " ON CONFLICT (id) DO NOTHING RETURNING id"
+    written = {
+        uuid.UUID(str(value)) for (value,) in _insert_rows(RequestLog, RECORD_FIELDS, rows, suffix)
+    }
+    return [r for r in records if r.id in written]
 
 
 def _rollups(records):
@@ -223,14 +419,16 @@ def _copy(model, names, rows):
             copy.write_row(row)
 
 
-def _insert(model, names, rows, suffix=""):
-    """One multi-row INSERT per chunk, with values prepared by the model's own fields."""
+def _insert_rows(model, names, rows, suffix=""):
+    """One multi-row INSERT per chunk, with values prepared by the model's own fields. Returns
+    the rows a RETURNING `suffix` gives back."""
     columns = _columns(model, names)
     quote = connection.ops.quote_name
     # Table and column names come from the models, never from input.
     names_sql = ", ".join(quote(c.column) for c in columns)
     head = f"INSERT INTO {quote(model._meta.db_table)} ({names_sql}) VALUES "  # noqa: S608
     placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    returned = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
@@ -241,6 +439,9 @@ def _insert(model, names, rows, suffix=""):
                     for column, value in zip(columns, row, strict=True)
                 )
             cursor.execute(head + ", ".join([placeholder] * len(chunk)) + suffix, params)
+            if "RETURNING" in suffix:
+                returned += cursor.fetchall()
+    return returned
 
 
 def _upsert_add(model, key_names, sum_names, table):
@@ -282,7 +483,7 @@ def _upsert(model, names, key_names, rows, updates):
     conflict = f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
     rows.sort()
     if connection.vendor != "postgresql":
-        _insert(model, names, rows, conflict)
+        _insert_rows(model, names, rows, conflict)
         return
     columns = ", ".join(quote(c.column) for c in _columns(model, names))
     table = quote(model._meta.db_table)

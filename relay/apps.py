@@ -6,4 +6,4 @@ class RelayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self):
-        from relay import signals  # noqa: F401 (registers the receivers)
+        from relay import checks, signals  # noqa: F401 (they register themselves)

@@ -201,6 +201,16 @@ def no_channel(model, group):
     )
 
 
+def busy():
+    return GatewayError(
+        503,
+        "usage_backlog",
+        "We cannot record usage right now, so we are not taking requests. Retry in a minute.",
+        type="server_error",
+        retry=True,
+    )
+
+
 def upstream_failed(tries):
     return GatewayError(
         502,

@@ -22,15 +22,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import aiohttp
+import redis.asyncio as aioredis
 from django.conf import settings
-from django.db import close_old_connections
 
-from billing.holds import HoldBook, Refused
+from billing.holds import HoldBook, Refused, hold_give_back
 from console.lib import invalidation
 from logs.ids import uuid7
-from logs.writer import REFUSED, RequestRecord, write_batch, write_leaving_out_refused
+from logs.writer import RequestRecord
 from relay import adapters, errors, metering
 from relay.config import load_config
+from relay.recorder import Recorder, in_db
 from tokens import keys
 from tokens.cache import TokenCache, load_snapshot
 
@@ -44,10 +45,23 @@ ENDPOINTS = {
 REQUIRED_FIELD = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 CONFIG_MAX_AGE = 30.0
+# Records not yet in the database (it is away, or refuses some) beyond which new requests are
+# turned away until it catches up: what is answered must be recorded.
 MAX_PENDING_RECORDS = 200_000
+# How long a process short of money waits for the others to give some back.
+GIVE_BACK_WAIT = 0.5
 MAX_ANSWERS = 128  # n and best_of, as OpenAI bounds them
 JSON = b"application/json"
 ZERO = Decimal(0)
+NO_USAGE = (0, 0, False)
+
+
+class GiveBackAsk:
+    """This process asked others to give back money; these have not answered yet."""
+
+    def __init__(self, owners):
+        self.waiting = set(owners)
+        self.answered = asyncio.Event()
 
 
 @dataclass(slots=True)
@@ -68,6 +82,12 @@ class Call:
     status: int = 0
     error_code: str = ""
     ttft: int | None = None
+    # Money: the price and line it is charged at, and what was reserved for it.
+    price: object = None
+    line: object = None
+    reserved: int = 0
+    limited: bool = False
+    billed: bool = False
 
 
 class Gateway:
@@ -75,18 +95,19 @@ class Gateway:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.tokens = TokenCache(in_this_process=False)  # fed by self.apply
         self.book = HoldBook(self.owner, self.run_db)
+        self.recorder = Recorder(self.owner)
         self.config = None
         self.config_version = 0  # bumped by every change of prices, lines or channels
         self.loaded_version = -1
         self.config_lock = None
-        self.records = []
         self.failures = {}
         self.session = None
         self.db = None
-        self.flusher = None
+        self.redis = None
+        self.asks = {}  # (user id, token id) → GiveBackAsk: this process asked others for money
         self.started = False
         self.tasks = []
-        self.background = set()  # fire-and-forget database writes, kept until done
+        self.background = set()  # fire-and-forget work, kept until done
         self.trusted = []
 
     # Life cycle
@@ -95,15 +116,18 @@ class Gateway:
         if self.started:
             return
         self.started = True
-        # Nothing is kept from an earlier run in this process: read everything afresh.
+        # Nothing is kept from an earlier run in this process: read everything afresh, under
+        # a name of its own.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.config, self.loaded_version = None, -1
         self.tokens.drop(everything=True)
         self.failures.clear()
-        self.book = HoldBook(self.owner, self.run_db)
-        self.records = []
+        self.asks.clear()
+        self.book = HoldBook(self.owner, self.run_db, self.ask_others)
+        self.recorder = Recorder(self.owner)
+        self.recorder.start()
         self.config_lock = asyncio.Lock()
         self.db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-db")
-        self.flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-flush")
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in settings.TRUSTED_PROXIES]
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
@@ -113,6 +137,7 @@ class Gateway:
         await self.current_config()
         self.tasks.append(asyncio.create_task(self._flush_loop()))
         if settings.REDIS_URL:
+            self.redis = aioredis.from_url(settings.REDIS_URL)
             self.tasks.append(asyncio.create_task(invalidation.listen(settings.REDIS_URL, self)))
 
     async def stop(self):
@@ -122,25 +147,40 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
-        await self.flush(final=True)
+        try:
+            await self.flush(final=True)
+        except Exception:
+            log.exception("The last flush failed; the journal keeps it for the next process")
         await self.session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
         self.db.shutdown(wait=True)
-        self.flusher.submit(close_old_connections).result()
-        self.flusher.shutdown(wait=True)
+        await self.recorder.stop()
         self.started = False
 
     def apply(self, change):
-        """An invalidation: a token, a user's grants, or prices and channels changed."""
+        """An invalidation (a token, a user's grants, or prices and channels changed), or a
+        message of the lease protocol between gateway processes."""
         self.tokens.apply(change)
         if change.get("users"):
             self.book.funds_changed(change["users"])
         if change.get("config") or change.get("all"):
             self.config_version += 1
+        if change.get("give_back") and self.started:
+            self._in_background(self._give_back(change["give_back"]))
+        if change.get("given_back"):
+            self._given_back(change["given_back"])
+
+    def _in_background(self, coroutine):
+        task = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def run_db(self, function, **kwargs):
         """Runs a database function in one of the gateway's database threads."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db, functools.partial(_in_db, function, kwargs))
+        return await loop.run_in_executor(self.db, functools.partial(in_db, function, kwargs))
 
     def _config_is_fresh(self):
         config = self.config
@@ -167,47 +207,84 @@ class Gateway:
         return self.config
 
     async def _flush_loop(self):
+        first = True
         while True:
-            await asyncio.sleep(settings.GATEWAY_FLUSH_SECONDS)
+            if not first:
+                await asyncio.sleep(settings.GATEWAY_FLUSH_SECONDS)
             try:
+                await self.recorder.replay_orphans(force=first)
+                first = False
                 await self.flush()
                 self.tokens.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                first = False
                 log.exception("Gateway flush failed; retrying with the next one")
 
     async def flush(self, final=False):
-        records, self.records = self.records, []
         settlement = self.book.release_everything() if final else self.book.take_settlement()
-        if not records and not settlement:
-            return
-        loop = asyncio.get_running_loop()
-        batch = {"records": records, "owner": self.owner, "settlement": settlement}
-        unwritten = []
-        try:
-            try:
-                work = functools.partial(_in_db, write_batch, batch)
-                lost_users, lost_tokens = await loop.run_in_executor(self.flusher, work)
-            except REFUSED:
-                # A row the database will not store must not hold back the money or the others.
-                work = functools.partial(_in_db, write_leaving_out_refused, batch)
-                result = await loop.run_in_executor(self.flusher, work)
-                lost_users, lost_tokens, unwritten = result
-        except Exception:
-            self.book.restore(settlement)
-            self._keep(records)
-            raise
-        self._keep(unwritten)
-        self.book.forget(users=lost_users, tokens=lost_tokens)
+        outcome = await self.recorder.flush(settlement, final=final)
+        self.book.forget(users=outcome.lost_users, tokens=outcome.lost_tokens)
 
-    def _keep(self, records):
-        """Unwritten rows go back in front of the next batch, within a bound."""
-        kept = records + self.records
-        if len(kept) > MAX_PENDING_RECORDS:
-            log.error("Dropping %s unwritten log rows", len(kept) - MAX_PENDING_RECORDS)
-            kept = kept[-MAX_PENDING_RECORDS:]
-        self.records = kept
+    # The lease protocol: a process short of money asks the others to give back what they
+    # hold of the same account and do not use, then tries once more.
+
+    async def ask_others(self, user_id, token_id, owners):
+        if self.redis is None:
+            return
+        ask = GiveBackAsk(owners)
+        self.asks[(user_id, token_id)] = ask
+        try:
+            await self._publish(
+                give_back={
+                    "user": user_id,
+                    "token": token_id,
+                    "by": self.owner,
+                    "asked": sorted(owners),
+                }
+            )
+            await asyncio.wait_for(ask.answered.wait(), GIVE_BACK_WAIT)
+        except TimeoutError:
+            pass
+        finally:
+            self.asks.pop((user_id, token_id), None)
+
+    async def _give_back(self, request):
+        if self.owner not in request.get("asked", ()):
+            return
+        user_id, token_id = request["user"], request.get("token")
+        amount = self.book.give_back(user_id, token_id)
+        if amount:
+            try:
+                await self.run_db(
+                    hold_give_back,
+                    owner=self.owner,
+                    user_id=user_id,
+                    token_id=token_id,
+                    amount=amount,
+                )
+            except Exception:
+                log.exception("Could not give back held money of user %s", user_id)
+                self.book.undo_give_back(user_id, token_id, amount)
+        await self._publish(
+            given_back={"user": user_id, "token": token_id, "to": request["by"], "by": self.owner}
+        )
+
+    def _given_back(self, answer):
+        if answer.get("to") != self.owner:
+            return
+        ask = self.asks.get((answer["user"], answer.get("token")))
+        if ask is not None:
+            ask.waiting.discard(answer.get("by"))
+            if not ask.waiting:
+                ask.answered.set()
+
+    async def _publish(self, **message):
+        try:
+            await self.redis.publish(invalidation.CHANNEL, json.dumps(message))
+        except Exception:
+            log.warning("Could not reach the other gateway processes", exc_info=True)
 
     # Requests
 
@@ -259,57 +336,63 @@ class Gateway:
         payload = parse_payload(await read_body(scope, receive), upstream_path)
         call.model = payload["model"]
         call.stream = payload.get("stream") is True and upstream_path != "embeddings"
-        price = config.prices.get(call.model)
-        if price is None:
+        call.price = config.prices.get(call.model)
+        if call.price is None:
             raise errors.unknown_model(call.model)
         if token.allowed_models and call.model not in token.allowed_models:
             raise errors.model_not_allowed(token.name, call.model)
-        line = config.lines[token.group_id]
+        call.line = config.lines[token.group_id]
         candidates = config.candidates(token.group_id, call.model)
         if not candidates:
             if (token.group_id, call.model) in config.served:
                 raise errors.no_channel(call.model, token.group_name)
             raise errors.model_not_on_line(call.model, token.group_name)
+        if self.recorder.backlog > MAX_PENDING_RECORDS:
+            raise errors.busy()
 
         prompt_estimate = metering.estimate_prompt_tokens(payload, upstream_path)
         allowance = metering.completion_allowance(payload, upstream_path)
-        estimate = metering.hold_amount(price, line, prompt_estimate, allowance)
-        limited = not token.unlimited_quota
+        call.reserved = metering.hold_amount(call.price, call.line, prompt_estimate, allowance)
+        call.limited = not token.unlimited_quota
         try:
             await self.book.reserve(
-                user_id=token.user_id, token_id=token.id, limited=limited, amount=estimate
+                user_id=token.user_id,
+                token_id=token.id,
+                limited=call.limited,
+                amount=call.reserved,
             )
         except Refused as refusal:
             if refusal.code == "token_quota_exceeded":
                 raise errors.token_quota_exceeded(token.name) from None
             raise errors.insufficient_balance() from None
-        usage = None
         try:
-            usage = await self.forward(call, send, payload, upstream_path, candidates, receive)
+            await self.forward(call, send, payload, upstream_path, candidates, receive)
         finally:
-            cost = 0
-            if usage is not None:
-                prompt_tokens, completion_tokens, estimated = usage
-                breakdown = metering.price(price, line, prompt_tokens, completion_tokens)
-                cost = breakdown.cost
-            charged = self.book.finish(
-                user_id=token.user_id,
-                token_id=token.id,
-                limited=limited,
-                reserved=estimate,
-                cost=cost,
-            )
-            if usage is not None:
-                self.record(
-                    call,
-                    call.status,
-                    call.error_code,
-                    prompt_tokens,
-                    completion_tokens,
-                    estimated,
-                    charged,
-                    breakdown,
+            if not call.billed:  # no answer went out: what was reserved is free again
+                self.book.finish(
+                    user_id=token.user_id,
+                    token_id=token.id,
+                    limited=call.limited,
+                    reserved=call.reserved,
+                    cost=0,
                 )
+
+    def bill(self, call, usage=None):
+        """Charges an answer from the leases and records it (in the journal too), before its
+        last byte goes out. `usage` is (prompt tokens, completion tokens, estimated), or None
+        for a request that failed: it is recorded and costs nothing."""
+        prompt_tokens, completion_tokens, _estimated = usage or NO_USAGE
+        breakdown = metering.price(call.price, call.line, prompt_tokens, completion_tokens)
+        token = call.token
+        charged = self.book.finish(
+            user_id=token.user_id,
+            token_id=token.id,
+            limited=call.limited,
+            reserved=call.reserved,
+            cost=breakdown.cost if usage is not None else 0,
+        )
+        call.billed = True
+        self.record(call, usage or NO_USAGE, charged, breakdown)
 
     async def authenticate(self, call, scope):
         key = _api_key(scope)
@@ -364,11 +447,12 @@ class Gateway:
             body = json.dumps(found).encode()
         else:
             body = json.dumps({"object": "list", "data": entries}).encode()
+        call.status = 200
+        self.record(call)
         await respond(send, 200, body, call.id)
-        self.record(call, 200, "", 0, 0, False, 0, None)
 
     async def forward(self, call, send, payload, upstream_path, candidates, receive):
-        """Tries channels until one answers; returns (prompt, completion, estimated) usage."""
+        """Tries channels until one answers, and passes the answer on, billed."""
         tries = 0
         for upstream in candidates[: settings.GATEWAY_MAX_TRIES]:
             tries += 1
@@ -405,8 +489,8 @@ class Gateway:
             )
         error = errors.upstream_failed(tries)
         call.status, call.error_code = error.status, error.code
+        self.bill(call)
         await self.answer_error(call, send, error, log_row=False)
-        return (0, 0, False)
 
     async def pass_through(self, call, send, payload, upstream_path, status, content):
         call.status = status
@@ -418,24 +502,25 @@ class Gateway:
                 content = errors.bad_field(
                     None, "The upstream provider refused the request."
                 ).body()
+            self.bill(call)
             await respond(send, status, content, call.id)
-            return (0, 0, False)
-        await respond(send, 200, content, call.id)
+            return
         try:
             usage = json.loads(content).get("usage")
         except (ValueError, AttributeError):
             usage = None
         counts = metering.reported_usage(usage, embeddings=upstream_path == "embeddings")
         if counts is not None:
-            return (*counts, False)
-        return (
-            metering.estimate_prompt_tokens(payload, upstream_path),
-            metering.estimate_completion_tokens(_answer_text(content)),
-            True,
-        )
+            self.bill(call, (*counts, False))
+        else:
+            prompt_tokens = metering.estimate_prompt_tokens(payload, upstream_path)
+            completion_tokens = metering.estimate_completion_tokens(_answer_text(content))
+            self.bill(call, (prompt_tokens, completion_tokens, True))
+        await respond(send, 200, content, call.id)
 
     async def stream(self, call, send, payload, upstream_path, reply, receive):
-        """Passes an SSE stream on as it comes. Never retried once the first byte went out."""
+        """Passes an SSE stream on as it comes. Never retried once the first byte went out.
+        The closing `data: [DONE]` waits until the answer is billed and in the journal."""
         wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         call.status = 200
         call.error_code = ""
@@ -454,12 +539,16 @@ class Gateway:
         usage = None
         content_chunks = 0
         first_byte = None
+        tail = []  # from `data: [DONE]` on
         try:
             async for line in reply.lines():
                 if disconnected.done():
                     call.error_code = "client_disconnected"
                     reply.close()
                     break
+                if tail or line.startswith(b"data: [DONE]"):
+                    tail.append(line)
+                    continue
                 if line.startswith(b"data:"):
                     data = line[5:].strip()
                     if b'"usage"' in data and not _usage_is_null(data):
@@ -483,21 +572,17 @@ class Gateway:
                     "code": "stream_broken",
                 }
             }
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + json.dumps(message).encode() + b"\n\n",
-                    "more_body": True,
-                }
-            )
+            tail = [b"data: " + json.dumps(message).encode() + b"\n\n"]
         finally:
             disconnected.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
         call.ttft = int((first_byte - call.started) * 1000) if first_byte else None
         counts = metering.reported_usage(usage)
         if counts is not None:
-            return (*counts, False)
-        return (metering.estimate_prompt_tokens(payload, upstream_path), content_chunks, True)
+            self.bill(call, (*counts, False))
+        else:
+            prompt_tokens = metering.estimate_prompt_tokens(payload, upstream_path)
+            self.bill(call, (prompt_tokens, content_chunks, True))
+        await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
 
     def channel_failed(self, upstream, reason, disable=False):
         count = self.failures.get(upstream.id, 0) + 1
@@ -519,11 +604,10 @@ class Gateway:
 
     # Answers
 
-    def record(
-        self, call, status, error_code, prompt_tokens, completion_tokens, estimated, cost, breakdown
-    ):
+    def record(self, call, usage=NO_USAGE, cost=0, breakdown=None):
         token = call.token
-        self.records.append(
+        prompt_tokens, completion_tokens, estimated = usage
+        self.recorder.add(
             RequestRecord(
                 id=call.id,
                 created_at=call.created_at,
@@ -533,12 +617,12 @@ class Gateway:
                 channel_id=call.channel_id,
                 endpoint=call.endpoint,
                 # Any string parses as a model name (lone surrogates, NUL): a log row must
-                # hold only what every database can store, or the whole batch fails.
+                # hold only what every database can store.
                 model=call.model[:100].encode("utf-8", "replace").decode().replace("\x00", ""),
                 stream=call.stream,
                 client_ip=call.client_ip,
-                status=status,
-                error_code=error_code,
+                status=call.status,
+                error_code=call.error_code,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 usage_estimated=estimated,
@@ -551,14 +635,16 @@ class Gateway:
                 latency_ms=int((time.perf_counter() - call.started) * 1000),
                 ttft_ms=call.ttft,
                 retries=call.retries,
+                quota_hold=call.limited and cost > 0,
             )
         )
 
     async def answer_error(self, call, send, error, log_row=True):
+        if log_row and call.token is not None:
+            call.status, call.error_code = error.status, error.code
+            self.record(call)
         headers = [(b"x-should-retry", b"true" if error.retry else b"false")]
         await respond(send, error.status, error.body(), call.id, headers)
-        if log_row and call.token is not None:
-            self.record(call, error.status, error.code, 0, 0, False, 0, None)
 
     def client_ip(self, scope):
         client = scope.get("client")
@@ -585,14 +671,6 @@ class Gateway:
 
 
 # Helpers
-
-
-def _in_db(function, kwargs):
-    close_old_connections()
-    try:
-        return function(**kwargs)
-    finally:
-        close_old_connections()
 
 
 def channel_disable(*, channel_id, reason):

@@ -2,7 +2,8 @@
 
 Side by side in one run, on this machine:
 - the floor: wrk straight to a fixed-answer upstream (tests/bench/upstream.py);
-- the gateway with billing and logging on, against PostgreSQL, one uvicorn worker process;
+- the gateway with billing and logging on, against PostgreSQL, one uvicorn worker process,
+  without its journal (GATEWAY_JOURNAL=0) and as it runs, with it: what durability costs;
 at concurrency 1, 10 and 50. Then streaming time to first byte (sequential, both ways), and the
 gateway's memory over 100,000 requests. Figures are printed; nothing is asserted.
 
@@ -178,6 +179,30 @@ def rss_mb(pid):
     return 0.0
 
 
+def start_gateway(port, env):
+    return subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="per measurement")
@@ -203,50 +228,43 @@ def main():
     }
     env.pop("REDIS_URL", None)  # one worker: no invalidation bus needed
     key = prepare(env, upstream_port)
+    journal_dir = tempfile.mkdtemp(prefix="bench-journal-")
     upstream = subprocess.Popen(
         [PYTHON, "-m", "tests.bench.upstream", "--port", str(upstream_port)], cwd=ROOT, env=env
     )
-    gateway = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "console.asgi:application",
-            "--port",
-            str(gateway_port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    # The gateway as it runs (every answer journaled before it completes), and beside it the
+    # same without the journal: what durability costs, measured in the same run.
+    gateway = start_gateway(gateway_port, {**env, "GATEWAY_JOURNAL_DIR": journal_dir})
+    bare_port = free_port()
+    bare = start_gateway(bare_port, {**env, "GATEWAY_JOURNAL": "0"})
     try:
-        wait_for_port(upstream_port)
-        wait_for_port(gateway_port)
+        for port in (upstream_port, gateway_port, bare_port):
+            wait_for_port(port)
         floor_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
         gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+        bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
         with tempfile.TemporaryDirectory() as scratch:
-            wrk(gateway_url, key, 10, 3, scratch)  # warm up: connections, caches, leases
-            wrk(floor_url, key, 10, 2, scratch)
+            for url in (gateway_url, bare_url, floor_url):
+                wrk(url, key, 10, 3, scratch)  # warm up: connections, caches, leases
             print(f"\nNon-streamed chat completions, {args.seconds} s each, wrk on 127.0.0.1")
             print(
                 f"{'concurrency':>11} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | "
-                f"{'gateway rps':>11} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} | errors"
+                f"{'no journal':>10} {'p50 ms':>7} {'p99 ms':>7} | "
+                f"{'gateway rps':>11} {'p50 ms':>7} {'p99 ms':>7} | {'journal':>7} | "
+                f"{'added p50':>9} | errors"
             )
             for connections in (1, 10, 50):
                 floor = wrk(floor_url, key, connections, args.seconds, scratch)
                 through = wrk(gateway_url, key, connections, args.seconds, scratch)
+                without = wrk(bare_url, key, connections, args.seconds, scratch)
                 print(
-                    f"{connections:>11} | {_figures(floor, 9)} | {_figures(through, 11)} | "
-                    f"{through['p50'] - floor['p50']:>7.2f}ms | {through['errors']}"
+                    f"{connections:>11} | {_figures(floor, 9)} | {_figures(without, 10)} | "
+                    f"{_figures(through, 11)} | {through['rps'] / without['rps']:>6.2f}x | "
+                    f"{through['p50'] - floor['p50']:>7.2f}ms | "
+                    f"{through['errors'] + without['errors']}"
                 )
+            bare.terminate()
+            bare.wait(timeout=30)
 
             floor_ttfb = asyncio.run(first_bytes(floor_url, key, 300))
             gateway_ttfb = asyncio.run(first_bytes(gateway_url, key, 300))
@@ -265,10 +283,10 @@ def main():
                 print(f"  {done:>8,} requests: {rss_mb(gateway.pid):6.1f} MB")
         time.sleep(2)  # the last flush
     finally:
-        gateway.terminate()
-        upstream.terminate()
-        gateway.wait(timeout=30)
-        upstream.wait(timeout=30)
+        for process in (gateway, bare, upstream):
+            process.terminate()
+            process.wait(timeout=30)
+        shutil.rmtree(journal_dir, ignore_errors=True)
     check = """
 from django.db.models import Sum
 from billing.models import Account, LedgerEntry

@@ -13,7 +13,7 @@ from logs.models import (
     UsageHour,
 )
 from logs.retention import prune
-from logs.writer import REFUSED, write_batch, write_leaving_out_refused
+from logs.writer import REFUSED, parts_of, write_batch, write_flush
 from tests.logs.test_pages import make_record
 from tokens.services import token_create
 
@@ -119,17 +119,19 @@ def test_totals_since_any_moment_count_each_request_once(alice, default_group, m
         ),  # SQLite stores any integer
     ],
 )
-def test_rows_the_database_refuses_are_left_out_and_the_rest_written(alice, default_group, bad):
+def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(alice, default_group, bad):
     token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
-    good = [make_record(alice, token) for _ in range(5)]
-    refused = [make_record(alice, token, **bad) for _ in range(2)]
+    good = [make_record(alice, token, cost=0) for _ in range(5)]
+    refused = [make_record(alice, token, cost=0, **bad) for _ in range(2)]
     batch = [good[0], refused[0], *good[1:4], refused[1], good[4]]
     with pytest.raises(REFUSED):
         write_batch(batch)
     assert RequestLog.objects.count() == 0  # one bad row fails the whole batch
 
-    lost_users, lost_tokens, unwritten = write_leaving_out_refused(batch)
-    assert (lost_users, lost_tokens, unwritten) == ([], [], [])
+    outcome = write_flush(list(parts_of(batch).values()), owner="gateway-1")
+    assert outcome.written == []
+    part, _error = outcome.refused[alice.pk]
+    assert sorted(r.id for r in part.records) == sorted(r.id for r in refused)
     assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
     assert UsageHour.objects.get().requests == 5
 

@@ -1,25 +1,118 @@
-"""A log row the database refuses must not stop a gateway process's logging and billing."""
+"""One account the database refuses does not hold back the others: their log rows and money
+land in the same flushes; its own usage is set aside, shown to staff, retried, and lands once
+the database takes it again. Nothing is dropped."""
 
-from console.asgi import gateway
+import asyncio
+import threading
+import time
+
+import aiohttp
+import pytest
+from django.db import connection
+from django.db.models import Sum
+from django.urls import reverse
+
+from billing import services
+from billing.models import Account, Hold, LedgerEntry, UnsettledUsage
 from logs.models import RequestLog
-from tests.conftest import balance_of, ledger_sum
-from tests.logs.test_pages import make_record
-from tests.relay.conftest import wait_until
+from tests.conftest import balance_of, ledger_sum, make_user
+from tests.relay.conftest import make_channel, wait_until
+from tokens.services import token_create
+
+pytestmark = pytest.mark.postgres
+
+REFUSE_ROWS_OF = """
+CREATE FUNCTION refuse_rows_of_one_user() RETURNS trigger AS $$
+BEGIN
+    IF NEW.user_id = {user_id} THEN
+        RAISE EXCEPTION 'refused for the test' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER refuse_rows_of_one_user BEFORE INSERT ON logs_requestlog
+    FOR EACH ROW EXECUTE FUNCTION refuse_rows_of_one_user();
+"""
+ALLOW_AGAIN = """
+DROP TRIGGER refuse_rows_of_one_user ON logs_requestlog;
+DROP FUNCTION refuse_rows_of_one_user();
+"""
 
 
-def test_a_refused_row_is_left_out_and_billing_goes_on(api, funded, token_and_key, caplog):
-    token, _key = token_and_key
-    # A row no database takes (a lone surrogate), as a future bug might produce one, in the
-    # same batch as real requests.
-    poisoned = make_record(funded, token, model="gpt-4o-mini\ud800")
-    gateway.records.append(poisoned)
-    for _ in range(3):
-        api.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+def traffic(base_url, keys, stop):
+    """One client per key, one request after another, until `stop`; statuses per key."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
+    statuses = {key: [] for key in keys}
+
+    async def client(session, key):
+        headers = {"Authorization": f"Bearer {key}"}
+        while not stop.is_set():
+            async with session.post(
+                f"{base_url}/v1/chat/completions", json=body, headers=headers
+            ) as response:
+                await response.read()
+                statuses[key].append(response.status)
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(client(session, key) for key in keys for _ in range(5)))
+
+    asyncio.run(main())
+    return statuses
+
+
+def logged(user):
+    return RequestLog.objects.filter(user=user).count()
+
+
+def test_an_account_the_database_refuses_holds_back_no_one_else(
+    live_site, upstream, prices, default_group, staff_client, caplog
+):
+    make_channel(upstream)
+    users = [make_user(f"user{n}@example.com") for n in range(4)]
+    refused = users[0]
+    keys = []
+    for user in users:
+        services.balance_credit(user=user, amount=10_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
+        keys.append(token_create(user=user, name="load", group=default_group, notify=False)[1])
+    stop = threading.Event()
+    statuses = {}
+    worker = threading.Thread(target=lambda: statuses.update(traffic(live_site.url, keys, stop)))
+    worker.start()
+    try:
+        wait_until(lambda: all(logged(u) for u in users), message="traffic for everyone")
+        with connection.cursor() as cursor:
+            cursor.execute(REFUSE_ROWS_OF.format(user_id=int(refused.pk)))
+        during = time.monotonic() + 1.5
+        before = {u.pk: logged(u) for u in users}
+        while time.monotonic() < during:
+            time.sleep(0.1)
+        # The others went on being logged and charged, flush after flush.
+        for user in users[1:]:
+            assert logged(user) > before[user.pk] + 20
+            assert balance_of(user) == ledger_sum(user)
+        assert logged(refused) == before[refused.pk]
+        waiting = UnsettledUsage.objects.get(user=refused, settled_at__isnull=True)
+        assert waiting.requests > 0 and "refused for the test" in waiting.error
+        page = staff_client.get(reverse("admin:billing_unsettledusage_changelist")).content
+        assert refused.email.encode() in page and b"refused for the test" in page
+        with connection.cursor() as cursor:
+            cursor.execute(ALLOW_AGAIN)
+        wait_until(
+            lambda: UnsettledUsage.objects.filter(settled_at__isnull=False).exists(),
+            timeout=15,
+            message="the set-aside usage retried",
         )
-    wait_until(lambda: RequestLog.objects.count() == 3, message="the good rows written")
-    wait_until(lambda: ledger_sum(funded) < 10_000_000, message="the usage charged")
-    assert not RequestLog.objects.filter(id=poisoned.id).exists()
-    assert f"Left out request log row {poisoned.id}" in caplog.text
+    finally:
+        stop.set()
+        worker.join(60)
+    live_site.stop()  # the last flush
+
+    for user, key in zip(users, keys, strict=True):
+        answered = statuses[key].count(200)
+        assert logged(user) == answered == len(statuses[key])
+        cost = RequestLog.objects.filter(user=user).aggregate(s=Sum("cost"))["s"]
+        assert balance_of(user) == ledger_sum(user) == 10_000_000 - cost
+        assert Account.objects.get(user=user).held == 0
+    assert not Hold.objects.exists()
+    assert "Set aside" in caplog.text and f"of user {refused.pk}" in caplog.text
     assert "Gateway flush failed" not in caplog.text
-    assert balance_of(funded) == ledger_sum(funded)

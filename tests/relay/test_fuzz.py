@@ -548,7 +548,9 @@ class _Collect(logging.Handler):
 
 
 async def _drop_records(gateway):
-    gateway.records = []
+    gateway.recorder.records = []
+    gateway.recorder.unsent = {}
+    gateway.recorder.set_aside = {}
 
 
 @pytest.fixture
