@@ -1,8 +1,8 @@
 """A local stand-in for an OpenAI-compatible provider, on 127.0.0.1, in a thread.
 
-Tests set `behaviour` to make it fail, stall, drop usage, or break a stream, and read
-`received` to see what the gateway sent upstream. Also used by the benchmarks as the
-fixed-answer upstream.
+Tests set `behaviour` to make it fail, stall, drop usage, break a stream, or echo the request
+in its answers, streams and errors, and read `received` to see what the gateway sent upstream.
+Also used by the benchmarks as the fixed-answer upstream.
 """
 
 import asyncio
@@ -74,8 +74,11 @@ class FakeUpstream:
             return payload, web.json_response({"error": {"message": "bad key"}}, status=401)
         status = self.behaviour.get("status")
         if status:
+            message = f"upstream says {status}"
+            if self.behaviour.get("echo"):  # as providers quote the request in their errors
+                message += f" about {json.dumps(payload)}"
             return payload, web.json_response(
-                {"error": {"message": f"upstream says {status}", "type": "upstream"}}, status=status
+                {"error": {"message": message, "type": "upstream"}}, status=status
             )
         delay = self.behaviour.get("delay")
         if delay:
@@ -99,6 +102,8 @@ class FakeUpstream:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         words = ["Hello", " from", " upstream", "!"]
+        if self.behaviour.get("echo"):
+            words = [json.dumps(payload["messages"]), " and", " that", "."]
         for i, word in enumerate(words):
             chunk = {
                 "id": "c",

@@ -1,6 +1,15 @@
-"""A real SMTP server on 127.0.0.1 that keeps what it receives, for email tests."""
+"""A real SMTP server on 127.0.0.1 that keeps what it receives, for email tests.
 
+Two ways to make a sender fail at a chosen message, for tests of a worker that dies mid-batch:
+`stall_after = n` accepts n messages and leaves the next one unanswered (the server does not
+have it), and `kill_after = (n, pid)` stores the n-th message, then SIGKILLs `pid` before
+answering "250 OK" (the server has it; the sender never learns)."""
+
+import asyncio
 import email
+import os
+import signal
+import socket
 import threading
 
 from aiosmtpd.controller import Controller
@@ -13,25 +22,28 @@ class Sink:
         self.stall_after = None  # accept this many, then leave the next one unanswered
         self.stalled = threading.Event()
         self.release = threading.Event()
+        self.kill_after = None  # (n, pid): store the n-th message, SIGKILL pid, then answer
+        self.killed = threading.Event()
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
             stalling = self.stall_after is not None and not self.release.is_set()
-            if stalling and len(self.messages) >= self.stall_after:
+            stall = stalling and len(self.messages) >= self.stall_after
+            if stall:
                 self.stalled.set()
-                stall = True
-            else:
-                stall = False
         if stall:
             # Never answer: the sender waits, as a worker would if the server hung mid-message.
-            import asyncio
-
             while not self.release.is_set():
                 await asyncio.sleep(0.05)
             return "421 Closing"
         message = email.message_from_bytes(envelope.content)
         with self.lock:
             self.messages.append({"to": envelope.rcpt_tos, "message": message})
+            stored = len(self.messages)
+        if self.kill_after is not None and stored == self.kill_after[0]:
+            # Stored, not yet answered: the sender dies without learning that it was sent.
+            os.kill(self.kill_after[1], signal.SIGKILL)
+            self.killed.set()
         return "250 OK"
 
     def recipients(self):
@@ -41,8 +53,6 @@ class Sink:
 
 class SmtpSink:
     def __init__(self, port=None):
-        import socket
-
         if port is None:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ a periodic job, that a token change reached both web workers, and that everythin
 cleanly with nothing lost.
 """
 
+import decimal
 import email.policy
 import http.client
 import json
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -411,20 +413,35 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
     for name in procfile():
         assert "Traceback" not in production.log(name), production.log(name)[-5000:]
 
-    # Nothing was lost on the way down: every request logged, every hold given back, and the
-    # balance is the ledger's sum.
+    # Nothing was lost on the way down: every request logged, every hold given back, and each
+    # answer charged exactly its price: the fake upstream's usage at the multipliers of the
+    # moment (the scheduled change may have applied before some of them).
     with psycopg.connect(database_url) as db:
-        ok = db.execute("SELECT count(*) FROM logs_requestlog WHERE status = 200").fetchone()
+        rows = db.execute(
+            "SELECT prompt_tokens, completion_tokens, model_multiplier, completion_multiplier,"
+            " group_multiplier, cost FROM logs_requestlog WHERE status = 200"
+        ).fetchall()
         holds = db.execute("SELECT count(*) FROM billing_hold").fetchone()
         balance, held, ledger = db.execute(
             "SELECT a.balance, a.held, (SELECT sum(amount) FROM billing_ledgerentry e"
             " WHERE e.account_id = a.user_id) FROM billing_account a"
             " JOIN accounts_user u ON u.id = a.user_id WHERE u.email = %s",
             [USER],
-        ).fetchone()
-    assert ok[0] == 2 + answered.count(200)
+        ).fetchall()[0]
+    assert len(rows) == 2 + answered.count(200)
+    for prompt, completion, model, completion_multiplier, line, cost in rows:
+        assert (prompt, completion) in {(12, 5), (12, 4)}  # a chat, a stream
+        assert (model, completion_multiplier, line) in {
+            (Decimal("0.075"), 4, 1),
+            (Decimal("0.09"), 4, 1),
+        }
+        assert cost == round_half_up((prompt + completion * 4) * model * 2)
     assert holds[0] == 0 and held == 0
-    assert balance == ledger < 10_000_000
+    assert balance == ledger == 10_000_000 - sum(row[-1] for row in rows)
+
+
+def round_half_up(value):
+    return int(value.quantize(Decimal(1), rounding=decimal.ROUND_HALF_UP))
 
 
 def _healthy(base):
