@@ -765,6 +765,21 @@ class RedemptionBatchAdmin(admin.ModelAdmin):
         messages.success(request, f"{count} unused code(s) withdrawn.")
 
 
+class SettledFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Waiting"), ("settled", "Settled")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(settled_at__isnull=True)
+        if self.value() == "settled":
+            return queryset.filter(settled_at__isnull=False)
+        return queryset
+
+
 @admin.register(UnsettledUsage)
 class UnsettledUsageAdmin(ReadOnlyAdmin):
     """Usage the database refused to settle. The gateway keeps it and retries on its own; the
@@ -781,7 +796,7 @@ class UnsettledUsageAdmin(ReadOnlyAdmin):
         "last_refused_at",
         "owner",
     )
-    list_filter = (("settled_at", admin.EmptyFieldListFilter),)
+    list_filter = (SettledFilter,)
     search_fields = ("user__email", "owner", "error")
     list_select_related = ("user",)
 

@@ -66,8 +66,8 @@ class TokenAdmin(admin.ModelAdmin):
         "enabled",
         "unlimited_quota",
         "quota_limit_usd",
-        "quota_used",
-        "quota_held",
+        "quota_used_usd",
+        "quota_held_usd",
         "allowed_models",
         "ip_allowlist",
         "expires_at",
@@ -81,8 +81,8 @@ class TokenAdmin(admin.ModelAdmin):
         "user",
         "masked_key",
         "group",
-        "quota_used",
-        "quota_held",
+        "quota_used_usd",
+        "quota_held_usd",
         "allowed_models",
         "ip_allowlist",
         "created_at",
@@ -106,6 +106,14 @@ class TokenAdmin(admin.ModelAdmin):
     @admin.display(description="key")
     def masked_key(self, token):
         return token.masked_key
+
+    @admin.display(description="quota spent")
+    def quota_used_usd(self, token):
+        return format_usd(token.quota_used)
+
+    @admin.display(description="quota held for requests in flight")
+    def quota_held_usd(self, token):
+        return format_usd(token.quota_held)
 
     @admin.display(description="quota")
     def quota(self, token):
