@@ -99,7 +99,11 @@ class HoldBook:
         if account is None:
             raise Refused("insufficient_quota")
         if limited:
-            quota = await self._reserve(self.quotas, token_id, token_id, user_id, amount)
+            try:
+                quota = await self._reserve(self.quotas, token_id, token_id, user_id, amount)
+            except BaseException:  # the database failed, or the request was cancelled
+                account.reserved -= amount
+                raise
             if quota is None:
                 account.reserved -= amount
                 raise Refused("token_quota_exceeded")
@@ -206,11 +210,14 @@ class HoldBook:
             lease.held += amount
 
     def forget(self, *, users=(), tokens=()):
-        """Drops leases whose holds were released behind this process's back."""
-        for user_id in users:
-            self.accounts.pop(user_id, None)
-        for token_id in tokens:
-            self.quotas.pop(token_id, None)
+        """These leases' holds were released behind this process's back (it could not reach the
+        database for longer than HOLD_SECONDS): their free money is gone. What requests in
+        flight reserved, and what was spent since, stays theirs, to be settled from whatever
+        the account has; the next request asks the database afresh."""
+        leases = [self.accounts.get(u) for u in users] + [self.quotas.get(t) for t in tokens]
+        for lease in leases:
+            if lease is not None:
+                lease.held = min(lease.held, lease.reserved + lease.spent)
 
     def release_everything(self):
         """A settlement that gives back every lease, for shutdown."""

@@ -30,7 +30,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 
 from billing.holds import (
     Usage,
-    holds_refresh,
+    holds_of,
     unsettled_cleared,
     unsettled_record,
     usage_settle,
@@ -47,8 +47,9 @@ from logs.models import (
 from tokens.models import Token
 
 CHUNK = 500
-# A refused part of up to this many rows is split down to single rows, whatever it takes.
-SPLIT_ALL_UP_TO = 32
+# Transactions one refused account may take per flush while its refused rows are looked for;
+# the search goes on at its next retry.
+SPLIT_BUDGET = 32
 
 
 @dataclass(slots=True)
@@ -146,58 +147,82 @@ class Outcome:
     """What became of a flush's parts."""
 
     written: list = field(default_factory=list)  # user ids whose parts went through
-    refused: dict = field(default_factory=dict)  # user id → (Part set aside, the error)
+    # user id → ([Parts set aside], the last error): the pieces its refused rows are in
+    refused: dict = field(default_factory=dict)
     unsent: list = field(default_factory=list)  # Parts not tried: the database went away
     lost_users: list = field(default_factory=list)  # leases whose holds the reaper released
     lost_tokens: list = field(default_factory=list)
 
+    def add(self, other):
+        self.written += other.written
+        for user_id, (pieces, error) in other.refused.items():
+            earlier = self.refused.get(user_id, ([], error))[0]
+            self.refused[user_id] = (earlier + pieces, error)
+        self.unsent += other.unsent
+        self.lost_users += other.lost_users
+        self.lost_tokens += other.lost_tokens
 
-def write_flush(parts, *, owner):
+
+def write_flush(parts, *, owner, release_all=False, keep=()):
     """Writes a gateway process's flush: all in one transaction, or, if the database refuses
-    some of it, account by account. Raises only if the database cannot be reached at all."""
+    some of it, account by account. Raises only if the database cannot be reached at all.
+    With `release_all` (the process stops) every hold it has left is released as well, but
+    on the accounts in `keep`."""
+    if release_all:
+        held = holds_of(owner) - {part.user_id for part in parts} - set(keep)
+        parts = [*parts, *(Part(user_id) for user_id in sorted(held))]
     outcome = Outcome()
     try:
         with transaction.atomic():
             for part in sorted(parts, key=lambda p: p.user_id):
-                _settle(part, part.records, owner, outcome)
+                _settle(part, part.records, owner, outcome, release_all=release_all)
             records = [r for part in parts for r in part.records]
             _insert(records)
             _rollups(records)
             _last_use(records)
     except REFUSED:
-        outcome = write_each(parts, owner=owner)
-    else:
-        outcome.written = [part.user_id for part in parts]
-    holds_refresh(owner=owner)
+        return write_each(parts, owner=owner, release_all=release_all)
+    outcome.written = [part.user_id for part in parts]
     return outcome
 
 
-def write_each(parts, *, owner, release_all=False):
-    """Writes each account's part in a transaction of its own; rows that already exist are
-    neither written nor charged again. With `release_all` the owner is gone (a replay of its
-    journal): each account's holds of that owner are released once its rows are settled."""
+def write_each(parts, *, owner, release_all=False, errors=None):
+    """Writes each account's parts in transactions of their own; rows that already exist are
+    neither written nor charged again. A refused part is split to find its refused rows,
+    within SPLIT_BUDGET transactions per account per call; what is left is split further
+    next time. With `release_all` the owner is gone (a replay of its journal, or its stop):
+    each account's holds of that owner are released once its rows are settled. `errors`
+    gives the error each account was refused with before."""
     outcome = Outcome()
     pending = sorted(parts, key=lambda p: p.user_id)
+    budgets = {}
     while pending:
         part = pending.pop(0)
+        budget = budgets.setdefault(part.user_id, [SPLIT_BUDGET])
+        earlier = (errors or {}).get(part.user_id)
         try:
-            refused = _write_splitting(part, owner, release_all, outcome)
+            refused = _write_splitting(part, owner, release_all, outcome, budget, earlier)
         except Exception:
             log.exception("Writing the gateway's log rows and usage stopped: database error")
             outcome.unsent = [part, *pending]
             break
         if refused is None:
-            outcome.written.append(part.user_id)
-        else:
-            outcome.refused[part.user_id] = refused
-            log.error(
-                "Set aside %s log rows (%s micro-dollars) of user %s: the database refuses "
-                "them (%s); they are kept and retried",
-                len(refused[0].records),
-                refused[0].cost,
-                part.user_id,
-                refused[1],
-            )
+            if part.user_id not in outcome.refused:
+                outcome.written.append(part.user_id)
+            continue
+        pieces, error = refused
+        if part.user_id in outcome.written:
+            outcome.written.remove(part.user_id)
+        outcome.add(Outcome(refused={part.user_id: (pieces, error)}))
+    for user_id, (pieces, error) in outcome.refused.items():
+        log.error(
+            "Set aside %s log rows (%s micro-dollars) of user %s: the database refuses them "
+            "(%s); they are kept and retried",
+            sum(len(piece.records) for piece in pieces),
+            sum(piece.cost for piece in pieces),
+            user_id,
+            error,
+        )
     return outcome
 
 
@@ -205,52 +230,53 @@ def refusals_report(outcome, *, owner, retried=()):
     """Shows staff what the database refused (UnsettledUsage), and that what it refused before
     (`retried` accounts) went through once it did."""
     unsettled_cleared(owner=owner, user_ids=[u for u in outcome.written if u in set(retried)])
-    for user_id, (part, error) in outcome.refused.items():
+    for user_id, (pieces, error) in outcome.refused.items():
         unsettled_record(
             owner=owner,
             user_id=user_id,
-            requests=len(part.records),
-            amount=part.cost,
+            requests=sum(len(piece.records) for piece in pieces),
+            amount=sum(piece.cost for piece in pieces),
             error=error,
         )
 
 
-def _write_splitting(part, owner, release_all, outcome, error=None):
-    """Writes one account's part; if refused (`error`: it was already, with that error), each
-    half of its rows, then its releases. Returns None, or (a Part of what was refused, the
-    last error).
-
-    When both halves of a large part are refused too, it is most likely the account that is
-    refused, not a row of it: the part is set aside whole, rather than split into as many
-    transactions as it has rows while the other accounts wait for the flush thread.
-    """
-    if error is None:
-        error = _write_part(part, owner, release_all, outcome)
-        if error is None:
-            return None
+def _write_splitting(part, owner, release_all, outcome, budget, error=None):
+    """Writes one account's part; if refused, each half of its rows, down to single rows, and
+    then its releases. `budget` ([transactions left]) bounds the work; a part it cannot try
+    or split now is refused as it is, with `error`, the last one known. Returns None, or
+    ([the pieces that were refused], the last error)."""
+    if budget[0] <= 0:
+        return [part], error or "not tried yet"
+    tried = _write_part(part, owner, release_all, outcome, budget)
+    if tried is None:
+        return None
+    error = tried
     if not part.records or (len(part.records) == 1 and not part.releases(release_all)):
-        return Part(part.user_id).merge(part), error
+        return [part], error
+    pieces = []
     middle = len(part.records) // 2
-    halves = [Part(part.user_id, rows) for rows in (part.records[:middle], part.records[middle:])]
-    halves = [(half, _write_part(half, owner, False, outcome)) for half in halves if half.records]
-    failed = [(half, failure) for half, failure in halves if failure is not None]
-    if len(failed) == 2 and len(part.records) > SPLIT_ALL_UP_TO:
-        refused = (Part(part.user_id, part.records), failed[1][1])
-    else:
-        refused = None
-        for half, failure in failed:
-            refused = _together(refused, _write_splitting(half, owner, False, outcome, failure))
+    for rows in (part.records[:middle], part.records[middle:]):
+        if rows:
+            half = Part(part.user_id, rows)
+            failed = _write_splitting(half, owner, False, outcome, budget, error)
+            if failed is not None:
+                pieces += failed[0]
+                error = failed[1]
     rest = Part(part.user_id, [], part.release, dict(part.quota_releases))
-    if refused is not None and release_all:
+    if pieces and release_all:
         # The owner is gone: its holds stay until the refused rows are charged from them.
-        return _together(refused, (rest, refused[1]))
+        return [*pieces, rest], error
     if rest.releases(release_all):
-        refused = _together(refused, _write_splitting(rest, owner, release_all, outcome))
-    return refused
+        failed = _write_splitting(rest, owner, release_all, outcome, budget, error)
+        if failed is not None:
+            pieces += failed[0]
+            error = failed[1]
+    return (pieces, error) if pieces else None
 
 
-def _write_part(part, owner, release_all, outcome):
+def _write_part(part, owner, release_all, outcome, budget):
     """One account's rows and money in one transaction. Returns None, or why it was refused."""
+    budget[0] -= 1
     try:
         with transaction.atomic():
             new = _insert_new(part.records)
@@ -260,14 +286,6 @@ def _write_part(part, owner, release_all, outcome):
     except REFUSED as error:
         return _describe(error)
     return None
-
-
-def _together(refused, more):
-    if more is None:
-        return refused
-    if refused is None:
-        return more
-    return refused[0].merge(more[0]), more[1]
 
 
 def _describe(error):

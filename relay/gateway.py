@@ -8,6 +8,7 @@ and response bodies pass through memory only: they are never stored or logged.
 """
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
@@ -45,9 +46,10 @@ ENDPOINTS = {
 REQUIRED_FIELD = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 CONFIG_MAX_AGE = 30.0
-# Records not yet in the database (it is away, or refuses some) beyond which new requests are
-# turned away until it catches up: what is answered must be recorded.
+# Records not yet in the database beyond which new requests are turned away until it catches
+# up: all requests when it is away, one account's when it refuses that account's usage.
 MAX_PENDING_RECORDS = 200_000
+MAX_SET_ASIDE_RECORDS = 20_000
 # How long a process short of money waits for the others to give some back.
 GIVE_BACK_WAIT = 0.5
 MAX_ANSWERS = 128  # n and best_of, as OpenAI bounds them
@@ -106,6 +108,8 @@ class Gateway:
         self.redis = None
         self.asks = {}  # (user id, token id) → GiveBackAsk: this process asked others for money
         self.started = False
+        self.stopping = None
+        self.flusher = None  # the task that flushes once a second
         self.tasks = []
         self.background = set()  # fire-and-forget work, kept until done
         self.trusted = []
@@ -135,7 +139,8 @@ class Gateway:
         )
         invalidation.subscribe(self)
         await self.current_config()
-        self.tasks.append(asyncio.create_task(self._flush_loop()))
+        self.stopping = asyncio.Event()
+        self.flusher = asyncio.create_task(self._flush_loop())
         if settings.REDIS_URL:
             self.redis = aioredis.from_url(settings.REDIS_URL)
             self.tasks.append(asyncio.create_task(invalidation.listen(settings.REDIS_URL, self)))
@@ -143,6 +148,9 @@ class Gateway:
     async def stop(self):
         if not self.started:
             return
+        # The flush loop ends between two flushes, never inside one.
+        self.stopping.set()
+        await self.flusher
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -208,16 +216,17 @@ class Gateway:
 
     async def _flush_loop(self):
         first = True
-        while True:
+        while not self.stopping.is_set():
             if not first:
-                await asyncio.sleep(settings.GATEWAY_FLUSH_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), settings.GATEWAY_FLUSH_SECONDS)
+                if self.stopping.is_set():
+                    return  # stop() makes the last flush
             try:
                 await self.recorder.replay_orphans(force=first)
                 first = False
                 await self.flush()
                 self.tokens.sweep()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 first = False
                 log.exception("Gateway flush failed; retrying with the next one")
@@ -312,6 +321,7 @@ class Gateway:
                     type="server_error",
                     retry=True,
                 ),
+                log_row=not call.billed,  # a billed request has its row already
             )
 
     async def handle(self, call, scope, receive, send):
@@ -347,7 +357,12 @@ class Gateway:
             if (token.group_id, call.model) in config.served:
                 raise errors.no_channel(call.model, token.group_name)
             raise errors.model_not_on_line(call.model, token.group_name)
-        if self.recorder.backlog > MAX_PENDING_RECORDS:
+        # Answers must be recorded: with too much not written yet (the database is away, or
+        # refuses this account's usage), requests wait until it is.
+        if (
+            self.recorder.backlog > MAX_PENDING_RECORDS
+            or self.recorder.waiting_of.get(token.user_id, 0) > MAX_SET_ASIDE_RECORDS
+        ):
             raise errors.busy()
 
         prompt_estimate = metering.estimate_prompt_tokens(payload, upstream_path)

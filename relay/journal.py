@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from django.db import DatabaseError
+
 from billing.holds import holds_of
 from logs.models import RequestLog
 from logs.writer import Part, RequestRecord, parts_of, refusals_report, write_each
@@ -64,6 +66,12 @@ def decode(line, names):
     return RequestRecord(**values)
 
 
+def _write_all(fd, data):
+    """A write of a full disk may be short: the rest goes after it, or it raises."""
+    while data:
+        data = data[os.write(fd, data) :]
+
+
 def _file_name(owner):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", owner)
 
@@ -84,30 +92,42 @@ class Journal:
 
     def open(self):
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.lock_fd = os.open(self.directory / f"{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # Locked under a name of its own, then renamed: no replayer can take a lock file that
+        # its process has not locked yet.
+        unlocked = self.directory / f"{self.name}.lock.new"
+        self.lock_fd = os.open(unlocked, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._start_segment()
+        os.rename(unlocked, self.directory / f"{self.name}.lock")
+        self.fd, self.path = self._new_segment()
         return self
 
-    def _start_segment(self):
+    def _new_segment(self):
+        path = self.directory / f"{self.name}.{self.sequence + 1:08d}.journal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            header = {"journal": VERSION, "owner": self.owner, "fields": FIELDS}
+            _write_all(fd, json.dumps(header).encode() + b"\n")
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         self.sequence += 1
-        self.path = self.directory / f"{self.name}.{self.sequence:08d}.journal"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        header = {"journal": VERSION, "owner": self.owner, "fields": FIELDS}
-        os.write(self.fd, json.dumps(header).encode() + b"\n")
+        return fd, path
 
     def write(self, record):
-        os.write(self.fd, encode(record))
+        _write_all(self.fd, encode(record))
 
     def write_many(self, records):
         if records:
-            os.write(self.fd, b"".join(encode(r) for r in records))
+            _write_all(self.fd, b"".join(encode(r) for r in records))
 
     def seal(self):
-        """Starts a new segment: what is written from now on is not in the sealed ones."""
+        """Starts a new segment: what is written from now on is not in the sealed ones. If the
+        new one cannot be made, nothing changes (and OSError says why)."""
+        fd, path = self._new_segment()
         os.close(self.fd)
         self.sealed.append(self.path)
-        self._start_segment()
+        self.fd, self.path = fd, path
 
     def sync(self):
         os.fdatasync(self.fd)
@@ -180,10 +200,14 @@ class Orphan:
                 except ValueError:
                     continue  # the process died while starting this segment
                 self.owner = head["owner"]
-                for line in segment:
+                for number, line in enumerate(segment, start=2):
                     if not line.endswith(b"\n"):
                         break  # the process died in the middle of this write
-                    record = decode(line, head["fields"])
+                    try:
+                        record = decode(line, head["fields"])
+                    except (ValueError, SyntaxError, TypeError, KeyError):
+                        log.error("Unreadable line %s of journal %s, left out", number, path)
+                        continue
                     found[record.id] = record
         return list(found.values())
 
@@ -191,9 +215,9 @@ class Orphan:
         """Rewrites the journal with just `records` (those still refused)."""
         journal = Journal(self.directory, self.owner)
         journal.name = self.name
-        journal.sequence = max((int(p.suffixes[-2][1:]) for p in self.segments()), default=0)
         old = self.segments()
-        journal._start_segment()
+        journal.sequence = max((int(p.suffixes[-2][1:]) for p in old), default=0)
+        journal.fd, journal.path = journal._new_segment()
         journal.write_many(records)
         journal.sync()
         os.close(journal.fd)
@@ -222,8 +246,13 @@ def replay_orphans(directory, *, skip="", dry_run=False):
             if dry_run:
                 ids = [r.id for r in orphan.records()]
                 written += len(ids) - RequestLog.objects.filter(id__in=ids).count()
-            else:
+                continue
+            try:
                 written += _replay(orphan)
+            except DatabaseError:
+                raise  # the database is away: the next scan tries again
+            except Exception:
+                log.exception("Could not replay the journal %s; the others go on", name)
     return written
 
 

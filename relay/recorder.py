@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import close_old_connections
 
+from billing.holds import holds_refresh
 from logs.writer import Outcome, parts_of, refusals_report, write_each, write_flush
 from relay.journal import Journal, replay_orphans
 
@@ -32,10 +33,16 @@ LONGEST_PAUSE = 30.0
 
 @dataclass
 class SetAside:
-    part: object
+    """An account's usage the database refused: the pieces it is in, kept for a retry."""
+
+    pieces: list
     error: str
     attempts: int
     next_try: float
+
+    @property
+    def records(self):
+        return [r for piece in self.pieces for r in piece.records]
 
 
 class Recorder:
@@ -43,8 +50,9 @@ class Recorder:
         self.owner = owner
         self.records = []
         self.unsent = {}  # user id → Part the database could not take (it was away)
-        self.set_aside = {}  # user id → SetAside: parts the database refused
-        self.waiting = 0  # records in unsent and set_aside
+        self.set_aside = {}  # user id → SetAside
+        self.waiting = 0  # records in unsent
+        self.waiting_of = {}  # user id → records set aside
         self.journal = None
         self.flusher = None
         self.scanned_at = 0.0
@@ -65,6 +73,7 @@ class Recorder:
 
     @property
     def backlog(self):
+        """Records not in the database yet, but for those of accounts set aside."""
         return len(self.records) + self.waiting
 
     def add(self, record):
@@ -77,10 +86,13 @@ class Recorder:
         except OSError:
             # The disk is full or gone: answers go on (they are charged from memory), but a
             # process killed now would lose them. Said loudly, at most once a minute.
-            now = time.monotonic()
-            if self.journal_failed_at is None or now - self.journal_failed_at > 60:
-                self.journal_failed_at = now
-                log.exception("Cannot write the gateway journal in %s", self.journal.directory)
+            self._journal_failed()
+
+    def _journal_failed(self):
+        now = time.monotonic()
+        if self.journal_failed_at is None or now - self.journal_failed_at > 60:
+            self.journal_failed_at = now
+            log.exception("Cannot write the gateway journal in %s", self.journal.directory)
 
     async def _in_thread(self, function, **kwargs):
         loop = asyncio.get_running_loop()
@@ -88,52 +100,67 @@ class Recorder:
 
     async def flush(self, settlement, *, final=False):
         """Writes what was recorded and given back since the last flush, with what waits for
-        another try. Returns the Outcome (its lost leases are for the hold book to forget)."""
+        another try; at `final`, everything, and every hold is released. Returns the Outcome
+        (its lost leases are for the hold book to forget)."""
+        sealed = self._seal()  # first: what is taken below is in the sealed segments
         parts = parts_of(self.records, settlement)
         self.records = []
         for user_id, part in self.unsent.items():
             parts[user_id] = part.merge(parts[user_id]) if user_id in parts else part
         self.unsent = {}
-        # An account set aside waits as a whole: its new rows join it, and go with its retry.
+        # An account set aside waits as a whole: its new rows join it as a piece of their own.
         for user_id, waiting in self.set_aside.items():
             if user_id in parts:
-                waiting.part.merge(parts.pop(user_id))
+                waiting.pieces.append(parts.pop(user_id))
         now = time.monotonic()
         due = [u for u, waiting in self.set_aside.items() if final or waiting.next_try <= now]
         retry = {user_id: self.set_aside.pop(user_id) for user_id in due}
-        if not parts and not retry:
-            self._count_waiting()
-            return Outcome()
-        if self.journal is not None:
-            self.journal.seal()
         try:
             outcome = await self._in_thread(
-                self._write, parts=list(parts.values()), retry=[w.part for w in retry.values()]
+                self._write, parts=list(parts.values()), retry=retry, final=final
             )
         except Exception:
             self.unsent = parts
             self.set_aside.update(retry)
             self._count_waiting()
             if self.journal is not None:  # the database is away: the journal is all there is
-                await asyncio.get_running_loop().run_in_executor(
-                    self.flusher, self.journal.sync_sealed
-                )
+                await self._in_thread(self.journal.sync_sealed)
             raise
         self._keep(outcome, retry)
-        self._journal_settled()
+        if sealed:
+            await self._in_thread(self._journal_settled, kept=self._kept())
         return outcome
 
-    def _write(self, parts, retry):
-        """In the flush thread: the fresh parts together, the set-aside ones each alone."""
-        outcome = write_flush(parts, owner=self.owner) if parts else Outcome()
+    def _seal(self):
+        if self.journal is None:
+            return False
+        try:
+            self.journal.seal()
+        except OSError:
+            self._journal_failed()  # then the current segment keeps growing; nothing is lost
+            return False
+        return True
+
+    def _write(self, parts, retry, final):
+        """In the flush thread: the set-aside parts each alone, the fresh ones together; then
+        the holds kept alive and the refusals shown to staff. Raises only if the database is
+        away before anything was written."""
+        outcome = Outcome()
         if retry:
-            again = write_each(retry, owner=self.owner)
-            outcome.written += again.written
-            outcome.refused.update(again.refused)  # no account is in both
-            outcome.unsent += again.unsent
-            outcome.lost_users += again.lost_users
-            outcome.lost_tokens += again.lost_tokens
-        refusals_report(outcome, owner=self.owner, retried=[part.user_id for part in retry])
+            pieces = [piece for waiting in retry.values() for piece in waiting.pieces]
+            errors = {user_id: waiting.error for user_id, waiting in retry.items()}
+            outcome = write_each(pieces, owner=self.owner, release_all=final, errors=errors)
+        if parts or final:
+            # At the end, what is still refused keeps its holds, for the next process.
+            fresh = write_flush(parts, owner=self.owner, release_all=final, keep=outcome.refused)
+            outcome.add(fresh)
+        # What is above is committed: a failure below must not have it written again.
+        try:
+            if not final:
+                holds_refresh(owner=self.owner)
+            refusals_report(outcome, owner=self.owner, retried=list(retry))
+        except Exception:
+            log.exception("Could not keep the holds alive or report refused usage")
         return outcome
 
     def _keep(self, outcome, retried):
@@ -141,24 +168,23 @@ class Recorder:
             earlier = self.unsent.get(part.user_id)
             self.unsent[part.user_id] = earlier.merge(part) if earlier else part
         now = time.monotonic()
-        for user_id, (part, error) in outcome.refused.items():
+        for user_id, (pieces, error) in outcome.refused.items():
             attempts = retried[user_id].attempts + 1 if user_id in retried else 1
             pause = min(2.0**attempts, LONGEST_PAUSE)
-            self.set_aside[user_id] = SetAside(part, error, attempts, now + pause)
+            self.set_aside[user_id] = SetAside(pieces, error, attempts, now + pause)
         self._count_waiting()
 
     def _count_waiting(self):
-        self.waiting = sum(len(p.records) for p in self.unsent.values()) + sum(
-            len(w.part.records) for w in self.set_aside.values()
-        )
+        self.waiting = sum(len(p.records) for p in self.unsent.values())
+        self.waiting_of = {u: len(w.records) for u, w in self.set_aside.items()}
 
-    def _journal_settled(self):
-        """The sealed segments hold nothing that is not in the database or kept in memory;
-        what memory keeps is written again to the current segment first."""
-        if self.journal is None:
-            return
+    def _kept(self):
         kept = [r for part in self.unsent.values() for r in part.records]
-        kept += [r for waiting in self.set_aside.values() for r in waiting.part.records]
+        return kept + [r for waiting in self.set_aside.values() for r in waiting.records]
+
+    def _journal_settled(self, kept):
+        """In the flush thread: the sealed segments hold nothing that is not in the database
+        or `kept` in memory; what memory keeps is written again to the current segment first."""
         if kept:
             self.journal.write_many(kept)
             self.journal.sync()
@@ -167,9 +193,8 @@ class Recorder:
     async def replay_orphans(self, *, force=False):
         """Settles the journals of dead processes of this machine, every few seconds."""
         now = time.monotonic()
-        if not settings.GATEWAY_JOURNAL or (
-            not force and now - self.scanned_at < ORPHAN_SCAN_SECONDS
-        ):
+        scan_now = force or now - self.scanned_at >= ORPHAN_SCAN_SECONDS
+        if not settings.GATEWAY_JOURNAL or not scan_now:
             return 0
         self.scanned_at = now
         skip = self.journal.name if self.journal else ""

@@ -218,7 +218,7 @@ def test_a_process_that_lost_its_hold_still_settles_without_overdrawing(alice, p
     account = Account.objects.get(user=alice)
     assert (account.balance, account.held) == (10_000_000 - 700, 0)
     assert ledger_sum(alice) == account.balance
-    assert alice.pk not in process.book.accounts
+    assert process.book.accounts[alice.pk].free == 0  # what it held is gone: asked afresh
 
 
 def test_tokens_spend_is_counted_even_when_unlimited(alice, process, default_group):
@@ -238,8 +238,8 @@ def test_a_row_the_database_refuses_holds_back_only_itself(alice, bob, process, 
     process.spend(bob, cost=400)
     outcome = process.settle()
     assert sorted(outcome.written) == [bob.pk]
-    part, error = outcome.refused[alice.pk]
-    assert [r.cost for r in part.records] == [200]
+    pieces, error = outcome.refused[alice.pk]
+    assert [r.cost for piece in pieces for r in piece.records] == [200]
     assert "surrogate" in error
     assert balance_of(bob) == 10_000_000 - 400 == ledger_sum(bob)
     assert balance_of(alice) == 10_000_000 - 400 == ledger_sum(alice)
@@ -276,3 +276,65 @@ def test_a_dead_processes_rows_are_charged_from_its_hold_and_the_rest_released(a
     assert (account.balance, account.held) == (10_000_000 - 300, 0)
     assert not Hold.objects.exists()
     assert ledger_sum(alice) == account.balance
+
+
+def test_a_lease_whose_hold_was_lost_keeps_what_requests_in_flight_reserved(alice, process):
+    fund(alice, 10)
+    process.reserve(user_id=alice.pk, token_id=None, limited=False, amount=1_000)
+    process.book.forget(users=[alice.pk])  # a flush found its hold reaped meanwhile
+    lease = process.book.accounts[alice.pk]
+    assert (lease.held, lease.reserved, lease.free) == (1_000, 1_000, 0)
+    assert (
+        process.book.finish(
+            user_id=alice.pk, token_id=None, limited=False, reserved=1_000, cost=700
+        )
+        == 700
+    )
+
+
+def test_a_request_cancelled_while_its_quota_is_topped_up_leaves_nothing_reserved(
+    alice, process, default_group
+):
+    fund(alice, 10)
+    token = token_create(
+        user=alice,
+        name="t",
+        group=default_group,
+        unlimited_quota=False,
+        quota_limit=5_000,
+        notify=False,
+    )[0]
+
+    async def cancelled_in_the_middle():
+        request = asyncio.ensure_future(
+            process.book.reserve(user_id=alice.pk, token_id=token.pk, limited=True, amount=1_000)
+        )
+        while alice.pk not in process.book.accounts or token.pk not in process.book.quotas:
+            await asyncio.sleep(0)  # the account is held; the quota's top-up is under way
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    process.loop.run_until_complete(cancelled_in_the_middle())
+    assert process.book.accounts[alice.pk].reserved == 0
+    assert process.book.quotas[token.pk].reserved == 0
+
+
+def test_refused_rows_are_found_over_retries_and_the_rest_written(alice, process):
+    fund(alice, 10)
+    bad = "gpt-4o-mini\ud800"  # no database can store it
+    for n in range(400):
+        process.spend(alice, cost=10, model=bad if n in (3, 120, 250, 390) else "gpt-4o-mini")
+    parts = list(parts_of(process.records, process.book.take_settlement()).values())
+    outcome = process.in_thread(write_each, parts, owner=process.book.owner)
+    first = outcome.refused[alice.pk][0]
+    assert sum(len(piece.records) for piece in first) > 4  # the search is bounded per flush
+    for _retry in range(5):
+        pieces, error = outcome.refused[alice.pk]
+        outcome = process.in_thread(
+            write_each, pieces, owner=process.book.owner, errors={alice.pk: error}
+        )
+    pieces, _error = outcome.refused[alice.pk]
+    assert [r.model for piece in pieces for r in piece.records] == [bad] * 4
+    assert RequestLog.objects.count() == 396
+    assert balance_of(alice) == 10_000_000 - 3_960 == ledger_sum(alice)

@@ -130,8 +130,8 @@ def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(alice, def
 
     outcome = write_flush(list(parts_of(batch).values()), owner="gateway-1")
     assert outcome.written == []
-    part, _error = outcome.refused[alice.pk]
-    assert sorted(r.id for r in part.records) == sorted(r.id for r in refused)
+    pieces, _error = outcome.refused[alice.pk]
+    assert sorted(r.id for p in pieces for r in p.records) == sorted(r.id for r in refused)
     assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
     assert UsageHour.objects.get().requests == 5
 

@@ -33,8 +33,8 @@ CREATE TRIGGER refuse_rows_of_one_user BEFORE INSERT ON logs_requestlog
     FOR EACH ROW EXECUTE FUNCTION refuse_rows_of_one_user();
 """
 ALLOW_AGAIN = """
-DROP TRIGGER refuse_rows_of_one_user ON logs_requestlog;
-DROP FUNCTION refuse_rows_of_one_user();
+DROP TRIGGER IF EXISTS refuse_rows_of_one_user ON logs_requestlog;
+DROP FUNCTION IF EXISTS refuse_rows_of_one_user();
 """
 
 
@@ -105,6 +105,8 @@ def test_an_account_the_database_refuses_holds_back_no_one_else(
     finally:
         stop.set()
         worker.join(60)
+        with connection.cursor() as cursor:
+            cursor.execute(ALLOW_AGAIN)  # if the test failed before it did
     live_site.stop()  # the last flush
 
     for user, key in zip(users, keys, strict=True):
