@@ -405,7 +405,7 @@ class Probe:
         self.upstream = upstream
         self.user = user
         self.gateway = gateway
-        self.loop = gateway.tasks[0].get_loop()
+        self.loop = gateway.flusher.get_loop()
         self.client = httpx.Client(base_url=site.url, timeout=TIMEOUT)
         self.errors = []
         self.handler = _Collect(self.errors)
