@@ -63,3 +63,13 @@ def token_and_key(funded, default_group):
 def api(live_site, token_and_key, channel):
     _token, key = token_and_key
     return openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture
+def refusals():
+    """PostgreSQL refusing on demand; whatever a test left refused is allowed again after it."""
+    from tests.relay.refusals import Refusals
+
+    refuse = Refusals()
+    yield refuse
+    refuse.none()

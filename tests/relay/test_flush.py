@@ -8,7 +8,6 @@ import time
 
 import aiohttp
 import pytest
-from django.db import connection
 from django.db.models import Sum
 from django.urls import reverse
 
@@ -20,22 +19,6 @@ from tests.relay.conftest import make_channel, wait_until
 from tokens.services import token_create
 
 pytestmark = pytest.mark.postgres
-
-REFUSE_ROWS_OF = """
-CREATE FUNCTION refuse_rows_of_one_user() RETURNS trigger AS $$
-BEGIN
-    IF NEW.user_id = {user_id} THEN
-        RAISE EXCEPTION 'refused for the test' USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER refuse_rows_of_one_user BEFORE INSERT ON logs_requestlog
-    FOR EACH ROW EXECUTE FUNCTION refuse_rows_of_one_user();
-"""
-ALLOW_AGAIN = """
-DROP TRIGGER IF EXISTS refuse_rows_of_one_user ON logs_requestlog;
-DROP FUNCTION IF EXISTS refuse_rows_of_one_user();
-"""
 
 
 def traffic(base_url, keys, stop):
@@ -65,7 +48,7 @@ def logged(user):
 
 
 def test_an_account_the_database_refuses_holds_back_no_one_else(
-    live_site, upstream, prices, default_group, staff_client, caplog
+    live_site, upstream, prices, default_group, staff_client, caplog, refusals
 ):
     make_channel(upstream)
     users = [make_user(f"user{n}@example.com") for n in range(4)]
@@ -80,8 +63,7 @@ def test_an_account_the_database_refuses_holds_back_no_one_else(
     worker.start()
     try:
         wait_until(lambda: all(logged(u) for u in users), message="traffic for everyone")
-        with connection.cursor() as cursor:
-            cursor.execute(REFUSE_ROWS_OF.format(user_id=int(refused.pk)))
+        refusals.rows_of(refused)
         during = time.monotonic() + 1.5
         before = {u.pk: logged(u) for u in users}
         while time.monotonic() < during:
@@ -95,8 +77,7 @@ def test_an_account_the_database_refuses_holds_back_no_one_else(
         assert waiting.requests > 0 and "refused for the test" in waiting.error
         page = staff_client.get(reverse("admin:billing_unsettledusage_changelist")).content
         assert refused.email.encode() in page and b"refused for the test" in page
-        with connection.cursor() as cursor:
-            cursor.execute(ALLOW_AGAIN)
+        refusals.none()
         wait_until(
             lambda: UnsettledUsage.objects.filter(settled_at__isnull=False).exists(),
             timeout=15,
@@ -105,8 +86,6 @@ def test_an_account_the_database_refuses_holds_back_no_one_else(
     finally:
         stop.set()
         worker.join(60)
-        with connection.cursor() as cursor:
-            cursor.execute(ALLOW_AGAIN)  # if the test failed before it did
     live_site.stop()  # the last flush
 
     for user, key in zip(users, keys, strict=True):

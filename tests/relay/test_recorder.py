@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 from django.utils import timezone
 
 from billing import services
@@ -21,32 +21,6 @@ from tests.conftest import balance_of, ledger_sum
 from tests.logs.test_pages import make_record
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-REFUSE_HOLD_REFRESH = """
-CREATE FUNCTION refuse_hold_refresh() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'refused for the test';
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER refuse_hold_refresh BEFORE UPDATE OF expires_at ON billing_hold
-    FOR EACH ROW EXECUTE FUNCTION refuse_hold_refresh();
-"""
-ALLOW_AGAIN = """
-DROP TRIGGER IF EXISTS refuse_hold_refresh ON billing_hold;
-DROP FUNCTION IF EXISTS refuse_hold_refresh();
-DROP TRIGGER IF EXISTS refuse_rows_of_one_user ON logs_requestlog;
-DROP FUNCTION IF EXISTS refuse_rows_of_one_user();
-"""
-REFUSE_ROWS_OF = """
-CREATE FUNCTION refuse_rows_of_one_user() RETURNS trigger AS $$
-BEGIN
-    IF NEW.user_id = {user_id} THEN
-        RAISE EXCEPTION 'refused for the test' USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER refuse_rows_of_one_user BEFORE INSERT ON logs_requestlog
-    FOR EACH ROW EXECUTE FUNCTION refuse_rows_of_one_user();
-"""
 
 
 class Process:
@@ -97,27 +71,15 @@ def process(alice):
     p.close()
 
 
-def sql(statement):
-    with connection.cursor() as cursor:
-        cursor.execute(statement)
-
-
-@pytest.fixture(autouse=True)
-def _no_trigger_left():
-    """A test that fails half-way must not leave its trigger to the tests after it."""
-    yield
-    sql(ALLOW_AGAIN)
-
-
 def held_by(owner, user):
     return sum(Hold.objects.filter(owner=owner, user=user).values_list("amount", flat=True))
 
 
-def test_a_failure_after_the_commit_does_not_write_the_flush_again(alice, process):
+def test_a_failure_after_the_commit_does_not_write_the_flush_again(alice, process, refusals):
     process.answer(alice, cost=100)
-    sql(REFUSE_HOLD_REFRESH)  # the flush commits; keeping its holds alive then fails
+    refusals.hold_refresh()  # the flush commits; keeping its holds alive then fails
     outcome = process.flush()
-    sql(ALLOW_AGAIN)
+    refusals.none()
     assert outcome.written == [alice.pk]
     assert process.recorder.unsent == {}
     process.answer(alice, cost=100)
@@ -128,8 +90,8 @@ def test_a_failure_after_the_commit_does_not_write_the_flush_again(alice, proces
     assert RequestLog.objects.count() == 2
 
 
-def test_holds_stay_alive_while_an_account_is_set_aside(alice, process):
-    sql(REFUSE_ROWS_OF.format(user_id=int(alice.pk)))
+def test_holds_stay_alive_while_an_account_is_set_aside(alice, process, refusals):
+    refusals.rows_of(alice)
     process.answer(alice, cost=100)
     process.flush()
     assert alice.pk in process.recorder.set_aside
