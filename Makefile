@@ -14,11 +14,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Development: DEBUG on unless set, so that the built-in development secret is accepted.
 migrate: install
-	$(PY) manage.py migrate --noinput
+	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
 
 demo: migrate
-	$(PY) manage.py demo_data
+	DEBUG=$${DEBUG:-1} $(PY) manage.py demo_data
 
 # Serves the console and the gateway on one ASGI server, with the embedded defaults.
 run: demo

@@ -1,6 +1,8 @@
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 from allauth.account.adapter import DefaultAccountAdapter
+from django.conf import settings
 
 from console.lib.background import enqueue_on_commit
 
@@ -11,6 +13,12 @@ class AccountAdapter(DefaultAccountAdapter):
         rendered here, queued on commit, recorded per recipient."""
         from console.tasks import send_account_email
 
+        # allauth builds its links (verification, password reset, sign-up) from the request's
+        # Host header; ours point at SITE_URL whatever that header said.
+        context = {
+            name: on_site(value) if name.endswith("_url") and isinstance(value, str) else value
+            for name, value in context.items()
+        }
         message = self.render_mail(template_prefix, email, context)
         html = next(
             (
@@ -29,3 +37,10 @@ class AccountAdapter(DefaultAccountAdapter):
             text,
             html or text,
         )
+
+
+def on_site(url):
+    """`url`'s path, query and fragment on SITE_URL."""
+    parts = urlsplit(url)
+    site = urlsplit(settings.SITE_URL)
+    return urlunsplit((site.scheme, site.netloc, parts.path, parts.query, parts.fragment))

@@ -37,6 +37,7 @@ from billing.models import (
 )
 from console.lib import invalidation
 from console.lib.money import format_usd
+from console.lib.ratelimit import limit_reached
 
 log = logging.getLogger(__name__)
 
@@ -315,12 +316,26 @@ def order_refund(*, order, staff_user, reason, force=False):
 # Payment callbacks
 
 
-def payment_event_reject(*, provider, detail):
-    """Records a callback whose signature did not verify. Nothing else happens."""
-    log.warning("Rejected %s payment callback: %s", provider, detail)
+def payment_event_reject(*, provider, detail, source):
+    """Records a callback whose signature did not verify. Nothing else happens. Anyone can post
+    these, so each source address gets only a few rows an hour, and all of them together a few
+    more; the rest are only counted, in the log."""
+    hour = 3600
+    per_source, per_provider = settings.WEBHOOK_REJECTS_RECORDED_PER_HOUR
+    if limit_reached(
+        f"webhook-rejects:{provider}:{source}", limit=per_source, window=hour
+    ) or limit_reached(f"webhook-rejects:{provider}", limit=per_provider, window=hour):
+        log.warning("Rejected %s payment callback from %s (not recorded)", provider, source)
+        return None
+    log.warning("Rejected %s payment callback from %s: %s", provider, source, detail)
     return PaymentEvent.objects.create(
-        provider=provider, outcome=PaymentEvent.Outcome.BAD_SIGNATURE, detail=detail[:500]
+        provider=provider,
+        outcome=PaymentEvent.Outcome.BAD_SIGNATURE,
+        detail=f"From {source}: {detail}"[:500],
     )
+
+
+REPLAYS_RECORDED = 5
 
 
 def payment_event_handle(*, provider, update):
@@ -338,8 +353,12 @@ def payment_event_handle(*, provider, update):
             event.outcome, event.order, event.detail = outcome, order, detail[:500]
             event.save(update_fields=["outcome", "order", "detail"])
     except IntegrityError:
-        # Another delivery of this event id got there first.
+        # Another delivery of this event id got there first. Its replays get a few rows of
+        # their own, not one each: a signed event can be posted again many times.
         first = PaymentEvent.objects.filter(**record).exclude(outcome=Outcome.REPLAY).first()
+        replays = PaymentEvent.objects.filter(**record, outcome=Outcome.REPLAY)
+        if replays.count() >= REPLAYS_RECORDED:
+            return replays.first()
         event = PaymentEvent.objects.create(
             **record,
             outcome=Outcome.REPLAY,
@@ -409,9 +428,17 @@ def orders_reconcile(*, now=None, dry_run=False):
 # Redemption codes
 
 
-def _code_hash(code):
+def _code_hash(code, secret=None):
     normalized = code.strip().upper().replace(" ", "")
-    return hmac.new(settings.SECRET_KEY.encode(), normalized.encode(), hashlib.sha256).hexdigest()
+    secret = secret or settings.SECRET_KEY
+    return hmac.new(secret.encode(), normalized.encode(), hashlib.sha256).hexdigest()
+
+
+def _code_hashes(code):
+    """Its hash under SECRET_KEY and the keys it replaced: a rotation keeps codes redeemable."""
+    return [
+        _code_hash(code, secret) for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    ]
 
 
 def redemption_batch_create(*, name, amount, count, expires_at, staff_user):
@@ -451,7 +478,7 @@ def code_redeem(*, user, code):
     with transaction.atomic():
         found = (
             RedemptionCode.objects.select_related("batch")
-            .filter(code_hash=_code_hash(code))
+            .filter(code_hash__in=_code_hashes(code))
             .first()
         )
         if found is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -41,13 +42,30 @@ def env_list(name, default=()):
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
+# Everything signed or keyed derives from SECRET_KEY unless it has its own setting (below), so
+# the site refuses to run in production on the key every copy of the code knows.
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-set-SECRET_KEY-in-production"  # noqa: S105
+SECRET_KEY = env("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Set it to a long random value of this installation's own, e.g. "
+        "from: python -c 'import secrets; print(secrets.token_urlsafe(50))' (or run with "
+        "DEBUG=1 for development)."
+    )
+# Rotation: the new key in SECRET_KEY, the old ones here until what they signed has expired.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 SITE_NAME = env("SITE_NAME", "Switchboard")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 _site = urlsplit(SITE_URL)
 SITE_IS_HTTPS = _site.scheme == "https"
 
-ALLOWED_HOSTS = [_site.hostname, "localhost", "127.0.0.1", *env_list("ALLOWED_HOSTS")]
+# The site answers only to its own name (links are built from SITE_URL, never from the Host
+# header); a load balancer's health check by address needs that address in ALLOWED_HOSTS.
+ALLOWED_HOSTS = [
+    _site.hostname,
+    *(["localhost", "127.0.0.1", "[::1]"] if DEBUG else []),
+    *env_list("ALLOWED_HOSTS"),
+]
 CSRF_TRUSTED_ORIGINS = [f"{_site.scheme}://{_site.netloc}", *env_list("CSRF_TRUSTED_ORIGINS")]
 
 INSTALLED_APPS = [
@@ -57,7 +75,7 @@ INSTALLED_APPS = [
     "tokens",
     "logs",
     "relay",
-    "django.contrib.admin",
+    "accounts.apps.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -144,14 +162,16 @@ IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 SILENCED_SYSTEM_CHECKS = ["models.W040"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Redis: cache, Celery broker, rate limits and the gateway's token invalidation.
+# Redis: cache, Celery broker, rate limits and the gateway's token invalidation. Every key and
+# channel starts with REDIS_PREFIX, so that installations sharing a Redis server stay apart.
 REDIS_URL = env("REDIS_URL")
+REDIS_PREFIX = env("REDIS_PREFIX") or f"sb:{_site.netloc}"
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env("CACHE_KEY_PREFIX", "sb"),
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
 else:
@@ -170,6 +190,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
     "unacked_restore_interval": env_int("CELERY_RESTORE_SECONDS", 10),
     "unacked_restore_throttle": 1,
+    "global_keyprefix": f"{REDIS_PREFIX}:",
 }
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
@@ -253,6 +274,9 @@ MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = SITE_NAME
 # Accept the codes of the neighbouring 30-second steps: phone clocks drift.
 MFA_TOTP_TOLERANCE = 1
+# Staff open the admin only after signing in with an authenticator code. Off only in development
+# (DEBUG), where the demo's staff account has none.
+STAFF_MFA_REQUIRED = env_bool("STAFF_MFA_REQUIRED", not DEBUG)
 
 # Internationalisation: times are stored in UTC and shown in each user's time zone.
 LANGUAGE_CODE = "en-us"
@@ -291,6 +315,12 @@ RECHARGE_PRESETS = [
 ]
 RECHARGE_LATE_AFTER = timedelta(minutes=10)
 RECHARGE_EXPIRE_AFTER = timedelta(hours=env_int("RECHARGE_EXPIRE_HOURS", 24))
+# Payment callbacks that fail verification are recorded for staff up to this many an hour from
+# one address, and this many from all addresses together; the rest are only logged.
+WEBHOOK_REJECTS_RECORDED_PER_HOUR = (
+    env_int("WEBHOOK_REJECTS_PER_SOURCE", 20),
+    env_int("WEBHOOK_REJECTS_PER_PROVIDER", 200),
+)
 # Redemption code attempts per user, and the window they are counted in (seconds).
 REDEEM_ATTEMPTS = (env_int("REDEEM_ATTEMPTS", 10), env_int("REDEEM_WINDOW_SECONDS", 600))
 
@@ -337,7 +367,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django": {"level": env("DJANGO_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        "django": {"level": env("DJANGO_LOG_LEVEL", "WARNING")},
+        # Scanners asking by address or by other names get a 400; that is not an error of ours.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
+    },
 }
 
 # Product settings.
@@ -348,15 +382,25 @@ MAINTENANCE_END_HOUR = env_int("MAINTENANCE_END_HOUR", 5)
 TICKET_ATTACHMENT_MAX_BYTES = env_int("TICKET_ATTACHMENT_MAX_MB", 5) * 1024 * 1024
 TICKETS_PER_HOUR = env_int("TICKETS_PER_HOUR", 5)
 TICKET_REPLIES_PER_HOUR = env_int("TICKET_REPLIES_PER_HOUR", 60)
+# API keys: new or rotated keys per user per hour (each sends an email), and live tokens per user.
+TOKENS_PER_HOUR = env_int("TOKENS_PER_HOUR", 20)
+TOKENS_PER_USER = env_int("TOKENS_PER_USER", 200)
 # Raw request logs are kept this many days; per-minute/hour/day usage rollups longer.
 LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 90)
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 730)
 MINUTE_ROLLUP_RETENTION_DAYS = env_int("MINUTE_ROLLUP_RETENTION_DAYS", 35)
-# API keys are stored as HMAC-SHA256 with this key. Derived from SECRET_KEY when unset; set it
-# explicitly so that rotating SECRET_KEY does not invalidate every API key.
+# API keys are stored as HMAC-SHA256 with this key; when unset, with one derived from
+# SECRET_KEY (HMAC-SHA256 of it, salted "tokens.keys"). Rotation: the new key here, the old
+# ones in TOKEN_HASH_KEY_FALLBACKS; an API key hashed under an old one (or under a key derived
+# from SECRET_KEY or its fallbacks) still works, and is rehashed under the new key on its next
+# use.
 TOKEN_HASH_KEY = env("TOKEN_HASH_KEY")
-# Upstream channel keys are encrypted with a key derived from this (or SECRET_KEY when unset).
+TOKEN_HASH_KEY_FALLBACKS = env_list("TOKEN_HASH_KEY_FALLBACKS")
+# Upstream channel keys are encrypted (Fernet) with a key derived from this, or from SECRET_KEY
+# when unset. Rotation: the new secret here, the old ones in CHANNEL_KEY_SECRET_FALLBACKS (keys
+# stay readable), then `manage.py rotate_channel_keys` re-encrypts every key under the new one.
 CHANNEL_KEY_SECRET = env("CHANNEL_KEY_SECRET")
+CHANNEL_KEY_SECRET_FALLBACKS = env_list("CHANNEL_KEY_SECRET_FALLBACKS")
 
 # The gateway (/v1).
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_MB", 20) * 1024 * 1024
@@ -368,6 +412,9 @@ GATEWAY_FLUSH_SECONDS = float(env("GATEWAY_FLUSH_SECONDS", "1.0"))
 # (GATEWAY_JOURNAL=0) is only for measuring what it costs: `check --deploy` warns.
 GATEWAY_JOURNAL = env_bool("GATEWAY_JOURNAL", True)
 GATEWAY_JOURNAL_DIR = Path(env("GATEWAY_JOURNAL_DIR", str(BASE_DIR / "var" / "journal")))
+# A token's refused requests (no money, unknown model, disabled, …) get log rows up to this many
+# a minute per gateway process; the rest are counted in the usage rollups only.
+GATEWAY_REFUSALS_LOGGED_PER_MINUTE = env_int("GATEWAY_REFUSALS_LOGGED_PER_MINUTE", 30)
 # When a request sets no max_tokens, its completion is estimated at this many tokens to hold
 # money for it; the real usage is what is charged.
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 1024)

@@ -34,13 +34,22 @@ class TokenSnapshot:
     networks: tuple
 
 
-def load_snapshot(key_hash):
-    """The snapshot of the live token with this key hash, or None. One query."""
+def load_snapshot(key_hash, previous_hashes=()):
+    """The snapshot of the live token with this key hash, or None. One query; a token found
+    under a previous hash key (see TOKEN_HASH_KEY_FALLBACKS) is rehashed under the current."""
     from tokens.models import Token
 
-    token = Token.objects.alive().select_related("group").filter(key_hash=key_hash).first()
+    tokens = Token.objects.alive().select_related("group")
+    if previous_hashes:
+        token = tokens.filter(key_hash__in=[key_hash, *previous_hashes]).first()
+    else:
+        token = tokens.filter(key_hash=key_hash).first()
     if token is None:
         return None
+    if token.key_hash != key_hash:
+        if not Token.objects.filter(pk=token.pk, key_hash=token.key_hash).update(key_hash=key_hash):
+            return None  # rotated or deleted meanwhile: the key in hand is no longer its key
+        token.key_hash = key_hash
     return TokenSnapshot(
         id=token.pk,
         user_id=token.user_id,

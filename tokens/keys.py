@@ -50,15 +50,29 @@ def looks_valid(key):
     return hmac.compare_digest(body[RANDOM_LENGTH:], _checksum(body[:RANDOM_LENGTH]))
 
 
-def _hash_secret():
-    return _derive_secret(settings.TOKEN_HASH_KEY, settings.SECRET_KEY)
+def _hash_secrets():
+    """The key of the hash first, then the keys it replaced."""
+    return _derive_secrets(
+        settings.TOKEN_HASH_KEY,
+        tuple(settings.TOKEN_HASH_KEY_FALLBACKS),
+        settings.SECRET_KEY,
+        tuple(settings.SECRET_KEY_FALLBACKS),
+    )
 
 
 @functools.lru_cache(maxsize=4)
-def _derive_secret(token_hash_key, secret_key):
-    # Computed once per key pair: hashing an API key is on the gateway's hot path.
+def _derive_secrets(token_hash_key, fallbacks, secret_key, secret_key_fallbacks):
+    # Computed once per configuration: hashing an API key is on the gateway's hot path.
+    derived = [_from_secret_key(key) for key in (secret_key, *secret_key_fallbacks)]
     if token_hash_key:
-        return token_hash_key.encode()
+        # A key set for the first time still accepts the API keys hashed under the derived one.
+        ordered = [token_hash_key.encode(), *(key.encode() for key in fallbacks), *derived]
+    else:
+        ordered = [*derived, *(key.encode() for key in fallbacks)]
+    return tuple(dict.fromkeys(ordered))
+
+
+def _from_secret_key(secret_key):
     return (
         salted_hmac("tokens.keys", "hash", secret=secret_key, algorithm="sha256")
         .hexdigest()
@@ -67,7 +81,14 @@ def _derive_secret(token_hash_key, secret_key):
 
 
 def hash_key(key):
-    return hmac.new(_hash_secret(), key.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_hash_secrets()[0], key.encode(), hashlib.sha256).hexdigest()
+
+
+def previous_hashes(key):
+    """The key's hashes under the keys the current hash key replaced: the fallbacks, and the
+    key derived from SECRET_KEY (and its fallbacks) when TOKEN_HASH_KEY is set. Only asked when
+    a key is not in the gateway's cache."""
+    return [hmac.new(s, key.encode(), hashlib.sha256).hexdigest() for s in _hash_secrets()[1:]]
 
 
 def mask(key):

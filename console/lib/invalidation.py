@@ -18,7 +18,12 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "gateway:invalidate"
+
+def channel():
+    """This installation's channel: installations sharing a Redis server do not hear each other."""
+    return f"{settings.REDIS_PREFIX}:gateway:invalidate"
+
+
 EVERYTHING = {"keys": [], "users": [], "all": True, "config": True}
 _subscribers = weakref.WeakSet()
 _publisher = None
@@ -39,7 +44,7 @@ def publish(*, keys=(), users=(), everything=False, config=False):
     try:
         if _publisher is None:
             _publisher = redis.Redis.from_url(settings.REDIS_URL)
-        _publisher.publish(CHANNEL, json.dumps(change))
+        _publisher.publish(channel(), json.dumps(change))
     except redis.RedisError:
         # Snapshots also expire on their own; a lost message delays a change, never breaks it.
         log.exception("Could not publish a gateway invalidation")
@@ -51,7 +56,7 @@ async def listen(redis_url, subscriber, *, ready=None):
         client = aioredis.from_url(redis_url)
         try:
             async with client.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(channel())
                 subscriber.apply(EVERYTHING)
                 if ready is not None:
                     ready.set()

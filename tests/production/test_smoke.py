@@ -32,6 +32,7 @@ import psutil
 import pytest
 from django.conf import settings
 
+from tests.accounts.test_mfa import totp
 from tests.conftest import free_port
 from tests.fake_upstream import FakeUpstream
 from tests.smtp_sink import SmtpSink
@@ -42,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "gpt-4o-mini"
 USER, STAFF = "first.customer@example.com", "ops@example.com"
 SECRET = "a-long-enough-secret"
+PUBLIC_HOST = "switchboard.example.com"
+STAFF_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # the staff member's authenticator app
 
 
 def readme_release_commands():
@@ -63,12 +66,16 @@ def seed(base_url, key):
 from decimal import Decimal
 from datetime import timedelta
 from django.utils import timezone
+from allauth.account.models import EmailAddress
+from allauth.mfa.totp.internal.auth import TOTP
 from accounts.models import User
 from billing import services
 from billing.models import Group, ModelPrice
 from relay.models import Channel
 
 staff = User.objects.create_superuser(email="{STAFF}", password="{SECRET}")
+EmailAddress.objects.create(user=staff, email=staff.email, verified=True, primary=True)
+TOTP.activate(staff, "{STAFF_TOTP}")
 price = ModelPrice.objects.create(
     model="{MODEL}", vendor="OpenAI", model_multiplier=Decimal("0.075"),
     completion_multiplier=Decimal(4),
@@ -146,12 +153,13 @@ class Visitor:
 
     def __init__(self, base):
         self.base = base
-        self.host = urlsplit(base).netloc
+        self.host = PUBLIC_HOST  # the proxy passes on the name the browser asked for
         self.cookies = {}
         self.http = httpx.Client(base_url=base, timeout=20)
 
     def request(self, method, path, **kwargs):
         headers = {
+            "Host": self.host,
             "X-Forwarded-Proto": "https",
             "Origin": f"https://{self.host}",
             "Referer": f"https://{self.host}{path}",
@@ -289,7 +297,9 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "DEBUG": "0",
-        "SITE_URL": "https://switchboard.example.com",
+        "SITE_URL": f"https://{PUBLIC_HOST}",
+        # The health check asks by address, as a load balancer does.
+        "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "EMAIL_HOST": "127.0.0.1",
@@ -319,6 +329,8 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
         assert len(production.web_workers()) == 2
 
         visitor = Visitor(base)
+        # Only the site's own name (and the configured health-check address) is answered.
+        assert visitor.request("GET", "/", headers={"Host": "localhost:6666"}).status_code == 400
         # DEBUG is off: the site's own 404 page, and HSTS on every secure answer.
         missing = visitor.get("/no-such-page/")
         assert missing.status_code == 404 and "Page not found" in missing.text
@@ -342,7 +354,13 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
 
         # Staff put $10 on the account from admin.
         staff = Visitor(base)
-        assert staff.submit("/admin/login/", username=STAFF, password=SECRET).status_code == 302
+        # The admin sends staff to the one sign-in, which asks for the authenticator code.
+        assert staff.get("/admin/").headers["location"].startswith("/admin/login/")
+        signed_in = staff.submit("/accounts/login/", login=STAFF, password=SECRET)
+        assert signed_in.headers["location"] == "/accounts/2fa/authenticate/"
+        assert staff.get("/admin/billing/account/").status_code == 302
+        coded = staff.submit("/accounts/2fa/authenticate/", code=totp(STAFF_TOTP))
+        assert coded.status_code == 302, coded.text[:2000]
         accounts = staff.get("/admin/billing/account/?" + urlencode({"q": USER})).text
         account_id = re.search(r'name="_selected_action" value="(\d+)"', accounts).group(1)
         adjusted = staff.request(
