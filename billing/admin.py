@@ -38,6 +38,7 @@ from billing.models import (
     UnsettledUsage,
 )
 from console.lib.money import format_usd
+from console.lib.permissions import permission_required
 from console.lib.streaming import in_chunks
 
 
@@ -144,6 +145,9 @@ class AccountAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def has_adjust_balance_permission(self, request):
+        return request.user.has_perm("billing.adjust_balance")
+
     @admin.display(description="balance", ordering="balance")
     def balance_usd(self, account):
         return _usd(account.balance)
@@ -156,7 +160,10 @@ class AccountAdmin(admin.ModelAdmin):
     def recharged_usd(self, account):
         return _usd(account.total_recharged)
 
-    @admin.action(description="Adjust balance (asks for an amount and a reason)")
+    @admin.action(
+        description="Adjust balance (asks for an amount and a reason)",
+        permissions=["adjust_balance"],
+    )
     def adjust_balance(self, request, queryset):
         def apply(account, data):
             services.balance_adjust(
@@ -228,7 +235,25 @@ class PriceChangeAdminForm(forms.ModelForm):
 
 
 class PriceChangeAdmin(admin.ModelAdmin):
+    """Prices (multipliers, a call's price) are set only by staff who may set prices: they
+    alone add a priced row; others may edit the rest of a row and see its prices read-only."""
+
     form = PriceChangeAdminForm
+    # Fields that decide what a request costs without being a price themselves.
+    pricing_fields = ()
+
+    def has_set_prices_permission(self, request):
+        return request.user.has_perm("billing.set_prices")
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and self.has_set_prices_permission(request)
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        if self.has_set_prices_permission(request):
+            return readonly
+        priced = {*PRICE_FIELDS, *self.pricing_fields}
+        return (*readonly, *(name for name in self.fields if name in priced))
 
     def save_model(self, request, obj, form, change):
         new_prices = form.changed_prices()
@@ -324,6 +349,8 @@ class ModelPriceAdmin(PriceChangeAdmin):
     )
     list_filter = ("vendor", "pricing", "enabled")
     search_fields = ("model", "vendor")
+    # Per call or per token, and which model a row prices: a free request is one edit away.
+    pricing_fields = ("model", "kind", "pricing")
     fields = (
         "model",
         "vendor",
@@ -374,7 +401,13 @@ class PriceAdjustmentAdmin(ReadOnlyAdmin):
     list_select_related = ("model_price", "group", "staff_user", "announcement")
     actions = ["publish"]
 
-    @admin.action(description="Publish selected as one announcement (emails subscribers)")
+    def has_publish_prices_permission(self, request):
+        return request.user.has_perm("billing.publish_prices")
+
+    @admin.action(
+        description="Publish selected as one announcement (emails subscribers)",
+        permissions=["publish_prices"],
+    )
     def publish(self, request, queryset):
         from console.services import price_adjustments_publish
 
@@ -523,8 +556,21 @@ class RechargeOrderAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        # An order's page is for reading; money moves only through the actions.
-        return super().has_change_permission(request, obj) if obj is None else False
+        # An order is for reading; money moves only through the actions, each with its own
+        # permission.
+        return False
+
+    def has_credit_order_permission(self, request):
+        return request.user.has_perm("billing.credit_order")
+
+    def has_fail_order_permission(self, request):
+        return request.user.has_perm("billing.fail_order")
+
+    def has_refund_order_permission(self, request):
+        return request.user.has_perm("billing.refund_order")
+
+    def has_export_orders_permission(self, request):
+        return request.user.has_perm("billing.export_orders")
 
     @admin.display(description="amount", ordering="amount")
     def amount_usd(self, order):
@@ -555,7 +601,9 @@ class RechargeOrderAdmin(admin.ModelAdmin):
             return f"{minutes // 60} h"
         return f"{minutes // 1440} d"
 
-    @admin.action(description="Credit by hand (a confirmed late payment)")
+    @admin.action(
+        description="Credit by hand (a confirmed late payment)", permissions=["credit_order"]
+    )
     def credit_by_hand(self, request, queryset):
         def apply(order, data):
             if not services.order_credit(
@@ -578,7 +626,7 @@ class RechargeOrderAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.action(description="Mark failed")
+    @admin.action(description="Mark failed", permissions=["fail_order"])
     def mark_failed(self, request, queryset):
         def apply(order, data):
             services.order_mark_failed(order=order, staff_user=request.user, reason=data["reason"])
@@ -592,7 +640,7 @@ class RechargeOrderAdmin(admin.ModelAdmin):
             apply=apply,
         )
 
-    @admin.action(description="Refund (takes the credit back)")
+    @admin.action(description="Refund (takes the credit back)", permissions=["refund_order"])
     def refund(self, request, queryset):
         def apply(order, data):
             services.order_refund(
@@ -612,7 +660,7 @@ class RechargeOrderAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.action(description="Export selected as CSV")
+    @admin.action(description="Export selected as CSV", permissions=["export_orders"])
     def export_csv(self, request, queryset):
         class Echo:
             def write(self, value):
@@ -684,7 +732,8 @@ class OrderActionAdmin(ReadOnlyAdmin):
 class RedemptionCodeInline(admin.TabularInline):
     model = RedemptionCode
     fields = ("hint", "redeemed_by", "redeemed_at", "voided")
-    readonly_fields = ("hint", "redeemed_by", "redeemed_at")
+    # Codes are withdrawn by the batch's action (its own permission), never one by one here.
+    readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
@@ -715,8 +764,18 @@ class RedemptionBatchAdmin(admin.ModelAdmin):
     def redeemed(self, batch):
         return batch.codes.filter(redeemed_at__isnull=False).count()
 
+    def has_add_permission(self, request):
+        # "Add" opens the page that issues codes.
+        return self.has_issue_codes_permission(request)
+
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_issue_codes_permission(self, request):
+        return request.user.has_perm("billing.issue_codes")
+
+    def has_void_codes_permission(self, request):
+        return request.user.has_perm("billing.void_codes")
 
     def get_urls(self):
         return [
@@ -731,6 +790,7 @@ class RedemptionBatchAdmin(admin.ModelAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         return redirect("admin:billing_redemptionbatch_create")
 
+    @permission_required("billing.issue_codes")
     def create_batch(self, request):
         form = RedemptionBatchForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -757,7 +817,7 @@ class RedemptionBatchAdmin(admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Withdraw the unused codes")
+    @admin.action(description="Withdraw the unused codes", permissions=["void_codes"])
     def void_unused(self, request, queryset):
         count = RedemptionCode.objects.filter(batch__in=queryset, redeemed_at__isnull=True).update(
             voided=True

@@ -36,6 +36,7 @@ class Account(CountersOutOfSave, models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [("adjust_balance", "Can adjust a user's balance (a ledger entry)")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(held__gte=0) & Q(balance__gte=models.F("held")),
@@ -210,6 +211,7 @@ class ModelPrice(models.Model):
 
     class Meta:
         ordering = ["vendor", "model"]
+        permissions = [("set_prices", "Can change model and line prices (multipliers)")]
 
     def __str__(self):
         return self.model
@@ -287,6 +289,7 @@ class PriceAdjustment(models.Model):
             )
         ]
         indexes = [models.Index(fields=["applied_at", "effective_at"], name="adjustment_due")]
+        permissions = [("publish_prices", "Can publish price changes (emails subscribers)")]
 
     def __str__(self):
         return f"{self.target}: {self.get_field_display()} {self.old_value} → {self.new_value}"
@@ -387,6 +390,12 @@ class RechargeOrder(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="order_amount_positive"),
             models.CheckConstraint(condition=Q(bonus__gte=0), name="order_bonus_not_negative"),
+        ]
+        permissions = [
+            ("credit_order", "Can credit a recharge order by hand"),
+            ("refund_order", "Can refund a recharge order"),
+            ("fail_order", "Can mark a recharge order failed"),
+            ("export_orders", "Can export recharge orders as CSV"),
         ]
 
     def __str__(self):
@@ -496,6 +505,10 @@ class RedemptionBatch(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "redemption batches"
+        permissions = [
+            ("issue_codes", "Can issue redemption codes"),
+            ("void_codes", "Can withdraw unused redemption codes"),
+        ]
 
     def __str__(self):
         return self.name

@@ -3,7 +3,6 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -18,6 +17,7 @@ from billing.models import Account, Group, GroupGrant, RechargeOrder
 from console import services
 from console.attachments import AttachmentsField
 from console.lib.money import format_usd
+from console.lib.permissions import permission_required
 from console.models import Announcement, EmailDelivery, Ticket
 
 OPEN_ORDER = [RechargeOrder.Status.PENDING, RechargeOrder.Status.PAID]
@@ -79,7 +79,13 @@ class AnnouncementAdmin(admin.ModelAdmin):
         labels = dict(EmailDelivery.Status.choices)
         return ", ".join(f"{labels.get(k, k)} {n}" for k, n in sorted(counts.items()))
 
-    @admin.action(description="Publish now (emails the subscribers of its kind)")
+    def has_publish_announcement_permission(self, request):
+        return request.user.has_perm("console.publish_announcement")
+
+    @admin.action(
+        description="Publish now (emails the subscribers of its kind)",
+        permissions=["publish_announcement"],
+    )
     def publish(self, request, queryset):
         published = 0
         for announcement in queryset.filter(published_at__isnull=True):
@@ -238,6 +244,7 @@ class TicketAdmin(admin.ModelAdmin):
         "created_at",
         "waiting",
         "linked_order",
+        "linked_order_to_credit",
         "linked_token",
         "linked_request",
         "asked",
@@ -273,9 +280,12 @@ class TicketAdmin(admin.ModelAdmin):
             "linked_request": obj.request_id is not None,
             "asked": bool(obj.details),
         }
+        # Staff who may credit orders get the order with its "Credit by hand…" button.
+        creditor = request.user.has_perm("billing.credit_order")
+        swap = {"linked_order": "linked_order_to_credit"} if creditor else {}
         result = []
         for name, options in fieldsets:
-            fields = [f for f in options["fields"] if shown.get(f, True)]
+            fields = [swap.get(f, f) for f in options["fields"] if shown.get(f, True)]
             if fields:
                 result.append((name, {**options, "fields": fields}))
         return result
@@ -353,7 +363,7 @@ class TicketAdmin(admin.ModelAdmin):
     @admin.display(description="recharge order")
     def linked_order(self, ticket):
         order = ticket.order
-        base = format_html(
+        return format_html(
             '<a href="{}">{}</a>: {} + bonus {}, {}, created {} ago',
             reverse("admin:billing_rechargeorder_change", args=[order.pk]),
             order.number,
@@ -362,11 +372,14 @@ class TicketAdmin(admin.ModelAdmin):
             order.get_status_display(),
             timesince(order.created_at),
         )
-        if not order.is_open:
-            return base
+
+    @admin.display(description="recharge order")
+    def linked_order_to_credit(self, ticket):
+        if not ticket.order.is_open:
+            return self.linked_order(ticket)
         return format_html(
             '{}<p><a class="button" href="{}">Credit by hand…</a></p>',
-            base,
+            self.linked_order(ticket),
             reverse("admin:console_ticket_credit_order", args=[ticket.pk]),
         )
 
@@ -448,12 +461,12 @@ class TicketAdmin(admin.ModelAdmin):
                 notify=not (reply and not internal),
             )
 
-    @admin.action(description="Assign to me")
+    @admin.action(description="Assign to me", permissions=["change"])
     def assign_to_me(self, request, queryset):
         updated = queryset.update(assigned_to=request.user)
         self.message_user(request, f"{updated} ticket(s) assigned to you.", messages.SUCCESS)
 
-    @admin.action(description="Mark resolved (emails each user)")
+    @admin.action(description="Mark resolved (emails each user)", permissions=["change"])
     def mark_resolved(self, request, queryset):
         done = 0
         for ticket in queryset.exclude(status__in=[Ticket.Status.RESOLVED, Ticket.Status.CLOSED]):
@@ -463,14 +476,11 @@ class TicketAdmin(admin.ModelAdmin):
             done += 1
         self.message_user(request, f"{done} ticket(s) resolved.", messages.SUCCESS)
 
+    @permission_required("billing.credit_order", "console.view_ticket")
     def credit_order(self, request, pk):
         """Credits the ticket's order by hand, after staff confirm with a reason; the thread
         gets an internal note saying so."""
         ticket = get_object_or_404(Ticket.objects.select_related("order", "user"), pk=pk)
-        if not self.has_change_permission(request, ticket) or not request.user.has_perm(
-            "billing.change_rechargeorder"
-        ):
-            raise PermissionDenied
         order = ticket.order
         back = reverse("admin:console_ticket_change", args=[ticket.pk])
         if order is None:

@@ -81,6 +81,7 @@ class Announcement(models.Model):
                 name="maintenance_ends_after_it_starts",
             )
         ]
+        permissions = [("publish_announcement", "Can publish an announcement (emails subscribers)")]
 
     def __str__(self):
         return self.title

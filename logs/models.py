@@ -198,6 +198,7 @@ class PlatformMinute(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["bucket", "model", "ok"], name="platform_minute_key")
         ]
+        permissions = [("view_platform", "Can view the platform dashboard (all traffic)")]
 
     def __str__(self):
         return f"{self.bucket} {self.model}: {self.requests} requests"

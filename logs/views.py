@@ -16,6 +16,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.staff import staff_may_enter
+from console.lib.params import id_param
+from console.lib.permissions import permission_required
 from console.lib.streaming import in_chunks
 from logs import stats
 from logs.forms import LogFilterForm
@@ -221,8 +224,7 @@ def ip_list(request):
     """Every address that used this user's tokens in a period: the first thing to check."""
     period = request.GET.get("period", "7d")
     days = IP_PERIODS.get(period, 7)
-    token_id = request.GET.get("token", "")
-    token_id = int(token_id) if token_id.isdigit() else None
+    token_id = id_param(request.GET.get("token"))
     rows = stats.addresses(request.user, days, token_id=token_id, per_token=True)
     tokens = {t.pk: t for t in Token.objects.filter(user=request.user)}
     entries = [dict(row, token=tokens.get(row["token_id"])) for row in rows[:1000]]
@@ -234,7 +236,8 @@ def ip_list(request):
 
 
 def staff_only(view):
-    """Staff pages answer 404 to everyone else: their existence is nobody else's business."""
+    """Staff pages answer 404 to everyone else: their existence is nobody else's business.
+    Staff enter as they enter the admin, with their second factor."""
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
@@ -242,12 +245,15 @@ def staff_only(view):
             return redirect_to_login(request.get_full_path())
         if not request.user.is_staff:
             raise Http404("No such page.")
+        if not staff_may_enter(request):
+            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
         return view(request, *args, **kwargs)
 
     return wrapper
 
 
 @staff_only
+@permission_required("logs.view_platform")
 def staff_dashboard(request):
     """Platform-wide traffic, spend, top users and models, and every channel's health."""
     from accounts.models import User

@@ -19,7 +19,10 @@ class ChannelForm(forms.ModelForm):
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         label="API key",
-        help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
+        help_text=(
+            "Stored encrypted and never shown again. Leave empty to keep the current key, "
+            "unless the base URL changes: a new address needs its key entered again."
+        ),
     )
     model_list = forms.CharField(
         label="Models",
@@ -68,6 +71,15 @@ class ChannelForm(forms.ModelForm):
         cleaned = super().clean()
         if cleaned.get("type") == Channel.Type.OPENAI and not cleaned.get("base_url"):
             self.add_error("base_url", "An OpenAI-compatible channel needs its base URL.")
+        # The stored key belongs to the address it was entered for: it never follows a new one.
+        moved = self.instance.pk and "base_url" in self.changed_data
+        if moved and self.instance.key_encrypted and not cleaned.get("api_key", "").strip():
+            self.add_error(
+                "api_key",
+                "The base URL changed: enter the API key for the new address too (the saved "
+                "key is never sent anywhere but the address it was entered for), or put the "
+                "old base URL back.",
+            )
         return cleaned
 
     def save(self, commit=True):
@@ -178,14 +190,14 @@ class ChannelAdmin(admin.ModelAdmin):
         verdict = "ok" if channel.last_test_ok else "failed"
         return f"{verdict}, {channel.last_test_latency_ms} ms"
 
-    @admin.action(description="Test now (one tiny real request)")
+    @admin.action(description="Test now (one tiny real request)", permissions=["change"])
     def test_now(self, request, queryset):
         for channel in queryset:
-            ok, latency, detail = channel_test(channel)
+            ok, latency, detail = channel_test(channel.pk)
             level = messages.SUCCESS if ok else messages.ERROR
             self.message_user(request, f"{channel}: {detail} in {latency} ms.", level)
 
-    @admin.action(description="Put back in rotation")
+    @admin.action(description="Put back in rotation", permissions=["change"])
     def put_back_in_rotation(self, request, queryset):
         count = channels_put_back(queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} channel(s) back in rotation.")

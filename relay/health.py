@@ -51,8 +51,12 @@ def _run(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def channel_test(channel):
-    """Sends one tiny chat request; records and returns (ok, latency in ms, detail)."""
+def channel_test(channel_id):
+    """Sends one tiny chat request; records and returns (ok, latency in ms, detail).
+
+    It reads the channel as saved: the key goes only to the base URL stored with it, never to
+    an address from a form or an object changed in memory."""
+    channel = Channel.objects.get(pk=channel_id)
     model = channel.model_names[0] if channel.model_names else ""
     started = time.perf_counter()
     try:
@@ -86,7 +90,7 @@ def channels_retest():
     """Tests every channel taken out of rotation; puts back those that answer. Repeat-safe."""
     recovered = 0
     for channel in Channel.objects.filter(enabled=True, auto_disabled_at__isnull=False):
-        ok, _latency, _detail = channel_test(channel)
+        ok, _latency, _detail = channel_test(channel.pk)
         if ok and Channel.objects.filter(pk=channel.pk, auto_disabled_at__isnull=False).update(
             auto_disabled_at=None, disabled_reason=""
         ):

@@ -209,9 +209,29 @@ def bob_client(bob):
     return _client_for(bob)
 
 
+def staff_client_for(user):
+    """A client signed in as a staff user the way the admin requires in production: the user
+    has an authenticator app and this session passed its code (what allauth records)."""
+    from allauth.account.internal.flows.login import record_authentication
+    from allauth.mfa.models import Authenticator
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+    from django.test import RequestFactory
+
+    totp = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+    if totp is None:
+        totp = TOTP.activate(user, generate_totp_secret()).instance
+    client = _client_for(user)
+    request = RequestFactory().get("/")
+    request.session = client.session
+    record_authentication(request, user, "password")
+    record_authentication(request, user, "mfa", type="totp", id=totp.pk)
+    request.session.save()
+    return client
+
+
 @pytest.fixture
 def staff_client(charlie):
-    return _client_for(charlie)
+    return staff_client_for(charlie)
 
 
 def free_port():

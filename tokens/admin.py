@@ -121,7 +121,7 @@ class TokenAdmin(admin.ModelAdmin):
             return f"unlimited ({format_usd(token.quota_used)} spent)"
         return f"{format_usd(token.quota_used)} / {format_usd(token.quota_limit)}"
 
-    @admin.action(description="Disable the selected tokens")
+    @admin.action(description="Disable the selected tokens", permissions=["change"])
     def disable(self, request, queryset):
         count = 0
         for token in queryset.filter(enabled=True):

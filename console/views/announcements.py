@@ -8,13 +8,14 @@ from django.utils.feedgenerator import Atom1Feed
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import NotificationSettings, User
+from accounts.staff import staff_may_enter
 from console.lib import unsubscribe as unsubscribe_links
 from console.models import Announcement
 
 
-def _visible_announcements(user):
+def _visible_announcements(request):
     published = Announcement.objects.filter(published_at__lte=timezone.now())
-    if user.is_authenticated and user.is_staff:
+    if staff_may_enter(request) and request.user.has_perm("console.view_announcement"):
         return Announcement.objects.all()  # staff preview drafts at their own address
     return published
 
@@ -46,7 +47,7 @@ def announcements(request):
 
 
 def announcement_detail(request, pk):
-    announcement = get_object_or_404(_visible_announcements(request.user), pk=pk)
+    announcement = get_object_or_404(_visible_announcements(request), pk=pk)
     return render(request, "console/announcement.html", {"announcement": announcement})
 
 

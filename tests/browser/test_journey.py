@@ -11,10 +11,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import openai
 import pytest
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.core import mail
 from django.utils import timezone
 
 from billing.models import RechargeOrder
+from tests.accounts.test_mfa import totp
 from tests.conftest import PASSWORD, Page, make_user
 from tests.relay.conftest import make_channel
 
@@ -55,6 +57,8 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
 ):
     make_channel(upstream, models=[model_price.model])
     staff = make_user("staff@example.com", staff=True, name="Sam")
+    staff_secret = generate_totp_secret()
+    TOTP.activate(staff, staff_secret)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_site.url)
 
     # Sign up, and verify the address by the emailed link.
@@ -150,10 +154,14 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     page.screenshot("price-emails-on")
 
     # Staff raise the model's multiplier in admin, then publish the change.
-    staff_page.open("/admin/login/")
-    staff_page.get_by_label("Email address").fill(staff.email)
-    staff_page.get_by_label("Password").fill(PASSWORD)
+    # The staff console's sign-in is everyone's, with the authenticator code after the password.
+    staff_page.open("/admin/")
+    staff_page.get_by_label("Email", exact=True).fill(staff.email)
+    staff_page.get_by_label("Password", exact=True).fill(PASSWORD)
     staff_page.get_by_role("button", name="Log in").click()
+    staff_page.locator("input[name=code]").fill(totp(staff_secret))
+    staff_page.screenshot("staff-code")
+    staff_page.get_by_role("button", name="Sign In").click()
     staff_page.get_by_role("link", name="Model prices").click()
     staff_page.get_by_role("link", name=model_price.model).click()
     staff_page.get_by_label("Model multiplier").fill("0.1")

@@ -514,16 +514,16 @@ def test_replies_are_rate_limited(alice_client, settings):
 def test_only_staff_who_handle_tickets_see_their_files(alice_client, alice):
     from django.contrib.auth.models import Permission
 
-    from tests.conftest import _client_for, make_user
+    from tests.conftest import make_user, staff_client_for
 
     open_ticket(alice_client, attachments=[png()])
     url = reverse("console:ticket_attachment", args=[TicketAttachment.objects.get().pk])
     editor = make_user("editor@example.com")
     editor.is_staff = True
     editor.save()
-    assert _client_for(editor).get(url).status_code == 404
+    assert staff_client_for(editor).get(url).status_code == 404
     editor.user_permissions.add(Permission.objects.get(codename="view_ticket"))
-    assert _client_for(editor).get(url).status_code == 200
+    assert staff_client_for(editor).get(url).status_code == 200
 
 
 def test_phone_photos_are_taken_upright(alice_client):

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, staff_client_for
 from tests.security.urls import make_order, project_routes, url_for, walk
 
 # Views that take POSTs without a CSRF token, and what protects them instead.
@@ -97,7 +97,6 @@ SIGN_IN_FORMS = [
         {"email": "mallory@example.com", "password1": PASSWORD, "password2": PASSWORD},
     ),
     ("account_reset_password", {"email": "alice@example.com"}),
-    ("admin:login", {"username": "charlie@example.com", "password": PASSWORD}),
 ]
 
 
@@ -146,7 +145,10 @@ ADMIN_ROUTES = [route for route in walk() if route.is_admin and route.name and n
 
 
 def test_the_admin_refuses_posts_without_the_token(charlie):
-    client = _csrf_client(charlie, page="admin:index")
+    client = staff_client_for(charlie)
+    client.handler.enforce_csrf_checks = True
+    client.get(reverse("admin:index"))
+    assert "csrftoken" in client.cookies
     for route in ADMIN_ROUTES:
         url = reverse(route.name)
         response = client.post(url, {"name": "forged"})
