@@ -76,13 +76,17 @@ class NotificationForm(forms.ModelForm):
         ).lstrip("$")
 
     def clean_low_balance_threshold_usd(self):
-        from console.lib.money import dollars_to_micros
+        from console.lib.money import MAX_DOLLARS, AmountError, dollars_to_micros
 
         raw = self.cleaned_data["low_balance_threshold_usd"] or "0"
         try:
             value = dollars_to_micros(raw)
-        except ValueError:
-            raise forms.ValidationError("Enter an amount in dollars, such as 5.") from None
+        except AmountError as error:
+            message = {
+                "too_large": f"Enter an amount below ${MAX_DOLLARS:,}.",
+                "too_small": "The threshold cannot be negative.",
+            }.get(error.code, "Enter an amount in dollars, such as 5.")
+            raise forms.ValidationError(message) from None
         if value < 0:
             raise forms.ValidationError("The threshold cannot be negative.")
         if self.cleaned_data.get("low_balance_emails") and value == 0:

@@ -1,4 +1,4 @@
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -6,7 +6,16 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry, PriceAdjustment
 from billing.providers import enabled_providers
-from console.lib.money import dollars_to_micros, format_usd
+from console.lib.fields import DateTimeInRangeField
+from console.lib.money import (
+    MAX_DOLLARS,
+    AmountError,
+    dollars_to_micros,
+    format_usd,
+    parse_dollars,
+)
+
+CENT = Decimal("0.01")
 
 
 class AmountField(forms.CharField):
@@ -23,14 +32,18 @@ class AmountField(forms.CharField):
             return None
         limits = self._limits_text()
         try:
-            amount = Decimal(value.strip().lstrip("$").replace(",", ""))
-        except InvalidOperation:
-            raise forms.ValidationError(
-                f"Enter an amount in dollars, such as 20{limits}."
-            ) from None
-        if not amount.is_finite():
-            raise forms.ValidationError(f"Enter an amount in dollars, such as 20{limits}.")
-        if self.cents_only and amount != amount.quantize(Decimal("0.01")):
+            amount = parse_dollars(value)
+        except AmountError as error:
+            if error.code == "too_small":
+                message = f"The amount must be more than zero{limits}."
+            elif error.code == "too_large" and self.maximum is not None:
+                message = f"The largest amount is {format_usd(self.maximum)}{limits}."
+            elif error.code == "too_large":
+                message = f"Enter an amount below ${MAX_DOLLARS:,}."
+            else:
+                message = f"Enter an amount in dollars, such as 20{limits}."
+            raise forms.ValidationError(message) from None
+        if self.cents_only and amount != amount.quantize(CENT):
             raise forms.ValidationError("Use at most two decimals (whole cents).")
         micros = dollars_to_micros(amount)
         if micros <= 0:
@@ -108,10 +121,12 @@ class BalanceAdjustForm(StaffReasonForm):
         raw = self.cleaned_data["amount"]
         try:
             micros = dollars_to_micros(raw)
-        except ValueError:
-            raise forms.ValidationError(
-                "Enter an amount in dollars, such as 10 or -2.50."
-            ) from None
+        except AmountError as error:
+            if error.code == "invalid":
+                raise forms.ValidationError(
+                    "Enter an amount in dollars, such as 10 or -2.50."
+                ) from None
+            raise forms.ValidationError(str(error)) from None
         if micros == 0:
             raise forms.ValidationError("The amount cannot be zero.")
         return micros
@@ -121,7 +136,7 @@ class RedemptionBatchForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What the codes are for, e.g. a campaign.")
     amount = AmountField(label="Amount per code (USD)", minimum=10_000, maximum=100_000_000_000)
     count = forms.IntegerField(min_value=1, max_value=10_000)
-    expires_at = forms.DateTimeField(
+    expires_at = DateTimeInRangeField(
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text="Optional. After this time the codes no longer work.",
@@ -143,7 +158,7 @@ class PriceChangeFields(forms.Form):
         label="Reason for a price change",
         help_text="Required when a multiplier or per-call price changes; it is published.",
     )
-    change_effective_at = forms.DateTimeField(
+    change_effective_at = DateTimeInRangeField(
         required=False,
         label="Price change takes effect",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),

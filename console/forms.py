@@ -4,6 +4,7 @@ from django import forms
 
 from billing.models import Group, ModelPrice, RechargeOrder
 from console.attachments import AttachmentsField
+from console.lib.fields import DateTimeInRangeField
 from console.lib.money import format_usd
 from console.models import Ticket
 from tokens.models import Token
@@ -41,7 +42,7 @@ class TicketForm(forms.Form):
         label="Request id (optional)",
         help_text="The X-Request-Id of a failed request, from its response or your request log.",
     )
-    error_time = forms.DateTimeField(
+    error_time = DateTimeInRangeField(
         required=False,
         label="When did it happen?",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),

@@ -4,6 +4,7 @@ from django import forms
 from django.utils import timezone
 
 from billing.models import Group
+from console.lib.fields import DateTimeInRangeField
 from logs import stats
 from tokens.models import Token
 
@@ -39,12 +40,12 @@ class LogFilterForm(forms.Form):
         # From and To matter only for a custom period; the page shows them then.
         widget=forms.Select(attrs={"data-reveal": ".custom-range", "data-reveal-when": "custom"}),
     )
-    start = forms.DateTimeField(
+    start = DateTimeInRangeField(
         required=False,
         label="From",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
-    end = forms.DateTimeField(
+    end = DateTimeInRangeField(
         required=False,
         label="To",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),

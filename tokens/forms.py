@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from billing.forms import AmountField
 from billing.models import Group, ModelPrice
+from console.lib.fields import DateTimeInRangeField
 from console.lib.money import format_usd
 from tokens.models import Token
 
@@ -52,8 +53,12 @@ class TokenForm(forms.ModelForm):
         label="IP allowlist",
         help_text="One address or CIDR range per line (IPv4 or IPv6). Empty means any address.",
     )
-    expires_at = forms.DateTimeField(
+    expires_at = DateTimeInRangeField(
         required=False,
+        error_messages={
+            "out_of_range": "Choose an expiry before 2100, or leave it empty for a key that "
+            "never expires."
+        },
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         label="Expires",
         help_text="Optional, in your time zone. After this the key stops working.",

@@ -21,15 +21,46 @@ def format_usd(micros, *, exact=False):
     return f"{sign}${dollars:,}.{digits}"
 
 
-def dollars_to_micros(value):
-    """Exact conversion of a dollar amount (str, int or Decimal) to micro-dollars, half-up."""
+# No amount of money anyone types is this large: a trillion dollars, whose micro-dollars still
+# fit a 64-bit column. Larger numbers ("1e309", thirty digits) are typing mistakes, and would
+# not fit the decimal arithmetic either.
+MAX_DOLLARS = 10**12
+MICRO = Decimal("0.000001")
+
+
+class AmountError(ValueError):
+    """Why a typed amount is not money, in words for the person who typed it. `code` says
+    which way: "invalid" (not a number, NaN, Infinity), "too_large" or "too_small" (a
+    negative amount beyond MAX_DOLLARS)."""
+
+    def __init__(self, message, code="invalid"):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_dollars(value):
+    """A dollar amount typed by a person ("20", "$20", "1,000.50", "-2.5") as a Decimal.
+
+    Raises AmountError for what is not a number, not finite (NaN, Infinity) or not below
+    MAX_DOLLARS either way.
+    """
     try:
         amount = Decimal(str(value).strip().lstrip("$").replace(",", ""))
     except InvalidOperation:
-        raise ValueError(f"{value!r} is not an amount of money") from None
+        raise AmountError("Enter an amount in dollars, such as 20.") from None
     if not amount.is_finite():
-        raise ValueError(f"{value!r} is not an amount of money")
-    return int((amount * MICROS_PER_DOLLAR).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        raise AmountError("Enter an amount in dollars, such as 20.")
+    if amount.copy_abs() >= MAX_DOLLARS:  # copy_abs: no context, so no Overflow
+        code = "too_large" if amount > 0 else "too_small"
+        raise AmountError(f"Enter an amount between -${MAX_DOLLARS:,} and ${MAX_DOLLARS:,}.", code)
+    return amount
+
+
+def dollars_to_micros(value):
+    """Exact conversion of a dollar amount (str, int or Decimal) to micro-dollars, half-up.
+    Raises AmountError (a ValueError) as parse_dollars does."""
+    amount = parse_dollars(value).quantize(MICRO, rounding=ROUND_HALF_UP)
+    return int(amount.scaleb(6))
 
 
 def micros_to_decimal(micros):

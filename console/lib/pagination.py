@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from console.lib.params import id_param
+
 
 @dataclass
 class KeysetPage:
@@ -17,8 +19,9 @@ class KeysetPage:
 def keyset_page(queryset, cursor, *, size=50):
     """Newest first by primary key. `cursor` is the last id of the previous page, or None."""
     queryset = queryset.order_by("-pk")
-    if cursor and cursor.isdigit():
-        queryset = queryset.filter(pk__lt=int(cursor))
+    after = id_param(cursor)
+    if after is not None:
+        queryset = queryset.filter(pk__lt=after)
     items = list(queryset[: size + 1])
     more = len(items) > size
     items = items[:size]

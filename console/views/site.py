@@ -10,6 +10,7 @@ from django.views.decorators.cache import never_cache
 
 from accounts.models import NotificationSettings
 from billing.models import Account, ModelPrice
+from console.lib.params import id_param, text_param
 from console.models import Announcement
 from logs import stats
 from logs.models import UsageDay
@@ -26,13 +27,11 @@ def _user_zone(user):
 def _chart_filters(request):
     span = request.GET.get("range", "1h")
     days = request.GET.get("days", "7d")
-    token = request.GET.get("token", "")
-    model = request.GET.get("model", "")
     return {
         "range": span if span in stats.RANGES else "1h",
         "days": days if days in stats.DAY_RANGES else "7d",
-        "token": int(token) if token.isdigit() else None,
-        "model": model[:100] or None,
+        "token": id_param(request.GET.get("token")),
+        "model": text_param(request.GET.get("model")) or None,
     }
 
 

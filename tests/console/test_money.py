@@ -1,6 +1,6 @@
 import pytest
 
-from console.lib.money import dollars_to_micros, format_usd
+from console.lib.money import AmountError, dollars_to_micros, format_usd
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,23 @@ def test_it_converts_dollars_to_micros_exactly(value, micros):
 def test_it_refuses_what_is_not_money(value):
     with pytest.raises(ValueError):
         dollars_to_micros(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("1e309", "too_large"),
+        ("1" * 30, "too_large"),
+        ("1e12", "too_large"),
+        ("-1e309", "too_small"),
+    ],
+)
+def test_it_refuses_amounts_beyond_a_trillion_dollars(value, code):
+    """Decimal arithmetic cannot hold them (InvalidOperation, a 500 once), nor a 64-bit column."""
+    with pytest.raises(AmountError) as refused:
+        dollars_to_micros(value)
+    assert refused.value.code == code
+
+
+def test_tiny_amounts_round_to_zero_micros():
+    assert dollars_to_micros("1e-400") == 0

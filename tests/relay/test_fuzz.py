@@ -51,7 +51,18 @@ VALID = {
     EMBEDDINGS: {"model": MODEL[EMBEDDINGS], "input": "hello"},
 }
 # Fields the gateway reads; noise never uses these names, so that it cannot mend a broken body.
-KNOWN = {"model", "messages", "prompt", "input", "stream", "max_tokens", "max_completion_tokens"}
+KNOWN = {
+    "model",
+    "messages",
+    "prompt",
+    "input",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "best_of",
+}
 SAMPLING = [
     "temperature",
     "top_p",
@@ -170,7 +181,17 @@ def field_mistakes(draw):
     endpoint = draw(endpoints)
     payload = {**VALID[endpoint], **draw(noise)}
     required = REQUIRED[endpoint]
-    kinds = ["model", "required", "stream", "max_tokens", "max_completion_tokens"]
+    kinds = [
+        "model",
+        "required",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+    ]
+    if endpoint == COMPLETIONS:
+        kinds.append("best_of")
     if endpoint == CHAT:
         kinds.append("messages_not_a_list")
     if endpoint != EMBEDDINGS:  # embeddings hold nothing for completions, so any size passes
@@ -206,6 +227,24 @@ def field_mistakes(draw):
             # Not a boolean, and not null either (null means "no stream", as for OpenAI).
             payload["stream"] = draw(
                 not_a_string.filter(lambda v: v is not None and not isinstance(v, bool))
+            )
+        elif kind == "stream_options":
+            # Not an object (nor null), or an object whose include_usage is not a boolean; as
+            # often with "stream": true, where the gateway reads it, as without.
+            if draw(st.booleans()):
+                payload.setdefault("stream", True)
+            payload["stream_options"] = draw(
+                not_a_string.filter(lambda v: v is not None and not isinstance(v, dict))
+                | any_text
+                | st.builds(
+                    lambda v: {"include_usage": v},
+                    not_a_string.filter(lambda v: v is not None and not isinstance(v, bool))
+                    | any_text,
+                )
+            )
+        elif kind in {"n", "best_of"}:
+            payload[kind] = draw(
+                not_a_positive_whole_number | st.integers(min_value=129, max_value=10**30)
             )
         elif kind == "huge_max_tokens":
             payload[draw(st.sampled_from(["max_tokens", "max_completion_tokens"]))] = draw(
@@ -358,6 +397,40 @@ def malformed_contents(draw):
     return endpoint, payload
 
 
+not_null = not_a_string.filter(lambda value: value is not None)
+# Each field the gateway reads, and values of it the gateway must refuse as that field's fault.
+WRONG_VALUES = {
+    "model": not_a_string | st.text(" \t\r\n\u3000\xa0", max_size=5),
+    "stream": not_null.filter(lambda value: not isinstance(value, bool)) | any_text,
+    "stream_options": not_null.filter(lambda value: not isinstance(value, dict))
+    | any_text
+    | st.builds(
+        lambda value: {"include_usage": value},
+        not_null.filter(lambda value: not isinstance(value, bool)) | any_text,
+    ),
+    "max_tokens": not_a_positive_whole_number,
+    "max_completion_tokens": not_a_positive_whole_number,
+    "n": not_a_positive_whole_number | st.integers(129, 10**30),
+    "best_of": not_a_positive_whole_number | st.integers(129, 10**30),  # completions only
+}
+
+
+@st.composite
+def one_wrong_field(draw):
+    """(endpoint, payload, field): a valid request but for one field the gateway reads, of a
+    wrong type or out of bounds; streamed or not."""
+    endpoint = draw(endpoints)
+    extra = {key: value for key, value in draw(noise).items() if key not in KNOWN}
+    payload = {**VALID[endpoint], **extra, "stream": draw(st.sampled_from([None, False, True]))}
+    fields = [f for f in WRONG_VALUES if f != "best_of" or endpoint == COMPLETIONS]
+    field = draw(st.sampled_from([*fields, REQUIRED[endpoint]]))
+    if field == REQUIRED[endpoint]:
+        payload[field] = draw(st.sampled_from([None, "", []]))
+    else:
+        payload[field] = draw(WRONG_VALUES[field])
+    return endpoint, payload, field
+
+
 @st.composite
 def odd_sampling(draw):
     """(endpoint, payload): a valid request with odd values in fields passed on upstream."""
@@ -414,6 +487,18 @@ class Probe:
         self.start_balance = balance_of(user)
         self.sent = 0
         self.statuses = Counter()  # what the examples got, printed at the end (pytest -s)
+        self._wait_for_the_first_flush()
+
+    def _wait_for_the_first_flush(self):
+        """The server flushes once on its own as it starts: an example answered meanwhile could
+        have its row written by that flush after the probe looked for it. A first request,
+        whose row is waited for, gets that flush out of the way."""
+        response = self.client.get("/v1/models", headers={"Authorization": f"Bearer {self.key}"})
+        self.write_logs()
+        wait_until(
+            lambda: RequestLog.objects.filter(id=response.headers["x-request-id"]).exists(),
+            message="the log row of a first request",
+        )
 
     def close(self):
         if self.sent:
@@ -509,6 +594,11 @@ class Probe:
             assert isinstance(error.get("message"), str) and error["message"].strip(), body
             assert isinstance(error.get("type"), str) and error["type"], body
             assert response.headers.get("x-request-id"), response.headers
+            # The OpenAI SDKs retry a 409, 429 or 5xx unless told not to: a 4xx is the
+            # request's own fault, and the same request fails again.
+            assert response.headers.get("x-should-retry") == "false", (
+                f"a {status} without x-should-retry: false: {dict(response.headers)}"
+            )
         if flush_error is not None:
             raise flush_error
         assert after[4] == before[4], (
@@ -554,9 +644,18 @@ async def _drop_records(gateway):
 
 
 @pytest.fixture
-def probe(settings, live_site, token_and_key, channel, upstream, funded):
+def hand_flush(settings):
+    """The tests flush by hand, after each example. Set before the server starts: its flush
+    loop reads the interval as it starts waiting, and a flush of its own running meanwhile
+    would take an example's log row out from under the probe's."""
+    settings.GATEWAY_FLUSH_SECONDS = 3600
+
+
+@pytest.fixture
+def probe(settings, hand_flush, live_site, token_and_key, channel, upstream, funded):
     settings.GATEWAY_MAX_BODY_BYTES = LIMIT
-    settings.GATEWAY_FLUSH_SECONDS = 3600  # the tests flush by hand, after each example
+    # Every example's refusal gets its own row, which the probe looks for.
+    settings.GATEWAY_REFUSALS_LOGGED_PER_MINUTE = 10**9
     _token, key = token_and_key
     probe = Probe(live_site, key, upstream, funded)
     yield probe
@@ -639,6 +738,17 @@ def test_json_only_python_accepts_is_refused(probe):
     assert not through, "\n".join(through)
 
 
+def test_stream_options_that_are_not_an_object_are_refused(probe):
+    """Seen in production: a stream with "stream_options": "yes" was a 500 that said retry."""
+    for options in ("yes", 1, True, ["include_usage"], {"include_usage": "yes"}):
+        payload = {**VALID[CHAT], "stream": True, "stream_options": options}
+        before = probe.state()
+        response = probe.send("POST", CHAT, json.dumps(payload).encode())
+        error = probe.refused(response, before)
+        assert (response.status_code, error["param"]) == (400, "stream_options"), error
+    probe.nothing_spent_in_the_end()
+
+
 def test_wrong_types_in_the_fields_the_gateway_reads_are_refused(probe):
     @FUZZ
     @given(
@@ -668,6 +778,23 @@ def test_wrong_types_in_the_fields_the_gateway_reads_are_refused(probe):
         assert response.status_code in expected, (response.status_code, error)
         if response.status_code == 400:
             assert error.get("param") in {*KNOWN, None}, error
+
+    run()
+    probe.nothing_spent_in_the_end()
+
+
+def test_one_wrong_field_is_refused_by_name(probe):
+    """Every field the gateway reads, alone wrong in a request valid in every other way, is
+    refused with a 400 that names it (and says not to retry): never passed on, never a 500."""
+
+    @FUZZ
+    @given(case=one_wrong_field(), ascii_only=st.booleans())
+    def run(case, ascii_only):
+        endpoint, payload, field = case
+        before = probe.state()
+        response = probe.send("POST", endpoint, as_json(payload, ascii_only))
+        error = probe.refused(response, before)
+        assert (response.status_code, error.get("param")) == (400, field), error
 
     run()
     probe.nothing_spent_in_the_end()
