@@ -22,12 +22,15 @@ from billing.pricing import call_cost
 from billing.providers import PROVIDERS, InvalidSignature, SandboxProvider, get_provider
 from console.lib.money import format_usd
 from console.lib.pagination import keyset_page
+from console.lib.params import text_param
 from console.lib.ratelimit import limit_reached
 
 log = logging.getLogger(__name__)
 
 
 def _get_order_for_user(request, number):
+    if text_param(number, max_length=24) is None:
+        raise Http404("No such order.")
     return get_object_or_404(RechargeOrder, number=number, user=request.user)
 
 
@@ -181,6 +184,8 @@ async def sandbox_pay(request, number):
     if not provider.is_configured():
         raise Http404("The sandbox is off.")
     user = await request.auser()
+    if text_param(number, max_length=24) is None:
+        raise Http404("No such order.")
     order = await RechargeOrder.objects.filter(
         number=number, user=user, provider=provider.name
     ).afirst()
@@ -222,7 +227,9 @@ def webhook(request, provider):
     try:
         update = found.parse_webhook(request)
     except InvalidSignature as error:
-        services.payment_event_reject(provider=provider, detail=str(error))
+        services.payment_event_reject(
+            provider=provider, detail=str(error), source=request.META.get("REMOTE_ADDR", "")
+        )
         return JsonResponse({"error": "invalid signature"}, status=400)
     event = services.payment_event_handle(provider=provider, update=update)
     return JsonResponse({"outcome": event.outcome})
@@ -234,8 +241,8 @@ def pricing(request):
     selected = selected or next((g for g in groups if g.name == "default"), None)
     selected = selected or (groups[0] if groups else None)
     prices = ModelPrice.objects.filter(enabled=True)
-    query = request.GET.get("q", "").strip()[:100]
-    vendor = request.GET.get("vendor", "")
+    query = text_param(request.GET.get("q", "")[:100]) or ""
+    vendor = text_param(request.GET.get("vendor")) or ""
     if query:
         prices = prices.filter(Q(model__icontains=query) | Q(vendor__icontains=query))
     if vendor:

@@ -82,6 +82,9 @@ class RequestRecord:
     ttft_ms: int | None
     retries: int
     quota_hold: bool = False
+    # False for a refused request past its token's allowance of logged refusals a minute: it
+    # counts in the rollups but has no row of its own, so refusals cannot fill the table.
+    logged: bool = True
 
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,7 @@ log = logging.getLogger(__name__)
 # cannot encode, a CHECK), as opposed to being unreachable.
 REFUSED = (DataError, IntegrityError, ValueError, UnicodeError)
 
-RECORD_FIELDS = [f.name for f in fields(RequestRecord) if f.name != "quota_hold"]
+RECORD_FIELDS = [f.name for f in fields(RequestRecord) if f.name not in {"quota_hold", "logged"}]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
 
 
@@ -311,9 +314,9 @@ def write_batch(records):
 
 
 def _insert(records):
-    if not records:
+    rows = [_as_row(r) for r in records if r.logged]
+    if not rows:
         return
-    rows = [_as_row(r) for r in records]
     if connection.vendor == "postgresql":
         _copy(RequestLog, RECORD_FIELDS, rows)
     else:
@@ -321,15 +324,16 @@ def _insert(records):
 
 
 def _insert_new(records):
-    """Inserts the rows whose id is not in the table yet; returns those records."""
-    if not records:
-        return []
-    rows = [_as_row(r) for r in records]
+    """Inserts the rows whose id is not in the table yet; returns those records (and the
+    records that have no row: a replay may count those twice, for no money)."""
+    rows = [_as_row(r) for r in records if r.logged]
+    if not rows:
+        return list(records)
     suffix = " ON CONFLICT (id) DO NOTHING RETURNING id"
     written = {
         uuid.UUID(str(value)) for (value,) in _insert_rows(RequestLog, RECORD_FIELDS, rows, suffix)
     }
-    return [r for r in records if r.id in written]
+    return [r for r in records if r.id in written or not r.logged]
 
 
 def _rollups(records):

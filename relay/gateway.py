@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ MAX_ANSWERS = 128  # n and best_of, as OpenAI bounds them
 JSON = b"application/json"
 ZERO = Decimal(0)
 NO_USAGE = (0, 0, False)
+# What a log row says for a model name we do not price: the name itself is the client's text.
+UNKNOWN_MODEL = "(unknown model)"
 
 
 class GiveBackAsk:
@@ -107,6 +110,7 @@ class Gateway:
         self.db = None
         self.redis = None
         self.asks = {}  # (user id, token id) → GiveBackAsk: this process asked others for money
+        self.refusals_minute, self.refusals_logged = 0, Counter()  # token id → rows this minute
         self.started = False
         self.stopping = None
         self.flusher = None  # the task that flushes once a second
@@ -291,7 +295,7 @@ class Gateway:
 
     async def _publish(self, **message):
         try:
-            await self.redis.publish(invalidation.CHANNEL, json.dumps(message))
+            await self.redis.publish(invalidation.channel(), json.dumps(message))
         except Exception:
             log.warning("Could not reach the other gateway processes", exc_info=True)
 
@@ -418,7 +422,9 @@ class Gateway:
         key_hash = keys.hash_key(key)
         known, token = self.tokens.get(key_hash)
         if not known:
-            token = await self.run_db(load_snapshot, key_hash=key_hash)
+            token = await self.run_db(
+                load_snapshot, key_hash=key_hash, previous_hashes=keys.previous_hashes(key)
+            )
             self.tokens.put(key_hash, token)
         if token is None:
             raise errors.invalid_key()
@@ -518,7 +524,8 @@ class Gateway:
                     None, "The upstream provider refused the request."
                 ).body()
             self.bill(call)
-            await respond(send, status, content, call.id)
+            # Not one of the statuses retried on another channel: as is, it fails again.
+            await respond(send, status, content, call.id, [(b"x-should-retry", b"false")])
             return
         try:
             usage = json.loads(content).get("usage")
@@ -619,9 +626,14 @@ class Gateway:
 
     # Answers
 
-    def record(self, call, usage=NO_USAGE, cost=0, breakdown=None):
+    def record(self, call, usage=NO_USAGE, cost=0, breakdown=None, logged=True):
+        if not logged and cost:
+            # A record without a row is counted again by a journal replay: it must cost nothing.
+            raise ValueError("A charged request always gets its log row.")
         token = call.token
         prompt_tokens, completion_tokens, estimated = usage
+        # A name we do not price is whatever the client sent: it is not kept.
+        model = call.model if call.price is not None or not call.model else UNKNOWN_MODEL
         self.recorder.add(
             RequestRecord(
                 id=call.id,
@@ -633,7 +645,7 @@ class Gateway:
                 endpoint=call.endpoint,
                 # Any string parses as a model name (lone surrogates, NUL): a log row must
                 # hold only what every database can store.
-                model=call.model[:100].encode("utf-8", "replace").decode().replace("\x00", ""),
+                model=model[:100].encode("utf-8", "replace").decode().replace("\x00", ""),
                 stream=call.stream,
                 client_ip=call.client_ip,
                 status=call.status,
@@ -651,15 +663,27 @@ class Gateway:
                 ttft_ms=call.ttft,
                 retries=call.retries,
                 quota_hold=call.limited and cost > 0,
+                logged=logged,
             )
         )
 
     async def answer_error(self, call, send, error, log_row=True):
         if log_row and call.token is not None:
             call.status, call.error_code = error.status, error.code
-            self.record(call)
+            # Our own failures are always logged: their message asks to quote the request id.
+            logged = error.status >= 500 or self.refusal_gets_a_row(call.token.id)
+            self.record(call, logged=logged)
         headers = [(b"x-should-retry", b"true" if error.retry else b"false")]
         await respond(send, error.status, error.body(), call.id, headers)
+
+    def refusal_gets_a_row(self, token_id):
+        """A token's refused requests get log rows up to GATEWAY_REFUSALS_LOGGED_PER_MINUTE a
+        minute (per process); the rest are only counted, in the rollups."""
+        minute = int(time.time()) // 60
+        if minute != self.refusals_minute:
+            self.refusals_minute, self.refusals_logged = minute, Counter()
+        self.refusals_logged[token_id] += 1
+        return self.refusals_logged[token_id] <= settings.GATEWAY_REFUSALS_LOGGED_PER_MINUTE
 
     def client_ip(self, scope):
         client = scope.get("client")
@@ -804,6 +828,16 @@ def parse_payload(body, upstream_path):
     # null means the default (no stream), as for OpenAI.
     if payload.get("stream") is not None and not isinstance(payload["stream"], bool):
         raise errors.bad_field("stream", "'stream' must be true or false.")
+    # Read on streams (whether the client wants the usage chunk), and amended for upstreams.
+    options = payload.get("stream_options")
+    if options is not None and (
+        not isinstance(options, dict)
+        or not isinstance(options.get("include_usage", False), bool | None)
+    ):
+        raise errors.bad_field(
+            "stream_options",
+            "'stream_options' must be an object such as {\"include_usage\": true}, or null.",
+        )
     for field in ("max_tokens", "max_completion_tokens"):
         value = payload.get(field)
         if value is not None and (

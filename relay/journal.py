@@ -41,6 +41,7 @@ DECIMALS = {"model_multiplier", "completion_multiplier", "group_multiplier"}
 VERSION = 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+KNOWN = frozenset(FIELDS)
 _values = operator.attrgetter(*FIELDS)
 _DECIMAL_AT = [FIELDS.index(name) for name in DECIMALS]
 
@@ -59,6 +60,8 @@ def encode(record):
 
 def decode(line, names):
     values = dict(zip(names, ast.literal_eval(line.decode()), strict=True))
+    # A journal written by a newer version may carry fields this one does not know.
+    values = {name: value for name, value in values.items() if name in KNOWN}
     values["id"] = uuid.UUID(values["id"])
     values["created_at"] = EPOCH + values["created_at"] * MICROSECOND
     for name in DECIMALS:

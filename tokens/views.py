@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -10,6 +11,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from billing.models import ModelPrice
+from console.lib.ratelimit import given_back_on_error, limit_reached
 from logs import stats
 from logs.models import RequestLog
 from tokens import services
@@ -56,21 +58,40 @@ def token_list(request):
     return render(request, "tokens/list.html", {"rows": rows})
 
 
+def _new_keys_refusal(request):
+    """Why no new key can be made now, or None. Counts the key it allows: each new or rotated
+    key sends an email, and simultaneous requests must not all pass one check."""
+    limit = settings.TOKENS_PER_HOUR
+    if limit_reached(f"new-keys:{request.user.pk}", limit=limit, window=3600):
+        return f"You made {limit} keys in the last hour. Try again later, or reuse a key."
+    return None
+
+
 @login_required
 def token_create(request):
     form = TokenForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        token, key = services.token_create(
-            user=request.user,
-            name=data["name"],
-            group=data["group"],
-            unlimited_quota=data["unlimited_quota"],
-            quota_limit=data["quota_limit_usd"],
-            expires_at=data["expires_at"],
-            allowed_models=data["allowed_models"],
-            ip_allowlist=data["ip_allowlist"],
+        alive = Token.objects.alive().filter(user=request.user).count()
+        refusal = (
+            f"You have {alive} tokens, the most an account may have. Delete one you no longer use."
+            if alive >= settings.TOKENS_PER_USER
+            else _new_keys_refusal(request)
         )
+        if refusal:
+            form.add_error(None, refusal)
+            return render(request, "tokens/form.html", {"form": form, "creating": True})
+        data = form.cleaned_data
+        with given_back_on_error(f"new-keys:{request.user.pk}", window=3600):
+            token, key = services.token_create(
+                user=request.user,
+                name=data["name"],
+                group=data["group"],
+                unlimited_quota=data["unlimited_quota"],
+                quota_limit=data["quota_limit_usd"],
+                expires_at=data["expires_at"],
+                allowed_models=data["allowed_models"],
+                ip_allowlist=data["ip_allowlist"],
+            )
         return _key_page(request, token, key, rotated=False)
     return render(request, "tokens/form.html", {"form": form, "creating": True})
 
@@ -97,8 +118,11 @@ def token_toggle(request, pk):
     verb = "enabled" if token.enabled else "disabled"
     messages.success(request, f"Token “{token.name}” {verb}.")
     back = request.POST.get("next", "")
-    # Back to the page the button was on, and never to another site.
-    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+    # Back to the page the button was on (a path: anything else would be taken for the name
+    # of a URL), and never to another site.
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, {request.get_host()}, request.is_secure()
+    ):
         back = "tokens:list"
     return redirect(back)
 
@@ -107,7 +131,12 @@ def token_toggle(request, pk):
 @require_POST
 def token_rotate(request, pk):
     token = _get_token_for_user(request, pk)
-    key = services.token_rotate(token=token)
+    refusal = _new_keys_refusal(request)
+    if refusal:
+        messages.error(request, refusal)
+        return redirect("tokens:list")
+    with given_back_on_error(f"new-keys:{request.user.pk}", window=3600):
+        key = services.token_rotate(token=token)
     return _key_page(request, token, key, rotated=True)
 
 

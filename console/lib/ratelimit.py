@@ -1,6 +1,7 @@
 """A fixed-window rate limit on the shared cache (Redis in production)."""
 
 import time
+from contextlib import contextmanager, suppress
 
 from django.core.cache import cache
 
@@ -25,3 +26,14 @@ def limit_reached(key, *, limit, window):
         cache.set(bucket, 1, timeout=window + 1)
         count = 1
     return count > limit
+
+
+@contextmanager
+def given_back_on_error(key, *, window):
+    """Returns the attempt `limit_reached` counted when the work it allowed fails."""
+    try:
+        yield
+    except BaseException:
+        with suppress(ValueError):  # the window ended meanwhile
+            cache.decr(_bucket(key, window))
+        raise

@@ -6,16 +6,20 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.staff import staff_may_enter
 from billing.models import RechargeOrder
 from console import services
 from console.forms import ReplyForm, TicketForm
-from console.lib.ratelimit import attempts, limit_reached
+from console.lib.params import id_param, text_param
+from console.lib.ratelimit import attempts, given_back_on_error, limit_reached
 from console.models import Ticket, TicketAttachment
 from logs import stats
 from tokens.models import Token
 
 
 def _get_ticket_for_user(request, number):
+    if text_param(number, max_length=16) is None:
+        raise Http404("No such ticket.")
     return get_object_or_404(Ticket, number=number, user=request.user)
 
 
@@ -38,7 +42,7 @@ def ticket_list(request):
 @login_required
 def ticket_new(request):
     initial = {"category": request.GET.get("category", "")}
-    number = request.GET.get("order")
+    number = text_param(request.GET.get("order"), max_length=24)
     if number:
         order = RechargeOrder.objects.filter(number=number, user=request.user).first()
         if order is not None:
@@ -51,18 +55,25 @@ def ticket_new(request):
         request.POST or None, request.FILES or None, user=request.user, initial=initial
     )
     limit, key = settings.TICKETS_PER_HOUR, f"tickets:{request.user.pk}"
+    too_many = (
+        f"You opened {limit} tickets in the last hour. Add to one of them, or try again later."
+    )
     if request.method == "POST" and attempts(key, window=3600) >= limit:
         # Refused before the attachments are even decoded; what was typed stays.
         form = TicketForm(request.POST, user=request.user, initial=initial)
-        form.add_error(
-            None,
-            f"You opened {limit} tickets in the last hour. Add to one of them, or try again later.",
-        )
+        form.add_error(None, too_many)
     elif request.method == "POST" and form.is_valid():
-        limit_reached(key, limit=limit, window=3600)  # only tickets opened count
-        ticket = services.ticket_open(user=request.user, form=form)
-        messages.success(request, f"Ticket {ticket.number} opened. We answer here and by email.")
-        return redirect(ticket)
+        # Only tickets opened count, and each takes its place atomically: of simultaneous posts
+        # that all passed the check above, only as many as the limit allows get through.
+        if limit_reached(key, limit=limit, window=3600):
+            form.add_error(None, too_many)
+        else:
+            with given_back_on_error(key, window=3600):
+                ticket = services.ticket_open(user=request.user, form=form)
+            messages.success(
+                request, f"Ticket {ticket.number} opened. We answer here and by email."
+            )
+            return redirect(ticket)
     return render(
         request,
         "console/ticket_new.html",
@@ -78,10 +89,10 @@ def ticket_new(request):
 @login_required
 def token_ips(request):
     """The addresses that used one of the user's tokens lately, for the abnormal-charges form."""
-    chosen = request.GET.get("token", "")
+    chosen = id_param(request.GET.get("token"))
     token = None
-    if chosen.isdigit():
-        token = Token.objects.filter(user=request.user, pk=int(chosen)).first()
+    if chosen is not None:
+        token = Token.objects.filter(user=request.user, pk=chosen).first()
     ips = list(stats.addresses(request.user, 7, token_id=token.pk)[:20]) if token else []
     return render(request, "console/ticket_new.html#token-ips", {"token": token, "ips": ips})
 
@@ -170,7 +181,7 @@ def attachment(request, pk):
     """A ticket's file, for its owner and staff only, never run by the browser as a page."""
     found = get_object_or_404(TicketAttachment.objects.select_related("message__ticket"), pk=pk)
     ticket = found.message.ticket
-    if request.user.has_perm("console.view_ticket"):
+    if staff_may_enter(request) and request.user.has_perm("console.view_ticket"):
         pass  # staff who handle tickets see every file, internal notes' too
     elif ticket.user_id != request.user.pk or found.message.internal:
         raise Http404("No such attachment.")

@@ -85,6 +85,34 @@ def test_a_forged_callback_is_refused_with_400_and_logged(client, alice, sandbox
     assert PaymentEvent.objects.get().outcome == "bad_signature"
 
 
+def test_forged_callbacks_fill_no_table(settings, alice, sandbox):
+    from django.test import Client
+
+    settings.WEBHOOK_REJECTS_RECORDED_PER_HOUR = (3, 5)
+    order = make_order(alice)
+    body, _ = sandbox.signed_callback(order, succeeded=True)
+    forger = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(10):
+        assert post_sandbox(forger, body, {"X-Sandbox-Signature": "garbage"}).status_code == 400
+    assert PaymentEvent.objects.filter(outcome="bad_signature").count() == 3
+    # Other addresses have their own few rows, up to the total for the provider.
+    for last in range(10):
+        post_sandbox(Client(REMOTE_ADDR=f"198.51.100.{last}"), body, {})
+    assert PaymentEvent.objects.filter(outcome="bad_signature").count() == 5
+    # A real callback still goes through and is recorded.
+    response = post_sandbox(forger, *sandbox.signed_callback(order, succeeded=True))
+    assert response.json() == {"outcome": "credited"}
+
+
+def test_replays_of_a_signed_event_get_a_few_rows_not_one_each(client, alice, sandbox):
+    order = make_order(alice)
+    body, headers = sandbox.signed_callback(order, succeeded=True)
+    for _ in range(20):
+        assert post_sandbox(client, body, headers).json()["outcome"] in {"credited", "replay"}
+    assert PaymentEvent.objects.count() == 1 + 5
+    assert balance_of(alice) == 20_000_000
+
+
 def test_an_old_signature_is_refused(client, alice, sandbox):
     order = make_order(alice)
     body, headers = sandbox.signed_callback(
