@@ -58,11 +58,15 @@ def token_list(request):
     return render(request, "tokens/list.html", {"rows": rows})
 
 
+def _new_keys_counter(request):
+    return f"new-keys:{request.user.pk}"
+
+
 def _new_keys_refusal(request):
     """Why no new key can be made now, or None. Counts the key it allows: each new or rotated
     key sends an email, and simultaneous requests must not all pass one check."""
     limit = settings.TOKENS_PER_HOUR
-    if limit_reached(f"new-keys:{request.user.pk}", limit=limit, window=3600):
+    if limit_reached(_new_keys_counter(request), limit=limit, window=3600):
         return f"You made {limit} keys in the last hour. Try again later, or reuse a key."
     return None
 
@@ -81,7 +85,7 @@ def token_create(request):
             form.add_error(None, refusal)
             return render(request, "tokens/form.html", {"form": form, "creating": True})
         data = form.cleaned_data
-        with given_back_on_error(f"new-keys:{request.user.pk}", window=3600):
+        with given_back_on_error(_new_keys_counter(request), window=3600):
             token, key = services.token_create(
                 user=request.user,
                 name=data["name"],
@@ -135,7 +139,7 @@ def token_rotate(request, pk):
     if refusal:
         messages.error(request, refusal)
         return redirect("tokens:list")
-    with given_back_on_error(f"new-keys:{request.user.pk}", window=3600):
+    with given_back_on_error(_new_keys_counter(request), window=3600):
         key = services.token_rotate(token=token)
     return _key_page(request, token, key, rotated=True)
 

@@ -16,26 +16,19 @@ The examples are derandomized (the same in CI as on a laptop) and no example dat
 import asyncio
 import json
 import logging
-import os
 import socket
-import tempfile
 from collections import Counter
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from billing.models import Account, Hold, LedgerEntry
 from logs.models import RequestLog
 from tests.conftest import balance_of, ledger_sum
+from tests.fuzzing import fuzz_settings
 from tests.relay.conftest import wait_until
-
-# No example database (database=None below), and Hypothesis's other cache (constants it reads
-# from the source files) goes to the temporary directory, not into the repository.
-os.environ.setdefault(
-    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "switchboard-hypothesis")
-)
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 ENDPOINTS = (CHAT, COMPLETIONS, EMBEDDINGS)
@@ -89,19 +82,7 @@ COST = {CHAT: 5, COMPLETIONS: 14, EMBEDDINGS: 0}
 LIMIT = 1024 * 1024  # GATEWAY_MAX_BODY_BYTES for these tests; read by the gateway per request
 TIMEOUT = 10.0
 EXAMPLES = 200
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
+FUZZ = fuzz_settings(EXAMPLES, HealthCheck.large_base_example)
 
 
 # Strategies

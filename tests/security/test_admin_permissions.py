@@ -390,28 +390,20 @@ def test_staff_who_may_adjust_balances_can(site_rows, alice):
     assert balance_of(alice) == before + 12_500_000
 
 
-def test_staff_who_may_credit_orders_can(site_rows):
-    client = finance_client("billing.credit_order")
-    order = site_rows["pending"]
-    run_action(client, RechargeOrder, "credit_by_hand", _selected_action=[order.pk], reason="paid")
+@pytest.mark.parametrize(
+    ("permission", "order", "action", "reason", "status"),
+    [
+        ("billing.credit_order", "pending", "credit_by_hand", "paid", "credited"),
+        ("billing.refund_order", "credited", "refund", "dispute", "refunded"),
+        ("billing.fail_order", "pending", "mark_failed", "fraud", "failed"),
+    ],
+)
+def test_staff_who_may_act_on_orders_can(site_rows, permission, order, action, reason, status):
+    client = finance_client(permission)
+    order = site_rows[order]
+    run_action(client, RechargeOrder, action, _selected_action=[order.pk], reason=reason)
     order.refresh_from_db()
-    assert order.status == RechargeOrder.Status.CREDITED
-
-
-def test_staff_who_may_refund_orders_can(site_rows):
-    client = finance_client("billing.refund_order")
-    order = site_rows["credited"]
-    run_action(client, RechargeOrder, "refund", _selected_action=[order.pk], reason="dispute")
-    order.refresh_from_db()
-    assert order.status == RechargeOrder.Status.REFUNDED
-
-
-def test_staff_who_may_fail_orders_can(site_rows):
-    client = finance_client("billing.fail_order")
-    order = site_rows["pending"]
-    run_action(client, RechargeOrder, "mark_failed", _selected_action=[order.pk], reason="fraud")
-    order.refresh_from_db()
-    assert order.status == RechargeOrder.Status.FAILED
+    assert order.status == status
 
 
 def test_staff_who_may_export_orders_can(site_rows):

@@ -15,8 +15,6 @@ refuses NUL as PostgreSQL does: a SQLite run finds what production would. The te
 raises the view's exception, so a failure shows what raised and the input that made it.
 """
 
-import os
-import tempfile
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
@@ -24,10 +22,11 @@ import pytest
 from django.db import DataError, connection
 from django.test import Client
 from django.urls import Resolver404, resolve, reverse
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from accounts.models import User
+from tests.fuzzing import fuzz_settings
 from tests.security.urls import (
     make_log,
     make_order,
@@ -37,23 +36,8 @@ from tests.security.urls import (
     url_for,
 )
 
-os.environ.setdefault(
-    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "switchboard-hypothesis")
-)
-
 EXAMPLES = 25  # per target, after the sweep of every extreme value through every field
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+FUZZ = fuzz_settings(EXAMPLES)
 
 # What production saw, and its relatives. Lone surrogates cannot be sent as text (the client
 # encodes UTF-8); the rest of Unicode's corners can.

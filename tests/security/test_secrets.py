@@ -20,14 +20,14 @@ from relay.models import Channel
 ROOT = django_settings.BASE_DIR
 
 
-def _start(*args, **env):
-    """Runs `python manage.py …` with the production settings and exactly these variables."""
+def _python(*args, **env):
+    """Runs `python …` in the project with the production settings and exactly these variables."""
     environment = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}} | {
         "DJANGO_SETTINGS_MODULE": "console.settings",
         **env,
     }
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -39,28 +39,24 @@ def _start(*args, **env):
 @pytest.mark.parametrize("secret", [None, django_settings.DEVELOPMENT_SECRET_KEY])
 def test_the_site_refuses_to_start_with_debug_off_and_no_secret_of_its_own(secret):
     env = {"DEBUG": "0"} | ({"SECRET_KEY": secret} if secret else {})
-    started = _start("check", **env)
+    started = _python("manage.py", "check", **env)
     assert started.returncode != 0
     assert "SECRET_KEY is not set" in started.stderr
     # The ASGI application (what uvicorn loads) refuses the same way.
-    served = subprocess.run(
-        [sys.executable, "-c", "import console.asgi"],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
-        | {"DEBUG": "0", "DJANGO_SETTINGS_MODULE": "console.settings"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    served = _python("-c", "import console.asgi", **env)
     assert served.returncode != 0 and "SECRET_KEY is not set" in served.stderr
 
 
 def test_check_deploy_reports_the_development_secret_as_an_error():
-    checked = _start("check", "--deploy", DEBUG="1")
+    checked = _python("manage.py", "check", "--deploy", DEBUG="1")
     assert checked.returncode != 0
     assert "console.E001" in checked.stderr
-    fine = _start(
-        "check", "--deploy", DEBUG="1", SECRET_KEY="x" * 20 + "a-real-random-secret-1234567890"
+    fine = _python(
+        "manage.py",
+        "check",
+        "--deploy",
+        DEBUG="1",
+        SECRET_KEY="x" * 20 + "a-real-random-secret-1234567890",
     )
     assert "System check identified" in fine.stderr + fine.stdout, fine.stderr
     assert "console.E001" not in fine.stderr + fine.stdout
