@@ -28,13 +28,16 @@ run: demo
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Style, the layers (import contracts in pyproject.toml) and the types of billing and the gateway.
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m mypy
 
 format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .test-db-*
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache .test-db-*
