@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import cast
 
 from django import forms
 from django.conf import settings
@@ -70,12 +71,13 @@ class RechargeForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["amount"].minimum = settings.RECHARGE_MIN
-        self.fields["amount"].maximum = settings.RECHARGE_MAX
-        providers = enabled_providers()
-        self.fields["provider"].choices = [(p.name, p.label) for p in providers]
+        amount = cast(AmountField, self.fields["amount"])
+        amount.minimum, amount.maximum = settings.RECHARGE_MIN, settings.RECHARGE_MAX
+        self.providers = providers = enabled_providers()
+        provider = cast(forms.ChoiceField, self.fields["provider"])
+        provider.choices = [(p.name, p.label) for p in providers]
         if len(providers) == 1:
-            self.fields["provider"].initial = providers[0].name
+            provider.initial = providers[0].name
 
     def clean_provider(self):
         name = self.cleaned_data["provider"]

@@ -9,31 +9,38 @@ process comes up short while other processes hold money of the same account, it 
 give back what they do not use (`ask_others`), and tries once more.
 
 What a request costs is written in its log row. Once a second the log writer settles, per
-account, what the newly written rows cost (`usage_settle`): the balance and the hold go down
-by it, one usage ledger row records it, and lease money the process gives back is released,
-all in the transaction that writes those rows. So a request is charged exactly when its log
-row is written, and never twice: a row that already exists was charged when it was written.
+account, what the newly written rows cost (billing.settlement.usage_settle): the balance and
+the hold go down by it, one usage ledger row records it, and lease money the process gives
+back is released, all in the transaction that writes those rows. So a request is charged
+exactly when its log row is written, and never twice: a row that already exists was charged
+when it was written.
 
 Hold rows name their owner process and expire unless the owner keeps touching them. What a
 dead process left is settled from its journal by the next gateway process (relay.journal),
 which then releases the rest; `holds_reap`, a periodic job, releases holds nobody settles.
+
+The database side here is the only code that changes what is held: Account.held, and a limited
+token's quota_held through billing.models.TokenQuota, each with a guarded F() update.
 """
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.alerts import low_balance_check
-from billing.models import Account, Hold, LedgerEntry, UnsettledUsage
+from billing.ledger import funds_lock
+from billing.models import Account, Hold, TokenQuota
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # A lease nobody has used for this long is given back at the next settlement.
 IDLE_RELEASE_SECONDS = 5.0
@@ -47,7 +54,7 @@ class Refused(Exception):
     """A request the money does not cover. `code` is "insufficient_quota" (the balance) or
     "token_quota_exceeded" (the token's own limit)."""
 
-    def __init__(self, code):
+    def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
 
@@ -63,7 +70,7 @@ class Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
-    def free(self):
+    def free(self) -> int:
         return self.held - self.reserved - self.spent
 
 
@@ -71,11 +78,21 @@ class Lease:
 class Settlement:
     """The lease money one flush gives back: per user, and per limited token (user, amount)."""
 
-    accounts: dict = field(default_factory=dict)
-    quotas: dict = field(default_factory=dict)
+    accounts: dict[int, int] = field(default_factory=dict)
+    quotas: dict[int, tuple[int, int]] = field(default_factory=dict)
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.accounts or self.quotas)
+
+
+class RunDb(Protocol):
+    """Awaits a database function, called with keyword arguments, in a thread."""
+
+    def __call__(self, function: Callable[..., _T], /, **kwargs: Any) -> Awaitable[_T]: ...
+
+
+# Asks other processes (owners) to give back idle lease money of an account or token quota.
+AskOthers = Callable[[int, int | None, tuple[str, ...]], Awaitable[object]]
 
 
 class HoldBook:
@@ -86,19 +103,21 @@ class HoldBook:
     account (or token quota) and returns once they answered or a short time passed.
     """
 
-    def __init__(self, owner, run_db, ask_others=None):
+    def __init__(self, owner: str, run_db: RunDb, ask_others: AskOthers | None = None) -> None:
         self.owner = owner
         self.run_db = run_db
         self.ask_others = ask_others
-        self.accounts = {}
-        self.quotas = {}
+        self.accounts: dict[int, Lease] = {}  # by user id
+        self.quotas: dict[int, Lease] = {}  # by token id
 
-    async def reserve(self, *, user_id, token_id, limited, amount):
+    async def reserve(
+        self, *, user_id: int, token_id: int | None, limited: bool, amount: int
+    ) -> None:
         """Holds `amount` for one request on the account and, if limited, the token quota."""
         account = await self._reserve(self.accounts, user_id, None, user_id, amount)
         if account is None:
             raise Refused("insufficient_quota")
-        if limited:
+        if limited and token_id is not None:
             try:
                 quota = await self._reserve(self.quotas, token_id, token_id, user_id, amount)
             except BaseException:  # the database failed, or the request was cancelled
@@ -108,7 +127,14 @@ class HoldBook:
                 account.reserved -= amount
                 raise Refused("token_quota_exceeded")
 
-    async def _reserve(self, leases, key, token_id, user_id, amount):
+    async def _reserve(
+        self,
+        leases: dict[int, Lease],
+        key: int,
+        token_id: int | None,
+        user_id: int,
+        amount: int,
+    ) -> Lease | None:
         lease = leases.get(key)
         if lease is None:
             lease = leases[key] = Lease(user_id=user_id)
@@ -123,7 +149,7 @@ class HoldBook:
         lease.reserved += amount
         return lease
 
-    async def _top_up(self, lease, user_id, token_id, amount):
+    async def _top_up(self, lease: Lease, user_id: int, token_id: int | None, amount: int) -> bool:
         """Asks the database for more money; asks other processes to give some back if it is
         short while they hold some. True when the lease now covers `amount`."""
         if lease.short_until > time.monotonic():
@@ -146,14 +172,16 @@ class HoldBook:
             lease.short_until = time.monotonic() + SHORT_SECONDS
         return False
 
-    def funds_changed(self, user_ids):
+    def funds_changed(self, user_ids: Iterable[int]) -> None:
         """A credit, or a token's limit, changed for these users: ask the database again."""
         users = set(user_ids)
         for lease in [*self.accounts.values(), *self.quotas.values()]:
             if lease.user_id in users:
                 lease.short_until = 0.0
 
-    def finish(self, *, user_id, token_id, limited, reserved, cost):
+    def finish(
+        self, *, user_id: int, token_id: int | None, limited: bool, reserved: int, cost: int
+    ) -> int:
         """Ends a request that reserved `reserved`: charges its cost from the leases.
 
         The real cost may exceed the estimate; the excess comes from the lease if it has it.
@@ -162,7 +190,7 @@ class HoldBook:
         account = self.accounts[user_id]
         account.reserved -= reserved  # what was reserved is free again, to be charged from
         charge = min(cost, max(account.free, 0))
-        if limited:
+        if limited and token_id is not None:
             quota = self.quotas[token_id]
             quota.reserved -= reserved
             charge = min(charge, max(quota.free, 0))
@@ -172,7 +200,7 @@ class HoldBook:
         account.last_active = time.monotonic()
         return charge
 
-    def take_settlement(self):
+    def take_settlement(self) -> Settlement:
         """Takes what was spent out of the leases (the log rows carry it to the database), and
         the money of idle leases, to be given back by this flush."""
         settlement = Settlement()
@@ -191,7 +219,7 @@ class HoldBook:
                     del leases[key]
         return settlement
 
-    def give_back(self, user_id, token_id):
+    def give_back(self, user_id: int, token_id: int | None) -> int:
         """Takes the free money out of one lease, for another process that asked for it; the
         caller releases it in the database (`hold_give_back`). Returns the amount. A process
         short of money itself gives back all the same: two processes each holding half of
@@ -203,13 +231,13 @@ class HoldBook:
         lease.held -= amount
         return amount
 
-    def undo_give_back(self, user_id, token_id, amount):
+    def undo_give_back(self, user_id: int, token_id: int | None, amount: int) -> None:
         """The database did not release what `give_back` took out: it is the lease's again."""
         lease = self.quotas.get(token_id) if token_id else self.accounts.get(user_id)
         if lease is not None:
             lease.held += amount
 
-    def forget(self, *, users=(), tokens=()):
+    def forget(self, *, users: Iterable[int] = (), tokens: Iterable[int] = ()) -> None:
         """These leases' holds were released behind this process's back (it could not reach the
         database for longer than HOLD_SECONDS): their free money is gone. What requests in
         flight reserved, and what was spent since, stays theirs, to be settled from whatever
@@ -219,74 +247,117 @@ class HoldBook:
             if lease is not None:
                 lease.held = min(lease.held, lease.reserved + lease.spent)
 
-    def release_everything(self):
+    def release_everything(self) -> Settlement:
         """A settlement that gives back every lease, for shutdown."""
         for lease in [*self.accounts.values(), *self.quotas.values()]:
             lease.last_active = 0
         return self.take_settlement()
 
 
-# Database side. These run in the gateway's database threads, or in Celery.
+# Database side. These run in the gateway's database threads, or in Celery. Rows are locked in
+# one order everywhere: the account row (billing.ledger.funds_lock), then token rows by id,
+# then hold rows.
 
 
-def _expiry():
+class HoldRow(NamedTuple):
+    pk: int
+    amount: int
+
+
+def _expiry() -> datetime:
     return timezone.now() + timedelta(seconds=settings.HOLD_SECONDS)
 
 
-def _target(user_id, token_id):
+def _target(user_id: int, token_id: int | None) -> dict[str, Any]:
     if token_id is None:
         return {"user_id": user_id, "token__isnull": True}
     return {"token_id": token_id}
 
 
-def hold_acquire(*, owner, user_id, token_id, minimum):
+def hold_acquire(
+    *, owner: str, user_id: int, token_id: int | None, minimum: int
+) -> tuple[int, tuple[str, ...]]:
     """Holds more money for `owner`: at least `minimum`, more when funds allow.
 
     Returns (amount held, other owners): the amount is 0 when the available balance (or token
     quota) is below `minimum`; the other owners are named only then, and only if what they
     hold would make up the difference.
     """
-    from tokens.models import Token
-
     with transaction.atomic():
-        if token_id is None:
-            rows = Account.objects.filter(user_id=user_id)
-            found = rows.values_list("balance", "held").first()
-            available = found[0] - found[1] if found else 0
-        else:
-            rows = Token.objects.filter(pk=token_id, unlimited_quota=False)
-            found = rows.values_list("quota_limit", "quota_used", "quota_held").first()
-            available = found[0] - found[1] - found[2] if found else 0
+        available = _available(user_id, token_id)
         if available >= minimum:
             for amount in dict.fromkeys((_lease_size(available, minimum), minimum)):
-                if _take(rows, token_id, amount):
+                if held_take(user_id=user_id, token_id=token_id, amount=amount):
                     _add_to_hold(owner, user_id, token_id, amount)
                     return amount, ()
-        others = dict(
-            Hold.objects.filter(amount__gt=0, **_target(user_id, token_id))
-            .exclude(owner=owner)
-            .values_list("owner", "amount")
-        )
-        if max(available, 0) + sum(others.values()) < minimum:
-            return 0, ()
-        return 0, tuple(sorted(others))
+        return 0, _owners_to_ask(owner, user_id, token_id, max(available, 0), minimum)
 
 
-def _take(rows, token_id, amount):
-    """The guarded update: only if the funds still cover `amount`."""
+def _available(user_id: int, token_id: int | None) -> int:
+    """What the account (or the limited token's quota) has that nobody holds."""
     if token_id is None:
-        return rows.filter(balance__gte=F("held") + amount).update(held=F("held") + amount)
-    return rows.filter(quota_limit__gte=F("quota_used") + F("quota_held") + amount).update(
-        quota_held=F("quota_held") + amount
+        funds = Account.objects.filter(user_id=user_id).values_list("balance", "held").first()
+        return funds[0] - funds[1] if funds else 0
+    quota = (
+        TokenQuota.objects.filter(pk=token_id, unlimited_quota=False)
+        .values_list("quota_limit", "quota_used", "quota_held")
+        .first()
     )
+    return (quota[0] or 0) - quota[1] - quota[2] if quota else 0
 
 
-def _lease_size(available, minimum):
+def _owners_to_ask(
+    owner: str, user_id: int, token_id: int | None, available: int, minimum: int
+) -> tuple[str, ...]:
+    """The other processes holding money of the account (or quota), if with what they hold
+    `minimum` would be there."""
+    others = dict(
+        Hold.objects.filter(amount__gt=0, **_target(user_id, token_id))
+        .exclude(owner=owner)
+        .values_list("owner", "amount")
+    )
+    if available + sum(others.values()) < minimum:
+        return ()
+    return tuple(sorted(others))
+
+
+def held_take(*, user_id: int, token_id: int | None, amount: int) -> bool:
+    """Holds `amount` of an account's available balance (or of a limited token's quota), with
+    the guarded update: only if the funds still cover it. True if held."""
+    if token_id is None:
+        rows = Account.objects.filter(user_id=user_id, balance__gte=F("held") + amount)
+        return bool(rows.update(held=F("held") + amount))
+    quotas = TokenQuota.objects.filter(
+        pk=token_id,
+        unlimited_quota=False,
+        quota_limit__gte=F("quota_used") + F("quota_held") + amount,
+    )
+    return bool(quotas.update(quota_held=F("quota_held") + amount))
+
+
+def held_release(*, user_id: int, token_id: int | None, amount: int) -> None:
+    """Gives back `amount` held on an account (or on a token's quota)."""
+    if token_id is None:
+        Account.objects.filter(user_id=user_id).update(held=F("held") - amount)
+    else:
+        TokenQuota.objects.filter(pk=token_id).update(quota_held=F("quota_held") - amount)
+
+
+def quota_settle(token_id: int, *, spent: int, released: int) -> None:
+    """A token's spending is settled: what its requests cost counts as used, and `released`
+    of its quota hold is given back (spent from it, or released)."""
+    if spent or released:
+        TokenQuota.objects.filter(pk=token_id).update(
+            quota_used=F("quota_used") + spent, quota_held=F("quota_held") - released
+        )
+
+
+def _lease_size(available: int, minimum: int) -> int:
     # A quarter of what is available, within limits: several processes can each hold some.
     return max(minimum, min(available // 4, settings.LEASE_MAX))
 
 
-def _add_to_hold(owner, user_id, token_id, amount):
+def _add_to_hold(owner: str, user_id: int, token_id: int | None, amount: int) -> None:
     holds = Hold.objects.filter(owner=owner, **_target(user_id, token_id))
     if not holds.update(amount=F("amount") + amount, expires_at=_expiry()):
         Hold.objects.create(
@@ -294,168 +365,56 @@ def _add_to_hold(owner, user_id, token_id, amount):
         )
 
 
-def _lock_account(user_id):
-    """Locks an account row (first, always: then its tokens, then holds) and reads it."""
-    return (
-        Account.objects.select_for_update(no_key=True)
-        .filter(user_id=user_id)
-        .values_list("balance", "held")
-        .first()
-    )
-
-
-def _lock_tokens(token_ids):
+def quotas_lock(token_ids: Iterable[int]) -> None:
     """Locks token rows in id order (after their account's row)."""
-    from tokens.models import Token
-
-    rows = Token.objects.select_for_update(no_key=True).filter(pk__in=list(token_ids))
-    return list(rows.order_by("pk").values_list("pk", flat=True))
+    rows = TokenQuota.objects.select_for_update(no_key=True).filter(pk__in=list(token_ids))
+    list(rows.order_by("pk").values_list("pk", flat=True))
 
 
-def _lock_hold(owner, user_id, token_id):
-    return (
+def hold_lock(owner: str, user_id: int, token_id: int | None) -> HoldRow | None:
+    """Locks `owner`'s hold on an account (or a token quota) and reads it."""
+    row = (
         Hold.objects.select_for_update()
         .filter(owner=owner, **_target(user_id, token_id))
         .values_list("pk", "amount")
         .first()
     )
+    return None if row is None else HoldRow(*row)
 
 
-def _hold_down(hold_pk, amount):
+def hold_down(hold: HoldRow, amount: int) -> None:
     if amount:
-        Hold.objects.filter(pk=hold_pk).update(amount=F("amount") - amount)
+        Hold.objects.filter(pk=hold.pk).update(amount=F("amount") - amount)
 
 
-def hold_give_back(*, owner, user_id, token_id, amount):
+def hold_give_back(*, owner: str, user_id: int, token_id: int | None, amount: int) -> int:
     """Releases up to `amount` of `owner`'s hold on an account (or a token quota), because
     another process asked for it. Returns what was released."""
-    from tokens.models import Token
-
     with transaction.atomic():
-        if _lock_account(user_id) is None:
+        if funds_lock(user_id) is None:
             return 0
         if token_id is not None:
-            _lock_tokens([token_id])
-        hold = _lock_hold(owner, user_id, token_id)
-        released = min(amount, hold[1]) if hold else 0
-        if released:
-            _hold_down(hold[0], released)
-            Hold.objects.filter(pk=hold[0], amount=0).delete()
-            if token_id is None:
-                Account.objects.filter(user_id=user_id).update(held=F("held") - released)
-            else:
-                Token.objects.filter(pk=token_id).update(quota_held=F("quota_held") - released)
+            quotas_lock([token_id])
+        hold = hold_lock(owner, user_id, token_id)
+        released = min(amount, hold.amount) if hold else 0
+        if hold and released:
+            hold_down(hold, released)
+            Hold.objects.filter(pk=hold.pk, amount=0).delete()
+            held_release(user_id=user_id, token_id=token_id, amount=released)
         return released
 
 
-@dataclass
-class Usage:
-    """One account's part of a flush, as money: what its newly written log rows cost, and the
-    lease money its process gives back."""
-
-    user_id: int
-    cost: int = 0
-    requests: int = 0  # rows that cost something
-    tokens: dict = field(default_factory=dict)  # token id → [spent, spent from its quota lease]
-    release: int = 0
-    quota_releases: dict = field(default_factory=dict)  # token id → amount given back
-
-    def add_request(self, token_id, cost, *, quota):
-        if not cost:
-            return
-        self.cost += cost
-        self.requests += 1
-        if token_id:
-            spent = self.tokens.setdefault(token_id, [0, 0])
-            spent[0] += cost
-            spent[1] += cost if quota else 0
-
-
-def usage_settle(*, owner, usage, release_all=False):
-    """Charges one account's usage from `owner`'s holds and releases what it gives back (all of
-    its holds on the account with `release_all`: the owner is gone). Runs in the caller's
-    transaction, which also writes the log rows that cost this money.
-
-    Returns (lost account hold, [token ids whose quota hold was lost]): holds the reaper
-    released while the owner still spent from them. Their usage is charged from the available
-    balance instead, never below it; a shortfall is logged as an error.
-    """
-    from tokens.models import Token
-
-    user_id = usage.user_id
-    account = _lock_account(user_id)
-    token_ids = set(usage.tokens) | set(usage.quota_releases)
-    if release_all:
-        token_ids.update(
-            Hold.objects.filter(owner=owner, user_id=user_id, token__isnull=False).values_list(
-                "token_id", flat=True
-            )
-        )
-    token_ids = sorted(token_ids)
-    _lock_tokens(token_ids)
-    if account is None:  # the user was deleted: nothing to charge or release
-        return False, []
-    balance, held = account
-    hold = _lock_hold(owner, user_id, None)
-    in_hold = hold[1] if hold else 0
-    from_hold = min(in_hold, usage.cost)
-    from_free = min(usage.cost - from_hold, max(balance - held, 0))
-    released = in_hold - from_hold if release_all else min(in_hold - from_hold, usage.release)
-    if hold:
-        _hold_down(hold[0], from_hold + released)
-    charged = from_hold + from_free
-    if charged or released:
-        Account.objects.filter(user_id=user_id).update(
-            balance=F("balance") - charged, held=F("held") - from_hold - released
-        )
-    if charged:
-        LedgerEntry.objects.create(
-            account_id=user_id,
-            kind=LedgerEntry.Kind.USAGE,
-            amount=-charged,
-            balance_after=balance - charged,
-            request_count=usage.requests,
-        )
-        low_balance_check([user_id])
-    if charged < usage.cost:
-        log.error(
-            "User %s: %s micro-dollars of usage could not be charged: the hold was gone and the "
-            "balance did not cover it",
-            user_id,
-            usage.cost - charged,
-        )
-    lost_tokens = []
-    for token_id in token_ids:
-        spent, from_quota = usage.tokens.get(token_id, (0, 0))
-        release = usage.quota_releases.get(token_id, 0)
-        quota_hold = _lock_hold(owner, user_id, token_id)
-        in_quota = quota_hold[1] if quota_hold else 0
-        taken = min(in_quota, from_quota)
-        given = in_quota - taken if release_all else min(in_quota - taken, release)
-        if quota_hold:
-            _hold_down(quota_hold[0], taken + given)
-        elif from_quota or release:
-            lost_tokens.append(token_id)
-        if spent or taken or given:
-            Token.objects.filter(pk=token_id).update(
-                quota_used=F("quota_used") + spent, quota_held=F("quota_held") - taken - given
-            )
-    Hold.objects.filter(owner=owner, user_id=user_id, amount=0).delete()
-    lost_account = hold is None and bool(usage.cost or usage.release)
-    return lost_account, lost_tokens
-
-
-def holds_refresh(*, owner):
+def holds_refresh(*, owner: str) -> None:
     """The owner is alive: its holds do not expire yet."""
     Hold.objects.filter(owner=owner).update(expires_at=_expiry())
 
 
-def holds_of(owner):
+def holds_of(owner: str) -> set[int]:
     """The users on whose accounts `owner` holds money."""
     return set(Hold.objects.filter(owner=owner).values_list("user_id", flat=True))
 
 
-def holds_reap(*, now=None):
+def holds_reap(*, now: datetime | None = None) -> int:
     """Gives back the holds of processes that stopped touching them. Safe to run again; a hold
     it cannot release is logged and left, and the others are released all the same."""
     now = now or timezone.now()
@@ -469,50 +428,19 @@ def holds_reap(*, now=None):
     return released
 
 
-def _reap(hold_id, user_id, token_id, now):
-    from tokens.models import Token
-
+def _reap(hold_id: int, user_id: int, token_id: int | None, now: datetime) -> int:
     with transaction.atomic():
-        _lock_account(user_id)  # the same order as every settlement: account, token, hold
+        funds_lock(user_id)  # the same order as every settlement: account, token, hold
         if token_id is not None:
-            _lock_tokens([token_id])
-        hold = (
+            quotas_lock([token_id])
+        amount = (
             Hold.objects.select_for_update(skip_locked=True)
             .filter(pk=hold_id, expires_at__lt=now)
             .values_list("amount", flat=True)
             .first()
         )
-        if hold is None:
+        if amount is None:
             return 0
-        if token_id is not None:
-            Token.objects.filter(pk=token_id).update(quota_held=F("quota_held") - hold)
-        else:
-            Account.objects.filter(user_id=user_id).update(held=F("held") - hold)
+        held_release(user_id=user_id, token_id=token_id, amount=amount)
         Hold.objects.filter(pk=hold_id).delete()
         return 1
-
-
-def unsettled_record(*, owner, user_id, requests, amount, error):
-    """Shows staff that an account's usage was refused and is kept for another try."""
-    now = timezone.now()
-    with transaction.atomic():
-        updated = UnsettledUsage.objects.filter(
-            owner=owner, user_id=user_id, settled_at__isnull=True
-        ).update(
-            requests=requests,
-            amount=amount,
-            error=error[:500],
-            attempts=F("attempts") + 1,
-            last_refused_at=now,
-        )
-        if not updated:
-            UnsettledUsage.objects.create(
-                owner=owner, user_id=user_id, requests=requests, amount=amount, error=error[:500]
-            )
-
-
-def unsettled_cleared(*, owner, user_ids):
-    """These accounts' refused usage went through at last."""
-    UnsettledUsage.objects.filter(
-        owner=owner, user_id__in=list(user_ids), settled_at__isnull=True
-    ).update(settled_at=timezone.now())

@@ -1,7 +1,7 @@
 """Money: balances and their ledger, prices, recharge orders, redemption codes.
 
 Every amount is an integer of micro-dollars (1 USD = 1,000,000). Balances change only through
-billing.services, which write the ledger row in the same transaction.
+billing.ledger.ledger_post, which writes the ledger row in the same transaction.
 """
 
 import secrets
@@ -28,7 +28,9 @@ class Account(CountersOutOfSave, models.Model):
     )
     balance = models.BigIntegerField(default=0, help_text="Micro-dollars.")
     held = models.BigIntegerField(
-        default=0, help_text="Micro-dollars held for requests in flight (part of the balance)."
+        default=0,
+        help_text="Micro-dollars held for requests in flight and for refunds waiting for the "
+        "payment provider (part of the balance).",
     )
     total_recharged = models.BigIntegerField(
         default=0, help_text="Cumulative credited recharges, micro-dollars; sets the bonus tier."
@@ -270,7 +272,7 @@ class PriceAdjustment(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     announcement = models.ForeignKey(
-        "console.Announcement",
+        "announcements.Announcement",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -359,6 +361,9 @@ class RechargeOrder(models.Model):
         FAILED = "failed", "Failed"
         REFUNDED = "refunded", "Refunded"
         EXPIRED = "expired", "Expired"
+        # Staff asked for a refund; the provider has not answered yet. What it takes back is
+        # held on the balance meanwhile (`refund_held`).
+        REFUNDING = "refunding", "Refund pending"
 
     number = models.CharField(max_length=24, unique=True)
     user = models.ForeignKey(
@@ -380,6 +385,22 @@ class RechargeOrder(models.Model):
     refunded_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
     refunded_amount = models.BigIntegerField(default=0)
+    refund_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When staff asked for the refund that is pending."
+    )
+    refund_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who asked for the refund that is pending.",
+    )
+    refund_held = models.BigIntegerField(
+        default=0,
+        help_text="Micro-dollars held on the balance while the refund is pending: "
+        "what it takes back once the provider has refunded.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -473,6 +494,7 @@ class OrderAction(models.Model):
         CREDIT = "credit", "Credited by hand"
         MARK_FAILED = "mark_failed", "Marked failed"
         REFUND = "refund", "Refunded"
+        REFUND_FAILED = "refund_failed", "Refund failed at the provider"
 
     order = models.ForeignKey(RechargeOrder, on_delete=models.CASCADE, related_name="actions")
     action = models.CharField(max_length=16, choices=Action.choices)
@@ -570,6 +592,38 @@ class Hold(CountersOutOfSave, models.Model):
     def __str__(self):
         target = f"token {self.token_id}" if self.token_id else f"user {self.user_id}"
         return f"{self.amount} held on {target} by {self.owner}"
+
+
+class TokenQuota(models.Model):
+    """The money side of an API token: its quota limit and the two counters billing keeps.
+
+    The table is tokens.Token's, and the token app owns the token (key, line, limits, allowlists)
+    and its migrations. But a limited token's quota is money: the gateway holds it and settles it
+    as it does a balance, with guarded F() updates that billing alone writes (quota_held when a
+    lease is taken, given back or reaped; quota_used and quota_held when usage is settled).
+    Billing sits below tokens in the layers and does not import it, so it reads and writes those
+    columns through this model, which names only them. Not managed: no migration of billing
+    changes the table. tokens.Token lists the same columns in its COUNTERS, so no form or admin
+    save writes them back.
+    """
+
+    unlimited_quota = models.BooleanField()
+    quota_limit = models.BigIntegerField(null=True)
+    quota_used = models.BigIntegerField()
+    quota_held = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "tokens_token"
+
+    def __str__(self):
+        return f"Quota of token {self.pk}"
+
+    def save(self, *args, **kwargs):
+        raise TypeError(
+            "A token quota changes only through the guarded updates of billing.holds; "
+            "the token itself is tokens.Token."
+        )
 
 
 class UnsettledUsage(models.Model):

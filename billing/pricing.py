@@ -13,27 +13,36 @@ is one fraction N / D, rounded once. Exact, and fast enough for the gateway's ho
 from dataclasses import dataclass
 from decimal import Decimal
 
+# A multiplier: a Decimal (as the database keeps it) or a whole number; never a float.
+Multiplier = Decimal | int
+
 BASE_PRICE_PER_1K_TOKENS = Decimal("0.002")  # dollars
 MICROS_PER_TOKEN = 2  # $0.002 / 1,000 tokens = 2 micro-dollars per token
 
 
-def _ratio(value):
+def _ratio(value: Multiplier) -> tuple[int, int]:
     return Decimal(value).as_integer_ratio()
 
 
-def _round_half_up(numerator, denominator):
+def _round_half_up(numerator: int, denominator: int) -> int:
     quotient, remainder = divmod(numerator, denominator)
     return quotient + (2 * remainder >= denominator)
 
 
-def _token_fraction(prompt, completion, model_multiplier, completion_multiplier, group_multiplier):
+def _token_fraction(
+    prompt: int,
+    completion: int,
+    model_multiplier: Multiplier,
+    completion_multiplier: Multiplier,
+    group_multiplier: Multiplier,
+) -> tuple[int, int]:
     cn, cd = _ratio(completion_multiplier)
     mn, md = _ratio(model_multiplier)
     gn, gd = _ratio(group_multiplier)
     return (prompt * cd + completion * cn) * mn * gn * MICROS_PER_TOKEN, cd * md * gd
 
 
-def _call_fraction(call_price, group_multiplier):
+def _call_fraction(call_price: int, group_multiplier: Multiplier) -> tuple[int, int]:
     gn, gd = _ratio(group_multiplier)
     return call_price * gn, gd
 
@@ -52,14 +61,14 @@ class CostBreakdown:
     cost: int  # micro-dollars, rounded half-up
 
     @property
-    def weighted_tokens(self):
+    def weighted_tokens(self) -> Decimal:
         """Prompt tokens plus completion tokens at the completion multiplier."""
         return Decimal(self.prompt_tokens) + Decimal(self.completion_tokens) * (
             self.completion_multiplier
         )
 
     @property
-    def exact_cost(self):
+    def exact_cost(self) -> Decimal:
         """The unrounded cost in micro-dollars."""
         if self.per_call:
             numerator, denominator = _call_fraction(self.call_price, self.group_multiplier)
@@ -76,12 +85,12 @@ class CostBreakdown:
 
 def token_cost(
     *,
-    prompt_tokens,
-    completion_tokens,
-    model_multiplier,
-    completion_multiplier,
-    group_multiplier,
-):
+    prompt_tokens: int,
+    completion_tokens: int,
+    model_multiplier: Multiplier,
+    completion_multiplier: Multiplier,
+    group_multiplier: Multiplier,
+) -> CostBreakdown:
     if prompt_tokens < 0 or completion_tokens < 0:
         raise ValueError("token counts cannot be negative")
     prompt_tokens, completion_tokens = int(prompt_tokens), int(completion_tokens)
@@ -100,7 +109,13 @@ def token_cost(
     )
 
 
-def call_cost(*, call_price, group_multiplier, prompt_tokens=0, completion_tokens=0):
+def call_cost(
+    *,
+    call_price: int,
+    group_multiplier: Multiplier,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+) -> CostBreakdown:
     if call_price < 0:
         raise ValueError("a call price cannot be negative")
     numerator, denominator = _call_fraction(int(call_price), group_multiplier)
@@ -117,8 +132,12 @@ def call_cost(*, call_price, group_multiplier, prompt_tokens=0, completion_token
 
 
 def token_cost_ceiling(
-    prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
-):
+    prompt_tokens: int,
+    completion_tokens: int,
+    model_multiplier: Multiplier,
+    completion_multiplier: Multiplier,
+    group_multiplier: Multiplier,
+) -> int:
     """The cost rounded up, in micro-dollars: what to hold before a request is served."""
     numerator, denominator = _token_fraction(
         prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
@@ -126,12 +145,12 @@ def token_cost_ceiling(
     return -(-numerator // denominator)
 
 
-def call_cost_ceiling(call_price, group_multiplier):
+def call_cost_ceiling(call_price: int, group_multiplier: Multiplier) -> int:
     numerator, denominator = _call_fraction(call_price, group_multiplier)
     return -(-numerator // denominator)
 
 
-def per_million(multiplier):
+def per_million(multiplier: Multiplier) -> int:
     """Micro-dollars for one million tokens at this combined multiplier."""
     numerator, denominator = _ratio(multiplier)
     return _round_half_up(numerator * MICROS_PER_TOKEN * 1_000_000, denominator)

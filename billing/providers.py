@@ -11,12 +11,16 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import stripe
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
+
+if TYPE_CHECKING:
+    from stripe._base_address import BaseAddresses  # the type of StripeClient's base_addresses
 
 MICROS_PER_CENT = 10_000
 
@@ -149,7 +153,9 @@ class StripeProvider(Provider):
             raise ImproperlyConfigured(
                 "Stripe needs STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET to be set."
             )
-        base = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
+        base: BaseAddresses | None = None
+        if settings.STRIPE_API_BASE:
+            base = {"api": settings.STRIPE_API_BASE}
         return stripe.StripeClient(
             settings.STRIPE_SECRET_KEY, base_addresses=base, max_network_retries=2
         )

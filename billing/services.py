@@ -1,9 +1,12 @@
 """Every workflow that moves money. Each runs in one transaction and writes its ledger rows.
 
-Balances are changed with guarded updates (`balance - held >= amount`), so concurrent debits
-can never take a balance below zero, and every change writes a LedgerEntry with the balance
-after it, so the ledger of an account always sums to its balance.
+A balance changes only through billing.ledger.ledger_post, under the lock of its account row:
+the ledger entry is written with the balance update, so the ledger of an account always sums
+to its balance, and a debit takes from the available balance only (billing.ledger.debit_amount),
+so concurrent debits can never take a balance below zero.
 """
+
+from __future__ import annotations
 
 import csv
 import hashlib
@@ -11,9 +14,11 @@ import hmac
 import io
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any, Unpack
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -21,7 +26,16 @@ from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.alerts import low_balance_check, low_balance_reset
+from billing.holds import held_release, held_take
+from billing.ledger import (
+    BillingError,
+    Cause,
+    Funds,
+    InsufficientBalance,
+    debit_amount,
+    funds_lock,
+    ledger_post,
+)
 from billing.models import (
     Account,
     BonusTier,
@@ -39,18 +53,17 @@ from console.lib import invalidation
 from console.lib.money import format_usd
 from console.lib.ratelimit import limit_reached
 
+if TYPE_CHECKING:
+    from accounts.models import User
+    from billing.providers import PaymentUpdate
+
 log = logging.getLogger(__name__)
 
 Kind = LedgerEntry.Kind
 Status = RechargeOrder.Status
 
-
-class BillingError(Exception):
-    """A refusal with a message a person can act on."""
-
-
-class InsufficientBalance(BillingError):
-    pass
+# BillingError and InsufficientBalance, which the workflows here raise, are billing.ledger's:
+# callers catch them as services.BillingError and services.InsufficientBalance all the same.
 
 
 class OrderStateError(BillingError):
@@ -61,6 +74,10 @@ class RefundRefused(BillingError):
     pass
 
 
+class RefundFailed(BillingError):
+    """The payment provider did not refund: nothing was taken back."""
+
+
 class RedemptionRefused(BillingError):
     pass
 
@@ -68,64 +85,50 @@ class RedemptionRefused(BillingError):
 # Balance and ledger
 
 
-def account_for(user):
+def account_for(user: User) -> Account:
     return Account.objects.get_or_create(user=user)[0]
 
 
-def _write_entry(account_id, amount, kind, **cause):
-    balance_after = Account.objects.values_list("balance", flat=True).get(pk=account_id)
-    return LedgerEntry.objects.create(
-        account_id=account_id, kind=kind, amount=amount, balance_after=balance_after, **cause
-    )
+def _locked_funds(user_id: int) -> Funds:
+    """A user's account, made if it is missing, locked and read."""
+    while (funds := funds_lock(user_id)) is None:
+        Account.objects.get_or_create(user_id=user_id)
+    return funds
 
 
-def balance_credit(*, user, amount, kind, **cause):
+def balance_credit(*, user: User, amount: int, kind: str, **cause: Unpack[Cause]) -> LedgerEntry:
     """Adds money to a balance. `cause` names the order, code, staff user and reason."""
     if amount <= 0:
         raise ValueError("a credit must be positive")
     with transaction.atomic():
-        account = account_for(user)
-        Account.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
+        funds = _locked_funds(user.pk)
         # A gateway that just refused this user for want of money must look again.
-        transaction.on_commit(lambda: invalidation.publish(users=[account.pk]))
-        entry = _write_entry(account.pk, amount, kind, **cause)
-        low_balance_reset(account.pk)
-        return entry
+        transaction.on_commit(lambda: invalidation.publish(users=[funds.account_id]))
+        return ledger_post(funds=funds, kind=kind, amount=amount, **cause)
 
 
-def balance_charge(*, user, amount, kind, **cause):
+def balance_charge(*, user: User, amount: int, kind: str, **cause: Unpack[Cause]) -> LedgerEntry:
     """Takes money from the available balance, or raises InsufficientBalance."""
     if amount <= 0:
         raise ValueError("a charge must be positive")
     with transaction.atomic():
-        account = account_for(user)
-        taken = Account.objects.filter(pk=account.pk, balance__gte=F("held") + amount).update(
-            balance=F("balance") - amount
-        )
-        if not taken:
-            available = Account.objects.values_list("balance", "held").get(pk=account.pk)
-            raise InsufficientBalance(
-                f"The available balance ({format_usd(available[0] - available[1])}) "
-                f"does not cover {format_usd(amount)}."
-            )
-        entry = _write_entry(account.pk, -amount, kind, **cause)
-        low_balance_check([account.pk])
-        return entry
+        funds = _locked_funds(user.pk)
+        return ledger_post(funds=funds, kind=kind, amount=-debit_amount(funds, amount), **cause)
 
 
-def balance_adjust(*, user, amount, staff_user, reason):
+def balance_adjust(*, user: User, amount: int, staff_user: User, reason: str) -> LedgerEntry:
     """A staff correction of a balance, up or down, with the reason in the ledger."""
     if not reason.strip():
         raise BillingError("Give a reason: it is kept in the ledger.")
     if amount == 0:
         raise BillingError("The amount cannot be zero.")
-    cause = {"staff_user": staff_user, "reason": reason.strip()}
+    cause: Cause = {"staff_user": staff_user, "reason": reason.strip()}
     if amount > 0:
         return balance_credit(user=user, amount=amount, kind=Kind.ADJUSTMENT, **cause)
     return balance_charge(user=user, amount=-amount, kind=Kind.ADJUSTMENT, **cause)
 
 
-def spend_between(user, start, end):
+def spend_between(user: User, start: datetime, end: datetime) -> int:
     """Micro-dollars of API usage settled between two times."""
     total = LedgerEntry.objects.filter(
         account__user=user, kind=Kind.USAGE, created_at__gte=start, created_at__lt=end
@@ -143,11 +146,11 @@ class TierStatus:
     next: BonusTier | None
 
     @property
-    def to_next(self):
+    def to_next(self) -> int | None:
         return max(self.next.threshold - self.total_recharged, 0) if self.next else None
 
 
-def tier_status(user):
+def tier_status(user: User) -> TierStatus:
     total = account_for(user).total_recharged
     tiers = list(BonusTier.objects.all())
     current = next((t for t in reversed(tiers) if t.threshold <= total), None)
@@ -155,7 +158,7 @@ def tier_status(user):
     return TierStatus(total_recharged=total, current=current, next=upcoming)
 
 
-def bonus_for(user, amount):
+def bonus_for(user: User, amount: int) -> tuple[int, BonusTier | None]:
     """The bonus a recharge of `amount` earns: the tier reached with this recharge counted."""
     reached = account_for(user).total_recharged + amount
     tier = BonusTier.objects.filter(threshold__lte=reached).order_by("-threshold").first()
@@ -168,7 +171,7 @@ def bonus_for(user, amount):
 # Recharge orders
 
 
-def order_create(*, user, amount, provider):
+def order_create(*, user: User, amount: int, provider: str) -> RechargeOrder:
     if not settings.RECHARGE_MIN <= amount <= settings.RECHARGE_MAX:
         raise BillingError(
             f"Recharge between {format_usd(settings.RECHARGE_MIN)} "
@@ -190,13 +193,19 @@ def order_create(*, user, amount, provider):
     raise BillingError("Could not number the order; please try again.")
 
 
-def order_credit(*, order, staff_user=None, reason="", payment_reference=""):
+def order_credit(
+    *,
+    order: RechargeOrder,
+    staff_user: User | None = None,
+    reason: str = "",
+    payment_reference: str = "",
+) -> bool:
     """Credits an order's amount and bonus, exactly once. Returns False if already done."""
     if staff_user is not None and not reason.strip():
         raise BillingError("Give a reason for crediting by hand.")
     now = timezone.now()
     with transaction.atomic():
-        changes = {
+        changes: dict[str, Any] = {
             "status": Status.CREDITED,
             "credited_at": now,
             "paid_at": Coalesce("paid_at", now),
@@ -205,14 +214,15 @@ def order_credit(*, order, staff_user=None, reason="", payment_reference=""):
             changes["payment_reference"] = payment_reference
         moved = (
             RechargeOrder.objects.filter(pk=order.pk)
-            .exclude(status__in=[Status.CREDITED, Status.REFUNDED])
+            .exclude(status__in=[Status.CREDITED, Status.REFUNDING, Status.REFUNDED])
             .update(**changes)
         )
         if not moved:
             return False
-        cause = {"order": order}
+        cause: Cause = {"order": order}
         if staff_user is not None:
-            cause.update(staff_user=staff_user, reason=reason.strip())
+            cause["staff_user"] = staff_user
+            cause["reason"] = reason.strip()
         balance_credit(user=order.user, amount=order.amount, kind=Kind.RECHARGE, **cause)
         if order.bonus:
             balance_credit(user=order.user, amount=order.bonus, kind=Kind.BONUS, **cause)
@@ -227,7 +237,7 @@ def order_credit(*, order, staff_user=None, reason="", payment_reference=""):
     return True
 
 
-def order_mark_failed(*, order, reason, staff_user=None):
+def order_mark_failed(*, order: RechargeOrder, reason: str, staff_user: User | None = None) -> None:
     if staff_user is not None and not reason.strip():
         raise BillingError("Give a reason for marking the order failed.")
     with transaction.atomic():
@@ -249,74 +259,192 @@ def order_mark_failed(*, order, reason, staff_user=None):
     order.refresh_from_db()
 
 
-def order_expire(*, order):
+def order_expire(*, order: RechargeOrder) -> bool:
     moved = RechargeOrder.objects.filter(pk=order.pk, status=Status.PENDING).update(
         status=Status.EXPIRED, expired_at=timezone.now()
     )
     return bool(moved)
 
 
-def order_refund(*, order, staff_user, reason, force=False):
+# Refunds: three steps, so that no row is locked while the provider is asked.
+
+# A refund pending for longer than this was left by a process that died between its steps
+# (the payment client gives up well before): asking again asks the provider once more.
+REFUND_PATIENCE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class RefundClaim:
+    """A refund asked for and not finished: the order, what it takes back (held on the balance
+    until then), and when this attempt claimed it."""
+
+    order: RechargeOrder
+    take_back: int
+    claimed_at: datetime
+
+
+def order_refund(
+    *, order: RechargeOrder, staff_user: User, reason: str, force: bool = False
+) -> None:
     """Takes a credited order's amount and bonus back, and refunds it at the provider.
 
     Refuses when the available balance is below what was credited, unless forced: then only
     what is available is taken back, and the shortfall is recorded.
+
+    1. In a short transaction the order is marked "refund pending", by whom and when, and what
+       it takes back is held on the balance, so that the gateway cannot spend it meanwhile.
+    2. The provider refunds, with no transaction open and no row locked. Its idempotency key is
+       the order's, so asking it twice refunds once.
+    3. In a short transaction the held money is debited with its ledger entry and the order is
+       refunded; or, if the provider refused, the money is released, the order is credited
+       again, the failure is recorded, and RefundFailed says what the provider said.
+
+    A second request while a refund is pending is refused, unless it has been pending for
+    longer than REFUND_PATIENCE: then it asks the provider again and finishes the refund.
+    Call it outside any transaction, or step 2 waits with the locks of step 1 still held.
     """
     from billing.providers import get_provider
 
-    if not reason.strip():
+    reason = reason.strip()
+    if not reason:
         raise BillingError("Give a reason for the refund.")
+    claim = _refund_claim(order=order, staff_user=staff_user, force=force)
+    provider = get_provider(claim.order.provider)
+    try:
+        provider.refund(claim.order)
+    except Exception as error:  # whatever went wrong there, the order must not stay pending
+        detail = " ".join(str(error).split())[:400] or type(error).__name__
+        _refund_undo(claim, staff_user=staff_user, reason=reason, detail=detail)
+        raise RefundFailed(
+            f"{provider.label} did not refund it: {detail}. "
+            "Nothing was taken back; the order is credited again."
+        ) from error
+    _refund_finish(claim, staff_user=staff_user, reason=reason)
+    order.refresh_from_db()
+
+
+def _refund_claim(*, order: RechargeOrder, staff_user: User, force: bool) -> RefundClaim:
+    """Step 1: marks the order "refund pending" and holds what it takes back."""
+    now = timezone.now()
     with transaction.atomic():
         locked = RechargeOrder.objects.select_for_update().get(pk=order.pk)
+        if locked.status == Status.REFUNDING:
+            return _refund_claim_again(locked, staff_user, now)
         if locked.status != Status.CREDITED:
             raise OrderStateError(
                 f"Order {locked.number} is {locked.get_status_display().lower()}; "
                 "only a credited order can be refunded."
             )
-        account = Account.objects.select_for_update().get(user=locked.user)
-        take_back = locked.total
-        if account.available < take_back:
-            if not force:
-                raise RefundRefused(
-                    f"The user's available balance is {format_usd(account.available)}, "
-                    f"below the {format_usd(take_back)} this order credited. "
-                    "Refund anyway with “force” and a reason; the balance will go to zero."
-                )
-            take_back = account.available
-        detail = ""
-        if take_back < locked.total:
-            detail = f"Took back {format_usd(take_back)} of {format_usd(locked.total)} (forced)."
-        if take_back > 0:
-            balance_charge(
-                user=locked.user,
-                amount=take_back,
-                kind=Kind.REFUND,
-                order=locked,
-                staff_user=staff_user,
-                reason=reason.strip(),
-            )
+        take_back = _refund_hold(locked, force)
         RechargeOrder.objects.filter(pk=locked.pk).update(
-            status=Status.REFUNDED, refunded_at=timezone.now(), refunded_amount=take_back
+            status=Status.REFUNDING,
+            refund_requested_at=now,
+            refund_requested_by=staff_user,
+            refund_held=take_back,
         )
-        Account.objects.filter(pk=account.pk).update(
-            total_recharged=F("total_recharged") - locked.amount
+    return RefundClaim(order=locked, take_back=take_back, claimed_at=now)
+
+
+def _refund_hold(order: RechargeOrder, force: bool) -> int:
+    """Holds what a refund takes back: all the order credited, or, forced, what is available."""
+    funds = _locked_funds(order.user_id)
+    try:
+        take_back = debit_amount(funds, order.total, partial=force)
+    except InsufficientBalance:
+        raise RefundRefused(
+            f"The user's available balance is {format_usd(funds.available)}, "
+            f"below the {format_usd(order.total)} this order credited. "
+            "Refund anyway with “force” and a reason; the balance will go to zero."
+        ) from None
+    if take_back and not held_take(user_id=order.user_id, token_id=None, amount=take_back):
+        raise RefundRefused("The balance changed meanwhile; refund again.")
+    return take_back
+
+
+def _refund_claim_again(order: RechargeOrder, staff_user: User, now: datetime) -> RefundClaim:
+    """A refund is pending already: refused while it may still be under way, else claimed."""
+    asked = order.refund_requested_at
+    if asked is not None and now - asked < REFUND_PATIENCE:
+        raise OrderStateError(
+            f"A refund of order {order.number} is waiting for the payment provider, asked by "
+            f"{order.refund_requested_by} at {timezone.localtime(asked):%H:%M:%S}; it is not "
+            "asked twice. Look again in a minute; if it is still pending "
+            f"{REFUND_PATIENCE.seconds // 60} minutes after it was asked, refund again."
         )
+    RechargeOrder.objects.filter(pk=order.pk).update(
+        refund_requested_at=now, refund_requested_by=staff_user
+    )
+    return RefundClaim(order=order, take_back=order.refund_held, claimed_at=now)
+
+
+def _refund_finish(claim: RefundClaim, *, staff_user: User, reason: str) -> None:
+    """Step 3, refunded: debits the held money, with its ledger entry, once."""
+    order = claim.order
+    with transaction.atomic():
+        finished = RechargeOrder.objects.filter(pk=order.pk, status=Status.REFUNDING).update(
+            status=Status.REFUNDED,
+            refunded_at=timezone.now(),
+            refunded_amount=claim.take_back,
+            refund_held=0,
+        )
+        if not finished:  # another attempt finished it
+            return
+        if claim.take_back:
+            ledger_post(
+                funds=_locked_funds(order.user_id),
+                kind=Kind.REFUND,
+                amount=-claim.take_back,
+                from_held=claim.take_back,
+                order=order,
+                staff_user=staff_user,
+                reason=reason,
+            )
+        Account.objects.filter(user_id=order.user_id).update(
+            total_recharged=F("total_recharged") - order.amount
+        )
+        detail = ""
+        if claim.take_back < order.total:
+            detail = (
+                f"Took back {format_usd(claim.take_back)} of {format_usd(order.total)} (forced)."
+            )
         OrderAction.objects.create(
-            order=locked,
+            order=order,
             action=OrderAction.Action.REFUND,
             staff_user=staff_user,
-            reason=reason.strip(),
+            reason=reason,
             detail=detail,
         )
-        # Last, so that a refusal by the provider undoes everything above.
-        get_provider(locked.provider).refund(locked)
-    order.refresh_from_db()
+
+
+def _refund_undo(claim: RefundClaim, *, staff_user: User, reason: str, detail: str) -> None:
+    """Step 3, refused by the provider: the order is credited again, its money released."""
+    order = claim.order
+    with transaction.atomic():
+        undone = RechargeOrder.objects.filter(
+            pk=order.pk, status=Status.REFUNDING, refund_requested_at=claim.claimed_at
+        ).update(
+            status=Status.CREDITED,
+            refund_requested_at=None,
+            refund_requested_by=None,
+            refund_held=0,
+        )
+        if not undone:  # another attempt claimed it since
+            return
+        if claim.take_back:
+            held_release(user_id=order.user_id, token_id=None, amount=claim.take_back)
+        OrderAction.objects.create(
+            order=order,
+            action=OrderAction.Action.REFUND_FAILED,
+            staff_user=staff_user,
+            reason=reason,
+            detail=detail,
+        )
 
 
 # Payment callbacks
 
 
-def payment_event_reject(*, provider, detail, source):
+def payment_event_reject(*, provider: str, detail: str, source: str) -> PaymentEvent | None:
     """Records a callback whose signature did not verify. Nothing else happens. Anyone can post
     these, so each source address gets only a few rows an hour, and all of them together a few
     more; the rest are only counted, in the log."""
@@ -338,7 +466,7 @@ def payment_event_reject(*, provider, detail, source):
 REPLAYS_RECORDED = 5
 
 
-def payment_event_handle(*, provider, update):
+def payment_event_handle(*, provider: str, update: PaymentUpdate) -> PaymentEvent:
     """Applies a verified payment update (billing.providers.PaymentUpdate) once per event id."""
     Outcome = PaymentEvent.Outcome
     record = {
@@ -357,8 +485,9 @@ def payment_event_handle(*, provider, update):
         # their own, not one each: a signed event can be posted again many times.
         first = PaymentEvent.objects.filter(**record).exclude(outcome=Outcome.REPLAY).first()
         replays = PaymentEvent.objects.filter(**record, outcome=Outcome.REPLAY)
-        if replays.count() >= REPLAYS_RECORDED:
-            return replays.first()
+        recorded = list(replays[:REPLAYS_RECORDED])
+        if len(recorded) >= REPLAYS_RECORDED:
+            return recorded[0]
         event = PaymentEvent.objects.create(
             **record,
             outcome=Outcome.REPLAY,
@@ -370,7 +499,7 @@ def payment_event_handle(*, provider, update):
     return event
 
 
-def _apply_update(provider, update):
+def _apply_update(provider: str, update: PaymentUpdate) -> tuple[str, RechargeOrder | None, str]:
     Outcome = PaymentEvent.Outcome
     if update.status is None:
         return Outcome.IGNORED, None, f"Event type {update.event_type} needs no action."
@@ -398,7 +527,7 @@ def _apply_update(provider, update):
     return Outcome.IGNORED, order, f"Unknown status {update.status!r}."
 
 
-def orders_reconcile(*, now=None, dry_run=False):
+def orders_reconcile(*, now: datetime | None = None, dry_run: bool = False) -> dict[str, int]:
     """Asks providers about pending orders, and expires abandoned ones. Safe to run again."""
     from billing.providers import get_provider
 
@@ -428,20 +557,22 @@ def orders_reconcile(*, now=None, dry_run=False):
 # Redemption codes
 
 
-def _code_hash(code, secret=None):
+def _code_hash(code: str, secret: str | None = None) -> str:
     normalized = code.strip().upper().replace(" ", "")
     secret = secret or settings.SECRET_KEY
     return hmac.new(secret.encode(), normalized.encode(), hashlib.sha256).hexdigest()
 
 
-def _code_hashes(code):
+def _code_hashes(code: str) -> list[str]:
     """Its hash under SECRET_KEY and the keys it replaced: a rotation keeps codes redeemable."""
     return [
         _code_hash(code, secret) for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
     ]
 
 
-def redemption_batch_create(*, name, amount, count, expires_at, staff_user):
+def redemption_batch_create(
+    *, name: str, amount: int, count: int, expires_at: datetime | None, staff_user: User
+) -> tuple[RedemptionBatch, str]:
     """Makes `count` codes and returns (batch, CSV text). The codes are not kept in the clear."""
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
     with transaction.atomic():
@@ -472,7 +603,7 @@ def redemption_batch_create(*, name, amount, count, expires_at, staff_user):
     return batch, out.getvalue()
 
 
-def code_redeem(*, user, code):
+def code_redeem(*, user: User, code: str) -> LedgerEntry:
     """Credits a redemption code's amount once, whoever tries it at the same moment."""
     now = timezone.now()
     with transaction.atomic():
@@ -500,7 +631,15 @@ def code_redeem(*, user, code):
 # Prices
 
 
-def price_change(*, target, new_values, reason, staff_user, effective_at=None, batch=None):
+def price_change(
+    *,
+    target: ModelPrice | Group,
+    new_values: Mapping[str, Decimal | int],
+    reason: str,
+    staff_user: User | None,
+    effective_at: datetime | None = None,
+    batch: str | None = None,
+) -> list[PriceAdjustment]:
     """Records the changes of a model's or a line's prices and applies those due now.
 
     `target` is a ModelPrice or a Group; `new_values` maps PriceAdjustment.Field values to the
@@ -536,7 +675,7 @@ def price_change(*, target, new_values, reason, staff_user, effective_at=None, b
     return adjustments
 
 
-def price_adjustments_apply_due(*, now=None, dry_run=False):
+def price_adjustments_apply_due(*, now: datetime | None = None, dry_run: bool = False) -> int:
     """Applies scheduled adjustments whose time has come. Safe to run again."""
     now = now or timezone.now()
     due = PriceAdjustment.objects.filter(applied_at__isnull=True, effective_at__lte=now)
@@ -555,13 +694,13 @@ def price_adjustments_apply_due(*, now=None, dry_run=False):
     return applied
 
 
-def _attribute(field):
+def _attribute(field: str) -> str:
     return "multiplier" if field == PriceAdjustment.Field.GROUP_MULTIPLIER else field
 
 
-def _apply_adjustment(adjustment, now, claimed=False):
+def _apply_adjustment(adjustment: PriceAdjustment, now: datetime, claimed: bool = False) -> None:
     target = adjustment.target
-    value = adjustment.new_value
+    value: Decimal | int = adjustment.new_value
     if adjustment.field == PriceAdjustment.Field.CALL_PRICE:
         value = int(value)
     type(target).objects.filter(pk=target.pk).update(**{_attribute(adjustment.field): value})

@@ -85,7 +85,7 @@ def recharge(request):
         "presets": settings.RECHARGE_PRESETS,
         "recent_orders": request.user.recharge_orders.prefetch_related("tickets")[:5],
         "enterprise": _enterprise_note(request.user, status.total_recharged),
-        "providers": [PROVIDERS[name] for name, _label in form.fields["provider"].choices],
+        "providers": form.providers,
     }
     return render(request, "billing/recharge.html", context)
 
@@ -107,7 +107,7 @@ def _enterprise_note(user, total_recharged):
 @require_GET
 def bonus_preview(request):
     field = AmountField(minimum=settings.RECHARGE_MIN, maximum=settings.RECHARGE_MAX)
-    context = {"preview_error": "", "preview_amount": None}
+    context: dict[str, object] = {"preview_error": "", "preview_amount": None}
     try:
         amount = field.clean(request.GET.get("amount", ""))
     except ValidationError as error:

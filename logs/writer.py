@@ -4,8 +4,9 @@ The gateway adds a RequestRecord per request (in memory, and in its journal). On
 hands what it gathered, with the lease money it gives back (billing.holds), to `write_flush`,
 which runs in a database thread and writes, in one transaction:
 
-- the money: per account, what the rows cost (balance, hold, one usage ledger row) and the
-  lease money given back (billing.holds.usage_settle);
+- the money, by billing alone: per account, billing.settlement.usage_settle charges what the
+  rows cost (balance, hold, token quotas, one usage ledger row) and releases the lease money
+  given back;
 - the log rows, in one COPY (PostgreSQL) or multi-row INSERT;
 - per-minute, per-hour and per-day usage rollups, IP-per-day and channel-per-minute totals,
   each as one INSERT … ON CONFLICT DO UPDATE that adds to the existing totals;
@@ -28,13 +29,8 @@ from datetime import datetime
 
 from django.db import DataError, IntegrityError, connection, transaction
 
-from billing.holds import (
-    Usage,
-    holds_of,
-    unsettled_cleared,
-    unsettled_record,
-    usage_settle,
-)
+from billing.holds import holds_of
+from billing.settlement import Usage, unsettled_cleared, unsettled_record, usage_settle
 from logs.models import (
     ChannelMinute,
     IpDay,
@@ -296,12 +292,10 @@ def _describe(error):
 
 
 def _settle(part, new_records, owner, outcome, release_all=False):
-    lost_account, lost_tokens = usage_settle(
-        owner=owner, usage=part.usage(new_records), release_all=release_all
-    )
-    if lost_account:
+    lost = usage_settle(owner=owner, usage=part.usage(new_records), release_all=release_all)
+    if lost.account:
         outcome.lost_users.append(part.user_id)
-    outcome.lost_tokens += lost_tokens
+    outcome.lost_tokens += lost.tokens
 
 
 def write_batch(records):
@@ -384,7 +378,8 @@ def _zeros():
 
 
 def _last_use(records):
-    """Each token's last request time and address."""
+    """Each token's last request time and address: what the log knows of a token. Its quota
+    counters are money, and billing's (billing.settlement.usage_settle)."""
     latest = {}
     for r in records:
         if r.token_id and (

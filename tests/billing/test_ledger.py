@@ -1,6 +1,8 @@
 import pytest
+from django.db import transaction
 
 from billing import services
+from billing.ledger import Funds, InsufficientBalance, debit_amount, funds_lock, ledger_post
 from billing.models import Account, BonusTier, LedgerEntry
 from tests.conftest import balance_of, ledger_sum
 
@@ -59,3 +61,33 @@ def test_the_bonus_tier_counts_the_recharge_that_reaches_it(alice):
     assert status.current.percent == 5
     assert status.next.percent == 8
     assert status.to_next == 100_000_000
+
+
+def test_the_debit_rule_takes_all_it_asks_or_with_partial_what_is_available():
+    funds = Funds(account_id=1, balance=5_000, held=2_000)
+    assert debit_amount(funds, 3_000) == 3_000
+    with pytest.raises(InsufficientBalance, match=r"\(\$0.003\) does not cover"):
+        debit_amount(funds, 3_001)
+    assert debit_amount(funds, 3_001, partial=True) == 3_000
+    assert debit_amount(Funds(account_id=1, balance=0, held=0), 10, partial=True) == 0
+
+
+def test_the_ledger_writer_refuses_a_debit_the_balance_no_longer_covers(alice):
+    services.balance_credit(user=alice, amount=1_000_000, kind=Kind.ADJUSTMENT)
+    stale = Funds(account_id=alice.pk, balance=9_000_000, held=0)  # read without the lock
+    with pytest.raises(InsufficientBalance), transaction.atomic():
+        ledger_post(funds=stale, kind=Kind.USAGE, amount=-2_000_000)
+    assert balance_of(alice) == 1_000_000 == ledger_sum(alice)
+
+
+def test_spending_held_money_takes_it_out_of_the_hold_with_the_balance(alice):
+    services.balance_credit(user=alice, amount=1_000_000, kind=Kind.ADJUSTMENT)
+    Account.objects.filter(user=alice).update(held=600_000)
+    with transaction.atomic():
+        funds = funds_lock(alice.pk)
+        entry = ledger_post(
+            funds=funds, kind=Kind.USAGE, amount=-700_000, from_held=400_000, release=200_000
+        )
+    account = Account.objects.get(user=alice)
+    assert (account.balance, account.held, entry.balance_after) == (300_000, 0, 300_000)
+    assert ledger_sum(alice) == 300_000

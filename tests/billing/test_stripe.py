@@ -1,23 +1,11 @@
 from datetime import timedelta
 
-import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from billing import services
 from billing.models import RechargeOrder
 from tests.conftest import balance_of
-from tests.fake_stripe import FakeStripe
-
-
-@pytest.fixture
-def fake_stripe(settings):
-    fake = FakeStripe().start()
-    settings.STRIPE_SECRET_KEY = "sk_test_fake"
-    settings.STRIPE_WEBHOOK_SECRET = "whsec_test"
-    settings.STRIPE_API_BASE = fake.url
-    yield fake
-    fake.stop()
 
 
 def test_recharging_by_card_sends_the_user_to_stripe_checkout(alice_client, alice, fake_stripe):
