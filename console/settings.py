@@ -74,6 +74,8 @@ INSTALLED_APPS = [
     "billing",
     "tokens",
     "logs",
+    "console.support",
+    "console.announcements",
     "relay",
     "accounts.apps.StaffAdminConfig",
     "django.contrib.auth",
@@ -418,8 +420,6 @@ GATEWAY_REFUSALS_LOGGED_PER_MINUTE = env_int("GATEWAY_REFUSALS_LOGGED_PER_MINUTE
 # When a request sets no max_tokens, its completion is estimated at this many tokens to hold
 # money for it; the real usage is what is charged.
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 1024)
-# X-Forwarded-For is believed only from these proxies (addresses or CIDR ranges).
-TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 # Consecutive failures after which a channel is taken out of rotation until it recovers.
 CHANNEL_FAILURE_THRESHOLD = env_int("CHANNEL_FAILURE_THRESHOLD", 5)
 # The most one gateway process holds on one account at a time (micro-dollars).

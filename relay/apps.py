@@ -5,5 +5,5 @@ class RelayConfig(AppConfig):
     name = "relay"
     verbose_name = "Gateway"
 
-    def ready(self):
+    def ready(self) -> None:
         from relay import checks, signals  # noqa: F401 (they register themselves)

@@ -1,9 +1,14 @@
+from collections.abc import Sequence
+
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import CheckMessage, Warning, register
 
 
 @register(deploy=True)
-def journal_on_in_production(app_configs, **kwargs):
+def journal_on_in_production(
+    app_configs: Sequence[AppConfig] | None, **kwargs: object
+) -> list[CheckMessage]:
     if not settings.GATEWAY_JOURNAL:
         return [
             Warning(

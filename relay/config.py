@@ -5,17 +5,29 @@ or a channel (console.lib.invalidation tells this process directly and the other
 Redis), and every half minute as a last resort.
 """
 
+import asyncio
+import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
 from console.lib import invalidation
 
+if TYPE_CHECKING:
+    from relay.models import Channel
 
-def changed_on_commit():
+log = logging.getLogger(__name__)
+
+# The longest a snapshot is used without a reload, should an invalidation have been lost.
+CONFIG_MAX_AGE = 30.0
+
+
+def changed_on_commit() -> None:
     """Staff changed something the gateway routes or prices by; tell every process."""
     transaction.on_commit(lambda: invalidation.publish(config=True))
 
@@ -39,28 +51,28 @@ class Line:
     multiplier: Decimal
 
 
-@dataclass(slots=True)
-class Upstream:
+@dataclass(frozen=True, slots=True)
+class ChannelSnapshot:
     """A channel as the gateway uses it. `key` is decrypted: never log or show it."""
 
     id: int
     name: str
-    type: str
+    kind: str  # Channel.Type: which adapter speaks to it
     base_url: str
     key: str = field(repr=False)
-    model_map: dict
+    model_map: dict[str, str]
     priority: int
     weight: int
     connect_timeout: float
     read_timeout: float
-    simulator: dict
+    simulator: dict[str, Any]
 
     @classmethod
-    def of(cls, channel):
+    def of(cls, channel: "Channel") -> "ChannelSnapshot":
         return cls(
             id=channel.pk,
             name=channel.name,
-            type=channel.type,
+            kind=channel.type,
             base_url=channel.base_url.rstrip("/"),
             key=channel.get_key(),
             model_map=dict(channel.model_map),
@@ -71,52 +83,58 @@ class Upstream:
             simulator=dict(channel.simulator),
         )
 
-    def upstream_model(self, model):
+    def upstream_model(self, model: str) -> str:
+        """The channel's own name for a model."""
         return self.model_map.get(model, model)
+
+
+# Channels of one priority on a route, with their weights.
+Tier = tuple[int, list[ChannelSnapshot], list[int]]
 
 
 @dataclass
 class RelayConfig:
     loaded_at: float
-    prices: dict  # model → Price, enabled models only
-    lines: dict  # group id → Line, active lines only
-    routes: dict  # (group id, model) → [(priority, [Upstream], [weight])], highest first
-    served: set = field(default_factory=set)  # (group id, model) with a channel, in rotation or not
+    prices: dict[str, Price]  # enabled models only
+    lines: dict[int, Line]  # group id → line, active lines only
+    routes: dict[tuple[int, str], list[Tier]]  # (group id, model) → tiers, highest first
+    # (group id, model) with a channel, in rotation or not
+    served: set[tuple[int, str]] = field(default_factory=set)
 
-    def models_on_line(self, group_id):
+    def models_on_line(self, group_id: int) -> list[str]:
         return sorted({model for (line, model) in self.routes if line == group_id})
 
-    def candidates(self, group_id, model):
+    def candidates(self, group_id: int, model: str) -> list[ChannelSnapshot]:
         """Channels to try, in order: by priority, weighted random among equals."""
-        ordered = []
-        for _priority, upstreams, weights in self.routes.get((group_id, model), ()):
-            if len(upstreams) == 1:
-                ordered.extend(upstreams)
+        ordered: list[ChannelSnapshot] = []
+        for _priority, channels, weights in self.routes.get((group_id, model), ()):
+            if len(channels) == 1:
+                ordered.extend(channels)
                 continue
-            pool, pool_weights = list(upstreams), list(weights)
+            pool, pool_weights = list(channels), list(weights)
             while pool:
                 pick = random.choices(range(len(pool)), weights=pool_weights)[0]  # noqa: S311
                 ordered.append(pool.pop(pick))
                 pool_weights.pop(pick)
         return ordered
 
-    def without(self, channel_id):
+    def without(self, channel_id: int) -> "RelayConfig":
         """A copy that no longer routes to one channel (it was just taken out of rotation)."""
         routes = {}
         for key, tiers in self.routes.items():
-            kept = []
-            for priority, upstreams, weights in tiers:
+            kept: list[Tier] = []
+            for priority, channels, weights in tiers:
                 pairs = [
-                    (u, w) for u, w in zip(upstreams, weights, strict=True) if u.id != channel_id
+                    (c, w) for c, w in zip(channels, weights, strict=True) if c.id != channel_id
                 ]
                 if pairs:
-                    kept.append((priority, [u for u, _ in pairs], [w for _, w in pairs]))
+                    kept.append((priority, [c for c, _ in pairs], [w for _, w in pairs]))
             if kept:
                 routes[key] = kept
         return RelayConfig(self.loaded_at, self.prices, self.lines, routes, self.served)
 
 
-def load_config():
+def load_config() -> RelayConfig:
     """Reads the snapshot. Runs in a database thread."""
     from billing.models import Group, ModelPrice
     from relay.models import Channel
@@ -138,25 +156,70 @@ def load_config():
         g.id: Line(id=g.id, name=g.name, multiplier=g.multiplier)
         for g in Group.objects.filter(is_active=True)
     }
-    tiers = {}
-    served = set()
-    for channel in Channel.objects.filter(enabled=True).prefetch_related("groups"):
-        lines_served = [group.id for group in channel.groups.all() if group.id in lines]
-        pairs = [(line, model) for line in lines_served for model in channel.model_names]
+    tiers: dict[tuple[int, str], dict[int, list[ChannelSnapshot]]] = {}
+    served: set[tuple[int, str]] = set()
+    for row in Channel.objects.filter(enabled=True).prefetch_related("groups"):
+        lines_served = [group.id for group in row.groups.all() if group.id in lines]
+        pairs = [(line, model) for line in lines_served for model in row.model_names]
         served.update(pair for pair in pairs if pair[1] in prices)
-        if channel.auto_disabled_at is not None:
+        if row.auto_disabled_at is not None:
             continue
-        upstream = Upstream.of(channel)
+        channel = ChannelSnapshot.of(row)
         for line, model in pairs:
             if model in prices:
-                tiers.setdefault((line, model), {}).setdefault(upstream.priority, []).append(
-                    upstream
-                )
+                tiers.setdefault((line, model), {}).setdefault(channel.priority, []).append(channel)
     routes = {
         key: [
-            (priority, upstreams, [u.weight for u in upstreams])
-            for priority, upstreams in sorted(by_priority.items(), reverse=True)
+            (priority, channels, [c.weight for c in channels])
+            for priority, channels in sorted(by_priority.items(), reverse=True)
         ]
         for key, by_priority in tiers.items()
     }
     return RelayConfig(time.monotonic(), prices, lines, routes, served)
+
+
+class ConfigCache:
+    """The gateway's current snapshot: reloaded once staff changed something (`changed`, from
+    an invalidation), and after CONFIG_MAX_AGE seconds whatever happened. Event loop only."""
+
+    def __init__(self, load: Callable[[], Awaitable[RelayConfig]]) -> None:
+        self.load = load
+        self.config: RelayConfig | None = None
+        self.version = 0  # bumped by every change of prices, lines or channels
+        self.loaded_version = -1
+        self.lock = asyncio.Lock()
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def fresh(self) -> RelayConfig | None:
+        """The snapshot if it needs no reload, else None (then `reload`)."""
+        config = self.config
+        if (
+            config is not None
+            and self.loaded_version == self.version
+            and time.monotonic() - config.loaded_at < CONFIG_MAX_AGE
+        ):
+            return config
+        return None
+
+    async def reload(self) -> RelayConfig:
+        """A fresh snapshot; the last one if the database cannot give one (none: it raises)."""
+        async with self.lock:
+            config = self.fresh()  # another request may have reloaded it while we waited
+            if config is not None:
+                return config
+            version = self.version  # changes from now on call for another reload
+            try:
+                self.config = await self.load()
+                self.loaded_version = version
+            except Exception:
+                if self.config is None:
+                    raise
+                log.exception("Could not reload the gateway config; keeping the last one")
+            return self.config
+
+    def without(self, channel_id: int) -> None:
+        """Stops routing to a channel at once, until the next reload."""
+        if self.config is not None:
+            self.config = self.config.without(channel_id)

@@ -13,13 +13,13 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
 
-def _fernet_for(secret):
+def _fernet_for(secret: str) -> Fernet:
     return Fernet(
         base64.urlsafe_b64encode(hashlib.sha256(f"channel-keys:{secret}".encode()).digest())
     )
 
 
-def _secrets():
+def _secrets() -> list[str]:
     """The current secret first, then the ones it replaced."""
     if settings.CHANNEL_KEY_SECRET:
         current = [settings.CHANNEL_KEY_SECRET]
@@ -32,20 +32,20 @@ def _secrets():
     return list(dict.fromkeys(secret for secret in ordered if secret))
 
 
-def _fernet():
+def _fernet() -> MultiFernet:
     return _multi_fernet(tuple(_secrets()))
 
 
 @functools.lru_cache(maxsize=4)
-def _multi_fernet(secrets):
+def _multi_fernet(secrets: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([_fernet_for(secret) for secret in secrets])
 
 
-def encrypt(plaintext):
+def encrypt(plaintext: str) -> str:
     return _fernet().encrypt(plaintext.encode()).decode() if plaintext else ""
 
 
-def decrypt(ciphertext):
+def decrypt(ciphertext: str) -> str:
     if not ciphertext:
         return ""
     try:
@@ -57,7 +57,7 @@ def decrypt(ciphertext):
         ) from None
 
 
-def reencrypt(ciphertext):
+def reencrypt(ciphertext: str) -> str:
     """The same key encrypted under the current secret (ValueError if no secret reads it)."""
     if not ciphertext:
         return ""

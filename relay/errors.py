@@ -1,6 +1,7 @@
 """Errors in the OpenAI shape, each saying what happened and what to do about it."""
 
 import json
+from uuid import UUID
 
 from django.conf import settings
 
@@ -9,8 +10,15 @@ class GatewayError(Exception):
     """An answer in the OpenAI error shape: {"error": {"message", "type", "code", "param"}}."""
 
     def __init__(
-        self, status, code, message, *, type="invalid_request_error", param=None, retry=False
-    ):
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        retry: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -19,7 +27,7 @@ class GatewayError(Exception):
         self.param = param
         self.retry = retry  # whether a client may usefully retry as is
 
-    def body(self):
+    def body(self) -> bytes:
         return json.dumps(
             {
                 "error": {
@@ -32,11 +40,11 @@ class GatewayError(Exception):
         ).encode()
 
 
-def help_link(anchor):
+def help_link(anchor: str) -> str:
     return f"{settings.SITE_URL}/help/#{anchor}"
 
 
-def missing_key():
+def missing_key() -> GatewayError:
     return GatewayError(
         401,
         "invalid_api_key",
@@ -46,7 +54,7 @@ def missing_key():
     )
 
 
-def invalid_key():
+def invalid_key() -> GatewayError:
     return GatewayError(
         401,
         "invalid_api_key",
@@ -57,7 +65,7 @@ def invalid_key():
     )
 
 
-def token_disabled(name):
+def token_disabled(name: str) -> GatewayError:
     return GatewayError(
         403,
         "token_disabled",
@@ -67,7 +75,7 @@ def token_disabled(name):
     )
 
 
-def token_expired(name):
+def token_expired(name: str) -> GatewayError:
     return GatewayError(
         403,
         "token_expired",
@@ -77,7 +85,7 @@ def token_expired(name):
     )
 
 
-def ip_not_allowed(name, ip):
+def ip_not_allowed(name: str, ip: str | None) -> GatewayError:
     return GatewayError(
         403,
         "ip_not_allowed",
@@ -88,7 +96,7 @@ def ip_not_allowed(name, ip):
     )
 
 
-def group_not_granted(name, group):
+def group_not_granted(name: str, group: str) -> GatewayError:
     return GatewayError(
         403,
         "group_not_granted",
@@ -99,7 +107,7 @@ def group_not_granted(name, group):
     )
 
 
-def model_not_allowed(name, model):
+def model_not_allowed(name: str, model: str) -> GatewayError:
     return GatewayError(
         403,
         "model_not_allowed",
@@ -110,7 +118,7 @@ def model_not_allowed(name, model):
     )
 
 
-def model_not_on_line(model, group):
+def model_not_on_line(model: str, group: str) -> GatewayError:
     return GatewayError(
         403,
         "model_not_allowed",
@@ -123,7 +131,7 @@ def model_not_on_line(model, group):
     )
 
 
-def unknown_model(model):
+def unknown_model(model: str) -> GatewayError:
     return GatewayError(
         404,
         "model_not_found",
@@ -133,7 +141,7 @@ def unknown_model(model):
     )
 
 
-def token_quota_exceeded(name):
+def token_quota_exceeded(name: str) -> GatewayError:
     return GatewayError(
         429,
         "token_quota_exceeded",
@@ -144,7 +152,7 @@ def token_quota_exceeded(name):
     )
 
 
-def insufficient_balance():
+def insufficient_balance() -> GatewayError:
     return GatewayError(
         429,
         "insufficient_quota",
@@ -155,7 +163,7 @@ def insufficient_balance():
     )
 
 
-def bad_json(detail):
+def bad_json(detail: str) -> GatewayError:
     return GatewayError(
         400,
         "invalid_json",
@@ -164,11 +172,11 @@ def bad_json(detail):
     )
 
 
-def bad_field(param, message):
+def bad_field(param: str | None, message: str) -> GatewayError:
     return GatewayError(400, "invalid_request", message, param=param)
 
 
-def body_too_large(limit):
+def body_too_large(limit: int) -> GatewayError:
     return GatewayError(
         413,
         "request_too_large",
@@ -177,7 +185,7 @@ def body_too_large(limit):
     )
 
 
-def unknown_path(method, path):
+def unknown_path(method: str, path: str) -> GatewayError:
     return GatewayError(
         404,
         "unknown_url",
@@ -186,11 +194,11 @@ def unknown_path(method, path):
     )
 
 
-def method_not_allowed(method, path):
+def method_not_allowed(method: str, path: str) -> GatewayError:
     return GatewayError(405, "method_not_allowed", f"{path} does not accept {method}.")
 
 
-def no_channel(model, group):
+def no_channel(model: str, group: str) -> GatewayError:
     return GatewayError(
         503,
         "no_channel",
@@ -201,7 +209,7 @@ def no_channel(model, group):
     )
 
 
-def busy():
+def busy() -> GatewayError:
     return GatewayError(
         503,
         "usage_backlog",
@@ -211,12 +219,23 @@ def busy():
     )
 
 
-def upstream_failed(tries):
+def upstream_failed(tries: int) -> GatewayError:
     return GatewayError(
         502,
         "upstream_error",
         f"The upstream providers failed to answer ({tries} tried). Nothing was charged; retry "
         f"after a short wait. See {help_link('failover')}",
+        type="server_error",
+        retry=True,
+    )
+
+
+def internal_error(request_id: UUID) -> GatewayError:
+    return GatewayError(
+        500,
+        "internal_error",
+        f"Something went wrong on our side. Retry; if it persists, quote request id "
+        f"{request_id} to support.",
         type="server_error",
         retry=True,
     )

@@ -2,46 +2,36 @@
 periodic job that brings disabled channels back once they answer again."""
 
 import asyncio
-import json
+import dataclasses
 import time
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import aiohttp
 from django.utils import timezone
 
 from console.lib import invalidation
 from relay import adapters
-from relay.config import Upstream
+from relay.config import ChannelSnapshot
 from relay.models import Channel
 
 
-def _upstream(channel):
+def _snapshot(channel: Channel) -> ChannelSnapshot:
     # A probe waits at most 30 s, whatever the channel allows a real answer.
-    upstream = Upstream.of(channel)
-    upstream.read_timeout = min(upstream.read_timeout, 30.0)
-    return upstream
+    snapshot = ChannelSnapshot.of(channel)
+    return dataclasses.replace(snapshot, read_timeout=min(snapshot.read_timeout, 30.0))
 
 
-async def _probe(upstream, model):
-    payload = {
-        "model": upstream.upstream_model(model),
-        "messages": [{"role": "user", "content": "ping"}],
-        "max_tokens": 1,
-    }
+async def _probe(channel: ChannelSnapshot, model: str) -> int:
+    payload = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     async with aiohttp.ClientSession() as session:
-        reply = await adapters.call(
-            session,
-            upstream,
-            "chat/completions",
-            payload,
-            json.dumps(payload).encode(),
-            stream=False,
-        )
+        reply = await adapters.call(session, channel, "chat/completions", payload, stream=False)
         await reply.body()
         return reply.status
 
 
-def _run(coroutine):
+def _run[T](coroutine: Coroutine[Any, Any, T]) -> T:
     """Runs a coroutine to the end from sync code, even where an event loop is running."""
     try:
         asyncio.get_running_loop()
@@ -51,7 +41,7 @@ def _run(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def channel_test(channel_id):
+def channel_test(channel_id: int) -> tuple[bool, int, str]:
     """Sends one tiny chat request; records and returns (ok, latency in ms, detail).
 
     It reads the channel as saved: the key goes only to the base URL stored with it, never to
@@ -62,7 +52,7 @@ def channel_test(channel_id):
     try:
         if not model:
             raise adapters.UpstreamError("the channel serves no model")
-        status = _run(_probe(_upstream(channel), model))
+        status = _run(_probe(_snapshot(channel), model))
         ok = status == 200
         detail = "answered" if ok else f"HTTP {status}"
     except (adapters.UpstreamError, ValueError) as error:
@@ -76,7 +66,7 @@ def channel_test(channel_id):
     return ok, latency, detail
 
 
-def channels_put_back(channel_ids):
+def channels_put_back(channel_ids: Iterable[int]) -> int:
     """Staff put channels taken out of rotation back in. Returns how many came back."""
     count = Channel.objects.filter(pk__in=list(channel_ids), auto_disabled_at__isnull=False).update(
         auto_disabled_at=None, disabled_reason="", updated_at=timezone.now()
@@ -86,7 +76,7 @@ def channels_put_back(channel_ids):
     return count
 
 
-def channels_retest():
+def channels_retest() -> int:
     """Tests every channel taken out of rotation; puts back those that answer. Repeat-safe."""
     recovered = 0
     for channel in Channel.objects.filter(enabled=True, auto_disabled_at__isnull=False):

@@ -6,21 +6,45 @@ is charged is the real usage whenever the upstream reports it. Estimated usage i
 such in the log.
 """
 
+import json
+from typing import Any, NamedTuple, TypeIs
+
 from django.conf import settings
 
-from billing.pricing import call_cost, call_cost_ceiling, token_cost, token_cost_ceiling
+from billing.pricing import (
+    CostBreakdown,
+    call_cost,
+    call_cost_ceiling,
+    token_cost,
+    token_cost_ceiling,
+)
+from relay.config import Line, Price
+
+# A request body as parsed JSON: what the gateway reads of it is checked by relay.parsing.
+Payload = dict[str, Any]
+
+
+class Usage(NamedTuple):
+    """What a request is charged for: its tokens, and whether we estimated them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+
+
+NO_USAGE = Usage(0, 0, False)
 
 CHARS_PER_TOKEN = 3
 IMAGE_TOKENS = 1_500
 MESSAGE_OVERHEAD = 4
 
 
-def _text_tokens(text):
+def _text_tokens(text: str) -> int:
     ascii_chars = len(text.encode("ascii", "ignore"))
     return (ascii_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + len(text) - ascii_chars
 
 
-def estimate_prompt_tokens(payload, path):
+def estimate_prompt_tokens(payload: Payload, path: str) -> int:
     if path == "chat/completions":
         total = 3
         for message in payload.get("messages") or []:
@@ -52,7 +76,7 @@ def estimate_prompt_tokens(payload, path):
     return 0
 
 
-def completion_allowance(payload, path):
+def completion_allowance(payload: Payload, path: str) -> int:
     """The most completion tokens a request can produce, for holding money: the limit of one
     answer, times the answers asked for (n; and best_of on completions, all of them billed)."""
     if path == "embeddings":
@@ -67,7 +91,7 @@ def completion_allowance(payload, path):
     return each * max([c for c in counts if _positive_int(c)], default=1)
 
 
-def _positive_int(value):
+def _positive_int(value: object) -> TypeIs[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
@@ -75,28 +99,29 @@ def _positive_int(value):
 MAX_REPORTED_TOKENS = 2**31 - 1
 
 
-def reported_usage(usage, *, embeddings=False):
+def reported_usage(usage: object, *, embeddings: bool = False) -> tuple[int, int] | None:
     """(prompt, completion) from an upstream's `usage`, or None when it is missing or not
     believable (not whole numbers from 0 up): then the gateway estimates, and says so."""
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens")
     completion = usage.get("completion_tokens", 0 if embeddings else None)
-    counts = (prompt, completion)
-    if all(_whole(n) and 0 <= n <= MAX_REPORTED_TOKENS for n in counts):
-        return counts
+    if _token_count(prompt) and _token_count(completion):
+        return prompt, completion
     return None
 
 
-def _whole(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+def _token_count(value: object) -> TypeIs[int]:
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS
+    )
 
 
-def estimate_completion_tokens(text):
+def estimate_completion_tokens(text: str) -> int:
     return _text_tokens(text) if text else 0
 
 
-def price(price, line, prompt_tokens, completion_tokens):
+def price(price: Price, line: Line, prompt_tokens: int, completion_tokens: int) -> CostBreakdown:
     """The cost breakdown of a request on a line, from the gateway's price snapshot."""
     if price.per_call:
         return call_cost(
@@ -114,7 +139,7 @@ def price(price, line, prompt_tokens, completion_tokens):
     )
 
 
-def hold_amount(price_, line, prompt_tokens, completion_tokens):
+def hold_amount(price_: Price, line: Line, prompt_tokens: int, completion_tokens: int) -> int:
     """Micro-dollars to hold for a request: its estimated cost, rounded up."""
     if price_.per_call:
         return call_cost_ceiling(price_.call_price, line.multiplier)
@@ -125,3 +150,47 @@ def hold_amount(price_, line, prompt_tokens, completion_tokens):
         price_.completion_multiplier,
         line.multiplier,
     )
+
+
+def answer_usage(content: bytes, payload: Payload, path: str) -> Usage:
+    """The usage of a whole answer: as the upstream reports it, else estimated."""
+    counts = reported_usage(_usage_field(content), embeddings=path == "embeddings")
+    if counts is not None:
+        return Usage(*counts, False)
+    prompt_tokens = estimate_prompt_tokens(payload, path)
+    return Usage(prompt_tokens, estimate_completion_tokens(_answer_text(content)), True)
+
+
+def stream_usage(usage: object, content_chunks: int, payload: Payload, path: str) -> Usage:
+    """The usage of a streamed answer: from its usage chunk, else estimated (a content chunk
+    is about a token)."""
+    counts = reported_usage(usage)
+    if counts is not None:
+        return Usage(*counts, False)
+    return Usage(estimate_prompt_tokens(payload, path), content_chunks, True)
+
+
+def json_object(data: bytes) -> dict[str, Any] | None:
+    """`data` as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _usage_field(content: bytes) -> object:
+    try:
+        return json.loads(content).get("usage")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _answer_text(content: bytes) -> str:
+    answer = json_object(content) or {}
+    texts = []
+    for choice in answer.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message") or {}
+            texts.append(str(message.get("content") or choice.get("text") or ""))
+    return "".join(texts)

@@ -9,18 +9,17 @@ the database, so that a process that dies loses nothing: the next gateway proces
 machine replays it (`replay_orphans`).
 """
 
-import asyncio
-import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections
 
-from billing.holds import holds_refresh
-from logs.writer import Outcome, parts_of, refusals_report, write_each, write_flush
+from billing.holds import Settlement, holds_refresh
+from logs.writer import Outcome as FlushOutcome
+from logs.writer import Part, RequestRecord, parts_of, refusals_report, write_each, write_flush
+from relay.database import DatabaseThreads
 from relay.journal import Journal, replay_orphans
 
 log = logging.getLogger(__name__)
@@ -35,48 +34,49 @@ LONGEST_PAUSE = 30.0
 class SetAside:
     """An account's usage the database refused: the pieces it is in, kept for a retry."""
 
-    pieces: list
+    pieces: list[Part]
     error: str
     attempts: int
     next_try: float
 
     @property
-    def records(self):
+    def records(self) -> list[RequestRecord]:
         return [r for piece in self.pieces for r in piece.records]
 
 
 class Recorder:
-    def __init__(self, owner):
-        self.owner = owner
-        self.records = []
-        self.unsent = {}  # user id → Part the database could not take (it was away)
-        self.set_aside = {}  # user id → SetAside
-        self.waiting = 0  # records in unsent
-        self.waiting_of = {}  # user id → records set aside
-        self.journal = None
-        self.flusher = None
-        self.scanned_at = 0.0
-        self.journal_failed_at = None
+    flusher: DatabaseThreads  # the flush thread, from start()
 
-    def start(self):
-        self.flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-flush")
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.records: list[RequestRecord] = []
+        self.unsent: dict[int, Part] = {}  # user id → Part the database could not take (away)
+        self.set_aside: dict[int, SetAside] = {}
+        self.waiting = 0  # records in unsent
+        self.waiting_of: dict[int, int] = {}  # user id → records set aside
+        self.journal: Journal | None = None
+        self.scanned_at = 0.0
+        self.journal_failed_at: float | None = None
+
+    def start(self) -> None:
+        self.flusher = DatabaseThreads(1, "gateway-flush")
         if settings.GATEWAY_JOURNAL:
             self.journal = Journal(settings.GATEWAY_JOURNAL_DIR, self.owner).open()
 
-    async def stop(self):
+    async def stop(self) -> None:
         """Closes the journal (kept if anything is still unsettled) and the flush thread."""
         if self.journal is not None:
             self.journal.close(settled=not (self.records or self.unsent or self.set_aside))
             self.journal = None
-        await self._in_thread(close_old_connections)
-        self.flusher.shutdown(wait=True)
+        await self.flusher.run(close_old_connections)
+        self.flusher.shutdown()
 
     @property
-    def backlog(self):
+    def backlog(self) -> int:
         """Records not in the database yet, but for those of accounts set aside."""
         return len(self.records) + self.waiting
 
-    def add(self, record):
+    def add(self, record: RequestRecord) -> None:
         """A request's record, before the last byte of its answer goes out."""
         self.records.append(record)
         if self.journal is None:
@@ -88,17 +88,14 @@ class Recorder:
             # process killed now would lose them. Said loudly, at most once a minute.
             self._journal_failed()
 
-    def _journal_failed(self):
+    def _journal_failed(self) -> None:
         now = time.monotonic()
         if self.journal_failed_at is None or now - self.journal_failed_at > 60:
             self.journal_failed_at = now
-            log.exception("Cannot write the gateway journal in %s", self.journal.directory)
+            directory = self.journal.directory if self.journal else settings.GATEWAY_JOURNAL_DIR
+            log.exception("Cannot write the gateway journal in %s", directory)
 
-    async def _in_thread(self, function, **kwargs):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.flusher, functools.partial(in_db, function, kwargs))
-
-    async def flush(self, settlement, *, final=False):
+    async def flush(self, settlement: Settlement, *, final: bool = False) -> FlushOutcome:
         """Writes what was recorded and given back since the last flush, with what waits for
         another try; at `final`, everything, and every hold is released. Returns the Outcome
         (its lost leases are for the hold book to forget)."""
@@ -116,7 +113,7 @@ class Recorder:
         due = [u for u, waiting in self.set_aside.items() if final or waiting.next_try <= now]
         retry = {user_id: self.set_aside.pop(user_id) for user_id in due}
         try:
-            outcome = await self._in_thread(
+            outcome = await self.flusher.run(
                 self._write, parts=list(parts.values()), retry=retry, final=final
             )
         except Exception:
@@ -124,14 +121,14 @@ class Recorder:
             self.set_aside.update(retry)
             self._count_waiting()
             if self.journal is not None:  # the database is away: the journal is all there is
-                await self._in_thread(self.journal.sync_sealed)
+                await self.flusher.run(self.journal.sync_sealed)
             raise
         self._keep(outcome, retry)
         if sealed:
-            await self._in_thread(self._journal_settled, kept=self._kept())
+            await self.flusher.run(self._journal_settled, kept=self._kept())
         return outcome
 
-    def _seal(self):
+    def _seal(self) -> bool:
         if self.journal is None:
             return False
         try:
@@ -141,11 +138,11 @@ class Recorder:
             return False
         return True
 
-    def _write(self, parts, retry, final):
+    def _write(self, parts: list[Part], retry: dict[int, SetAside], final: bool) -> FlushOutcome:
         """In the flush thread: the set-aside parts each alone, the fresh ones together; then
         the holds kept alive and the refusals shown to staff. Raises only if the database is
         away before anything was written."""
-        outcome = Outcome()
+        outcome = FlushOutcome()
         if retry:
             pieces = [piece for waiting in retry.values() for piece in waiting.pieces]
             errors = {user_id: waiting.error for user_id, waiting in retry.items()}
@@ -163,7 +160,7 @@ class Recorder:
             log.exception("Could not keep the holds alive or report refused usage")
         return outcome
 
-    def _keep(self, outcome, retried):
+    def _keep(self, outcome: FlushOutcome, retried: dict[int, SetAside]) -> None:
         for part in outcome.unsent:
             earlier = self.unsent.get(part.user_id)
             self.unsent[part.user_id] = earlier.merge(part) if earlier else part
@@ -174,23 +171,26 @@ class Recorder:
             self.set_aside[user_id] = SetAside(pieces, error, attempts, now + pause)
         self._count_waiting()
 
-    def _count_waiting(self):
+    def _count_waiting(self) -> None:
         self.waiting = sum(len(p.records) for p in self.unsent.values())
         self.waiting_of = {u: len(w.records) for u, w in self.set_aside.items()}
 
-    def _kept(self):
+    def _kept(self) -> list[RequestRecord]:
         kept = [r for part in self.unsent.values() for r in part.records]
         return kept + [r for waiting in self.set_aside.values() for r in waiting.records]
 
-    def _journal_settled(self, kept):
+    def _journal_settled(self, kept: list[RequestRecord]) -> None:
         """In the flush thread: the sealed segments hold nothing that is not in the database
         or `kept` in memory; what memory keeps is written again to the current segment first."""
+        journal = self.journal
+        if journal is None:
+            return
         if kept:
-            self.journal.write_many(kept)
-            self.journal.sync()
-        self.journal.drop_sealed()
+            journal.write_many(kept)
+            journal.sync()
+        journal.drop_sealed()
 
-    async def replay_orphans(self, *, force=False):
+    async def replay_orphans(self, *, force: bool = False) -> int:
         """Settles the journals of dead processes of this machine, every few seconds."""
         now = time.monotonic()
         scan_now = force or now - self.scanned_at >= ORPHAN_SCAN_SECONDS
@@ -198,15 +198,6 @@ class Recorder:
             return 0
         self.scanned_at = now
         skip = self.journal.name if self.journal else ""
-        return await self._in_thread(
+        return await self.flusher.run(
             replay_orphans, directory=settings.GATEWAY_JOURNAL_DIR, skip=skip
         )
-
-
-def in_db(function, kwargs):
-    """Runs `function(**kwargs)` in a database thread, on a fresh connection if needed."""
-    close_old_connections()
-    try:
-        return function(**kwargs)
-    finally:
-        close_old_connections()

@@ -5,7 +5,7 @@ from relay.config import changed_on_commit
 from relay.models import Channel
 
 
-def _changed(sender, **kwargs):
+def _changed(sender: type, **kwargs: object) -> None:
     changed_on_commit()
 
 

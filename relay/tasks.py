@@ -5,10 +5,10 @@ from relay.health import channels_retest
 
 
 @shared_task
-def retest_channels():
+def retest_channels() -> int:
     return channels_retest()
 
 
 @shared_task
-def reap_holds():
+def reap_holds() -> int:
     return holds_reap()

@@ -248,7 +248,7 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # Proxy headers are the gateway's own business (TRUSTED_PROXIES), as in `make run`.
+        # No proxy headers, as in `make run`: the client is the peer.
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

@@ -1,3 +1,6 @@
+from collections.abc import AsyncIterator
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached, or broke off. Its text is for staff, never for users:
     it may name the upstream's address (never its key)."""
@@ -8,12 +11,12 @@ class Reply:
 
     status = 200
 
-    async def body(self):
+    async def body(self) -> bytes:
         raise NotImplementedError
 
-    def lines(self):
+    def lines(self) -> AsyncIterator[bytes]:
         """An async iterator over the raw lines of a streamed body, newlines included."""
         raise NotImplementedError
 
-    def close(self):
+    def close(self) -> None:
         """Frees the connection; the rest of the body is not read."""

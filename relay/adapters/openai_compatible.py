@@ -1,16 +1,21 @@
 """Any upstream that speaks the OpenAI protocol: OpenAI itself and the many compatible ones."""
 
+import json
+from collections.abc import AsyncIterator
+
 import aiohttp
 
 from relay.adapters.base import Reply, UpstreamError
+from relay.config import ChannelSnapshot
+from relay.metering import Payload
 
 
 class HttpReply(Reply):
-    def __init__(self, response):
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
         self.status = response.status
 
-    async def body(self):
+    async def body(self) -> bytes:
         try:
             return await self.response.read()
         except (TimeoutError, aiohttp.ClientError) as error:
@@ -18,7 +23,7 @@ class HttpReply(Reply):
         finally:
             self.response.release()
 
-    async def lines(self):
+    async def lines(self) -> AsyncIterator[bytes]:
         try:
             async for line in self.response.content:
                 yield line
@@ -27,23 +32,30 @@ class HttpReply(Reply):
         finally:
             self.response.release()
 
-    def close(self):
+    def close(self) -> None:
         self.response.close()
 
 
-async def call(session, upstream, path, payload, body, *, stream):
+async def call(
+    session: aiohttp.ClientSession,
+    channel: ChannelSnapshot,
+    path: str,
+    payload: Payload,
+    *,
+    stream: bool,
+) -> Reply:
     timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+        total=None, sock_connect=channel.connect_timeout, sock_read=channel.read_timeout
     )
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if upstream.key:
-        headers["Authorization"] = f"Bearer {upstream.key}"
+    if channel.key:
+        headers["Authorization"] = f"Bearer {channel.key}"
     if stream:
         headers["Accept"] = "text/event-stream"
     try:
         response = await session.post(
-            f"{upstream.base_url}/{path}",
-            data=body,
+            f"{channel.base_url}/{path}",
+            data=json.dumps(payload).encode(),
             headers=headers,
             timeout=timeout,
             allow_redirects=False,

@@ -9,9 +9,14 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
 
 from relay.adapters.base import Reply
-from relay.metering import estimate_prompt_tokens
+from relay.config import ChannelSnapshot
+from relay.metering import Payload, estimate_prompt_tokens
 
 WORDS = [
     "This",
@@ -49,18 +54,24 @@ WORDS = [
 
 
 class SimulatedReply(Reply):
-    def __init__(self, status, payload=None, chunks=None, delay=0.0):
+    def __init__(
+        self,
+        status: int,
+        payload: dict[str, Any] | None = None,
+        chunks: list[bytes] | None = None,
+        delay: float = 0.0,
+    ) -> None:
         self.status = status
         self._payload = payload
         self._chunks = chunks or []
         self._delay = delay
 
-    async def body(self):
+    async def body(self) -> bytes:
         if self._delay:
             await asyncio.sleep(self._delay)
         return json.dumps(self._payload).encode()
 
-    async def lines(self):
+    async def lines(self) -> AsyncIterator[bytes]:
         pause = self._delay / max(len(self._chunks), 1)
         for chunk in self._chunks:
             if pause:
@@ -68,8 +79,8 @@ class SimulatedReply(Reply):
             yield chunk
 
 
-def _settings(upstream):
-    config = upstream.simulator or {}
+def _settings(channel: ChannelSnapshot) -> tuple[float, float, int]:
+    config = channel.simulator or {}
     return (
         max(float(config.get("latency_ms", 0)), 0) / 1000,
         min(max(float(config.get("error_rate", 0)), 0), 1),
@@ -77,13 +88,19 @@ def _settings(upstream):
     )
 
 
-async def call(session, upstream, path, payload, body, *, stream):
-    delay, error_rate, completion_tokens = _settings(upstream)
+async def call(
+    session: aiohttp.ClientSession,
+    channel: ChannelSnapshot,
+    path: str,
+    payload: Payload,
+    *,
+    stream: bool,
+) -> Reply:
+    delay, error_rate, completion_tokens = _settings(channel)
     if error_rate and random.random() < error_rate:  # noqa: S311 (simulated failures)
         error = {"error": {"message": "Simulated upstream failure.", "type": "server_error"}}
         return SimulatedReply(500, error, delay=delay)
     model = payload.get("model", "")
-    created = int(time.time())
     if path == "embeddings":
         return SimulatedReply(200, _embeddings(payload, model), delay=delay)
     limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
@@ -96,41 +113,41 @@ async def call(session, upstream, path, payload, body, *, stream):
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    created = int(time.time())
     answer_id = f"chatcmpl-sim{created}"
+    if stream and path == "chat/completions":
+        chunks = _stream(answer_id, created, model, words, usage, payload)
+        return SimulatedReply(200, chunks=chunks, delay=delay)
+    kind, choices = _choices(path, " ".join(words))
+    answer = {
+        "id": answer_id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+    }
+    return SimulatedReply(200, answer, delay=delay)
+
+
+def _choices(path: str, text: str) -> tuple[str, list[dict[str, Any]]]:
+    """The answer's object type, and its one choice."""
     if path == "completions":
-        text = " ".join(words)
-        result = {
-            "id": answer_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": "length", "logprobs": None}],
-            "usage": usage,
-        }
-        return SimulatedReply(200, result, delay=delay)
-    if not stream:
-        result = {
-            "id": answer_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": " ".join(words)},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": usage,
-        }
-        return SimulatedReply(200, result, delay=delay)
-    return SimulatedReply(
-        200, chunks=_stream(answer_id, created, model, words, usage, payload), delay=delay
-    )
+        choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+        return "text_completion", [choice]
+    message = {"role": "assistant", "content": text}
+    return "chat.completion", [{"index": 0, "message": message, "finish_reason": "stop"}]
 
 
-def _stream(answer_id, created, model, words, usage, payload):
-    def event(delta, finish=None, with_usage=False):
+def _stream(
+    answer_id: str,
+    created: int,
+    model: str,
+    words: list[str],
+    usage: dict[str, int],
+    payload: Payload,
+) -> list[bytes]:
+    def event(delta: dict[str, str], finish: str | None = None, with_usage: bool = False) -> bytes:
         chunk = {
             "id": answer_id,
             "object": "chat.completion.chunk",
@@ -152,7 +169,7 @@ def _stream(answer_id, created, model, words, usage, payload):
     return chunks
 
 
-def _embeddings(payload, model):
+def _embeddings(payload: Payload, model: str) -> dict[str, Any]:
     inputs = payload.get("input", "")
     if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
         inputs = [inputs]

@@ -1,4 +1,5 @@
-"""Gateway processes of their own, for the tests that kill one or run several side by side.
+"""Gateway processes of their own, for the tests that kill one or run several side by side,
+or run the Procfile's own command line.
 
 Each is the project's ASGI application under uvicorn, as `make run` and the Procfile start it,
 against the test database (the test must use `transactional_db`, so that what it writes is
@@ -25,17 +26,33 @@ def database_url():
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+def database_environment():
+    """The test database, for a process of its own: PostgreSQL's, or SQLite's file."""
+    if settings.IS_POSTGRES:
+        return {"DATABASE_URL": database_url()}
+    return {"SQLITE_PATH": str(settings.DATABASES["default"]["NAME"])}
+
+
+def procfile(name):
+    """The command line of one of the Procfile's processes."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())[name]
+
+
 class GatewayProcess:
-    def __init__(self, folder, name="gateway", **environment):
+    """With `procfile`, started by the Procfile's web command line as it is (one worker)."""
+
+    def __init__(self, folder, name="gateway", *, procfile=False, **environment):
         self.folder = Path(folder)
         self.name = name
+        self.procfile = procfile
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = self.folder / f"{name}.log"
         self.environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))},
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
+            **database_environment(),
+            "REDIS_URL": settings.REDIS_URL or "",
             "DEBUG": "0",
             "SECRET_KEY": settings.SECRET_KEY,
             "GATEWAY_JOURNAL_DIR": str(settings.GATEWAY_JOURNAL_DIR),
@@ -49,20 +66,9 @@ class GatewayProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.log_file = self.output.open("ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "console.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--no-proxy-headers",
-            ],
+            self._command(),
             cwd=ROOT,
-            env=self.environment,
+            env=self._environment(),
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
@@ -77,6 +83,33 @@ class GatewayProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start:\n{self.log()}")
+
+    def _command(self):
+        if self.procfile:
+            return ["sh", "-c", f"exec {procfile('web')}"]
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "console.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--no-proxy-headers",
+        ]
+
+    def _environment(self):
+        if not self.procfile:
+            return self.environment
+        return {
+            **self.environment,
+            # The Procfile says `python`: this run's.
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "1",
+        }
 
     def kill(self):
         """SIGKILL: no shutdown, no last flush, as the OOM killer or a crash would do it."""

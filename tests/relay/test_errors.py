@@ -10,8 +10,8 @@ from django.utils import timezone
 from billing import services
 from billing.models import Group, GroupGrant, LedgerEntry
 from logs.models import RequestLog
-from relay.gateway import UNKNOWN_MODEL
 from relay.models import Channel
+from relay.recording import UNKNOWN_MODEL
 from tests.relay.conftest import make_channel, wait_until
 from tokens.models import Token
 from tokens.services import token_create, token_set_enabled, token_update

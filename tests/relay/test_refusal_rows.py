@@ -8,7 +8,7 @@ import httpx
 from django.db.models import Sum
 
 from logs.models import PlatformMinute, RequestLog, UsageMinute
-from relay.gateway import UNKNOWN_MODEL
+from relay.recording import UNKNOWN_MODEL
 from tests.relay.conftest import wait_until
 from tokens.services import token_create
 

@@ -1,0 +1,65 @@
+"""Who calls: the API key of a request, its token, and what the token allows."""
+
+import ipaddress
+from datetime import datetime
+
+from relay import errors, http
+from relay.config import RelayConfig
+from relay.database import DatabaseThreads
+from tokens import keys
+from tokens.cache import TokenCache, TokenSnapshot, load_snapshot
+
+
+def api_key(scope: http.Scope) -> str | None:
+    """The key of `Authorization: Bearer sk-…` (or of a bare `Authorization`, or `x-api-key`)."""
+    authorization = http.header(scope, b"authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+        return authorization.strip()
+    key = http.header(scope, b"x-api-key")
+    return key.strip() if key else None
+
+
+async def authenticate(scope: http.Scope, tokens: TokenCache, db: DatabaseThreads) -> TokenSnapshot:
+    """The token of the request's key: from the cache, else from the database (and cached)."""
+    key = api_key(scope)
+    if not key:
+        raise errors.missing_key()
+    if not keys.looks_valid(key):
+        raise errors.invalid_key()
+    key_hash = keys.hash_key(key)
+    known, token = tokens.get(key_hash)
+    if not known:
+        token = await db.run(
+            load_snapshot, key_hash=key_hash, previous_hashes=keys.previous_hashes(key)
+        )
+        tokens.put(key_hash, token)
+    if token is None:
+        raise errors.invalid_key()
+    return token
+
+
+def check(
+    token: TokenSnapshot, config: RelayConfig, *, now: datetime, client_ip: str | None
+) -> None:
+    """Refuses a token that is disabled, expired, used from an address it does not allow, or on
+    a line its owner may not use."""
+    if not token.enabled:
+        raise errors.token_disabled(token.name)
+    if token.expires_at is not None and token.expires_at <= now:
+        raise errors.token_expired(token.name)
+    if token.networks and not _allowed(client_ip, token.networks):
+        raise errors.ip_not_allowed(token.name, client_ip)
+    if not (token.group_granted and token.group_active) or token.group_id not in config.lines:
+        raise errors.group_not_granted(token.name, token.group_name)
+
+
+def _allowed(
+    client_ip: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    if client_ip is None:
+        return False
+    address = ipaddress.ip_address(client_ip)  # an address: relay.http.client_ip checked it
+    return any(address in network for network in networks)
