@@ -3,6 +3,7 @@ import zoneinfo
 from django import forms
 
 from accounts.models import NotificationSettings, User, time_zone_choices
+from console.lib.money import MAX_DOLLARS, AmountError, dollars_to_micros, format_usd
 
 
 class ProfileForm(forms.ModelForm):
@@ -60,24 +61,17 @@ class NotificationForm(forms.ModelForm):
         }
         widgets = {"price_scope": forms.RadioSelect}
 
-    def __init__(self, *args, **kwargs):
-        from billing.models import ModelPrice
-        from console.lib.money import format_usd
-
+    def __init__(self, *args, catalog, **kwargs):
+        """`catalog`: the (vendor, model) pairs on sale, which a user may follow."""
         super().__init__(*args, **kwargs)
-        prices = ModelPrice.objects.filter(enabled=True)
-        vendors = sorted(set(prices.values_list("vendor", flat=True)))
+        vendors = sorted({vendor for vendor, _model in catalog})
         self.fields["price_vendors"].choices = [(v, v) for v in vendors]
-        self.fields["price_models"].choices = [
-            (m, m) for m in prices.order_by("model").values_list("model", flat=True)
-        ]
+        self.fields["price_models"].choices = [(m, m) for m in sorted(m for _v, m in catalog)]
         self.initial["low_balance_threshold_usd"] = format_usd(
             self.instance.low_balance_threshold
         ).lstrip("$")
 
     def clean_low_balance_threshold_usd(self):
-        from console.lib.money import MAX_DOLLARS, AmountError, dollars_to_micros
-
         raw = self.cleaned_data["low_balance_threshold_usd"] or "0"
         try:
             value = dollars_to_micros(raw)

@@ -1,4 +1,8 @@
+import uuid
+
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from logs.models import RequestLog
 
@@ -22,7 +26,7 @@ class RequestLogAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "endpoint", "stream")
     search_fields = ("=id",)
-    list_select_related = ("user", "token", "channel")
+    list_select_related = ("user", "token")
     show_full_result_count = False
     ordering = ("-id",)
     date_hierarchy = None
@@ -36,10 +40,16 @@ class RequestLogAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="channel")
+    def channel(self, log):
+        # The channel by id, linked to its page in the gateway's admin.
+        if log.channel_id is None:
+            return "—"
+        url = reverse("admin:relay_channel_change", args=[log.channel_id])
+        return format_html('<a href="{}">#{}</a>', url, log.channel_id)
+
     def get_search_results(self, request, queryset, search_term):
         # Only an exact request id is searched: a LIKE over millions of rows would crawl.
-        import uuid
-
         try:
             return queryset.filter(pk=uuid.UUID(search_term.strip())), False
         except ValueError:

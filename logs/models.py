@@ -45,7 +45,8 @@ class RequestLog(models.Model):
     user = _fk(settings.AUTH_USER_MODEL)
     token = _fk("tokens.Token", null=True, blank=True)
     group = _fk("billing.Group", null=True, blank=True)
-    channel = _fk("relay.Channel", null=True, blank=True)
+    # The channel's id only: channels belong to the gateway, which sits above the logs.
+    channel_id = models.BigIntegerField(null=True, blank=True)
     endpoint = models.CharField(max_length=10, choices=Endpoint.choices)
     model = models.CharField(max_length=100, blank=True)
     stream = models.BooleanField(default=False)

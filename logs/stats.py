@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import Max, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from logs.models import ChannelMinute, IpDay, UsageDay, UsageHour, UsageMinute
@@ -289,16 +290,17 @@ def used_models(user, days=90):
     )
 
 
-def channel_stats(since_moment):
-    """Requests, failure rate and mean latency per channel since a moment, for staff."""
-    rows = (
-        ChannelMinute.objects.filter(bucket__gte=since_moment)
-        .values("channel_id")
-        .annotate(
-            n_requests=Sum("requests"), n_failures=Sum("failures"), n_latency=Sum("latency_ms")
-        )
+def channel_totals(since_moment):
+    """Requests, failures and latency over every channel since a moment, and how many channels
+    failed at least once, for staff."""
+    rows = ChannelMinute.objects.filter(bucket__gte=since_moment)
+    totals = rows.aggregate(
+        n_requests=Coalesce(Sum("requests"), 0),
+        n_failures=Coalesce(Sum("failures"), 0),
+        n_latency=Coalesce(Sum("latency_ms"), 0),
     )
-    return {row["channel_id"]: row for row in rows}
+    failing = rows.filter(failures__gt=0).values("channel_id").distinct().count()
+    return {**totals, "failing": failing}
 
 
 def top(rows, field, count=10):

@@ -12,10 +12,11 @@ from django.db.models import Case, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import Http404, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import User
 from accounts.staff import staff_may_enter
 from console.lib.params import id_param
 from console.lib.permissions import permission_required
@@ -255,9 +256,8 @@ def staff_only(view):
 @staff_only
 @permission_required("logs.view_platform")
 def staff_dashboard(request):
-    """Platform-wide traffic, spend, top users and models, and every channel's health."""
-    from accounts.models import User
-    from relay.models import Channel
+    """Platform-wide traffic, spend, top users and models, and the channels' health in total
+    (per channel, in the admin's channel list)."""
 
     now = timezone.now()
     tz = timezone.get_current_timezone()
@@ -271,12 +271,10 @@ def staff_dashboard(request):
     )
     for row in top_users:
         row["email"] = emails.get(row["user_id"], f"user {row['user_id']}")
-    hour = stats.channel_stats(now - timedelta(hours=1))
-    day = stats.channel_stats(now - timedelta(days=1))
-    channels = [
-        {"channel": channel, "hour": hour.get(channel.pk), "day": day.get(channel.pk)}
-        for channel in Channel.objects.order_by("-priority", "name")
-    ]
+    channels = {
+        "hour": stats.channel_totals(now - timedelta(hours=1)),
+        "day": stats.channel_totals(now - timedelta(days=1)),
+    }
     return render(
         request,
         "logs/staff.html",
@@ -289,3 +287,24 @@ def staff_dashboard(request):
             "channels": channels,
         },
     )
+
+
+@login_required
+def token_usage(request, pk):
+    """A token's spend and requests over time, the addresses that used it, and its last calls."""
+    token = get_object_or_404(
+        Token.objects.alive().select_related("group"), pk=pk, user=request.user
+    )
+    granted = set(request.user.group_grants.values_list("group_id", flat=True))
+    tz = timezone.get_current_timezone()
+    since = timezone.now() - timedelta(days=30)
+    recent = RequestLog.objects.filter(user_id=request.user.pk, token_id=token.pk).order_by("-id")
+    context = {
+        "token": token,
+        "status": token.status_for_owner(granted),
+        "spend": stats.daily_spend_by_model(request.user, 30, tz, token_id=token.pk),
+        "totals": stats.since(request.user, since, token_id=token.pk),
+        "ips": list(stats.addresses(request.user, 30, token_id=token.pk)[:200]),
+        "recent": recent[:10],
+    }
+    return render(request, "logs/token.html", context)

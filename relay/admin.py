@@ -68,7 +68,8 @@ class ChannelForm(forms.ModelForm):
         return value
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("type") == Channel.Type.OPENAI and not cleaned.get("base_url"):
             self.add_error("base_url", "An OpenAI-compatible channel needs its base URL.")
         # The stored key belongs to the address it was entered for: it never follows a new one.
@@ -93,8 +94,8 @@ class ChannelForm(forms.ModelForm):
         return channel
 
 
-def _last_hour(field):
-    since = timezone.now() - timedelta(hours=1)
+def _since(field, period):
+    since = timezone.now() - period
     rows = (
         ChannelMinute.objects.filter(channel_id=OuterRef("pk"), bucket__gte=since)
         .values("channel_id")
@@ -104,7 +105,13 @@ def _last_hour(field):
     return Coalesce(Subquery(rows), 0)
 
 
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 HEALTH_FIELDS = Channel.HEALTH_FIELDS
+
+
+def _success(requests, failures):
+    return f"{100 * (requests - failures) / requests:.1f}%" if requests else "—"
 
 
 @admin.register(Channel)
@@ -119,6 +126,8 @@ class ChannelAdmin(admin.ModelAdmin):
         "requests_hour",
         "success_rate",
         "latency",
+        "requests_day",
+        "success_rate_day",
         "last_error_short",
         "last_test",
     )
@@ -143,9 +152,11 @@ class ChannelAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                hour_requests=_last_hour("requests"),
-                hour_failures=_last_hour("failures"),
-                hour_latency=_last_hour("latency_ms"),
+                hour_requests=_since("requests", HOUR),
+                hour_failures=_since("failures", HOUR),
+                hour_latency=_since("latency_ms", HOUR),
+                day_requests=_since("requests", DAY),
+                day_failures=_since("failures", DAY),
             )
         )
 
@@ -165,11 +176,15 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description="success (1 h)")
     def success_rate(self, channel):
-        if not channel.hour_requests:
-            return "—"
-        return (
-            f"{100 * (channel.hour_requests - channel.hour_failures) / channel.hour_requests:.1f}%"
-        )
+        return _success(channel.hour_requests, channel.hour_failures)
+
+    @admin.display(description="requests (24 h)", ordering="day_requests")
+    def requests_day(self, channel):
+        return channel.day_requests
+
+    @admin.display(description="success (24 h)")
+    def success_rate_day(self, channel):
+        return _success(channel.day_requests, channel.day_failures)
 
     @admin.display(description="latency (1 h)")
     def latency(self, channel):

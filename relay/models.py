@@ -63,24 +63,20 @@ class Channel(CountersOutOfSave, models.Model):
     class Meta:
         ordering = ["-priority", "name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    @property
-    def in_rotation(self):
-        return self.enabled and self.auto_disabled_at is None
-
-    def set_key(self, key):
+    def set_key(self, key: str) -> None:
         self.key_encrypted = crypto.encrypt(key)
         self.key_hint = f"…{key[-4:]}" if len(key) >= 8 else "…"
 
-    def get_key(self):
+    def get_key(self) -> str:
         return crypto.decrypt(self.key_encrypted)
 
-    def upstream_model(self, model):
+    def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)
 
-    def disable(self, reason):
+    def disable(self, reason: str) -> None:
         Channel.objects.filter(pk=self.pk, auto_disabled_at__isnull=True).update(
             auto_disabled_at=timezone.now(), disabled_reason=reason[:500]
         )

@@ -89,8 +89,3 @@ def previous_hashes(key):
     key derived from SECRET_KEY (and its fallbacks) when TOKEN_HASH_KEY is set. Only asked when
     a key is not in the gateway's cache."""
     return [hmac.new(s, key.encode(), hashlib.sha256).hexdigest() for s in _hash_secrets()[1:]]
-
-
-def mask(key):
-    """What is shown after creation: the first and last four characters of the key."""
-    return f"{key[: len(PREFIX) + 4]}…{key[-4:]}"

@@ -87,7 +87,7 @@ class Token(CountersOutOfSave, models.Model):
         return self.name
 
     def get_absolute_url(self):
-        return reverse("tokens:usage", args=[self.pk])
+        return reverse("logs:token", args=[self.pk])
 
     @property
     def masked_key(self):
@@ -99,17 +99,17 @@ class Token(CountersOutOfSave, models.Model):
         self.key_suffix = key[-4:]
 
     @property
-    def quota_remaining(self):
-        if self.unlimited_quota:
-            return None
-        return max(self.quota_limit - self.quota_used - self.quota_held, 0)
-
-    @property
     def is_expired(self):
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
     def networks(self):
         return [ipaddress.ip_network(entry, strict=False) for entry in self.ip_allowlist]
+
+    def status_for_owner(self, granted_line_ids):
+        """`status()` given the ids of the lines granted to the token's owner."""
+        line = self.group
+        usable = line.is_active and (not line.requires_grant or line.pk in granted_line_ids)
+        return self.status(group_granted=usable)
 
     def status(self, group_granted=None):
         """What a user needs to know about whether this token works, and what to do if not."""

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 from celery import shared_task
 
-from console.lib.emails import send_once
+from accounts.emails import send_once
 from tokens.models import Token
 
 

@@ -1,4 +1,5 @@
 from django.urls import path
+from django.views.generic import RedirectView
 
 from tokens import views
 
@@ -7,7 +8,8 @@ app_name = "tokens"
 urlpatterns = [
     path("", views.token_list, name="list"),
     path("new/", views.token_create, name="create"),
-    path("<int:pk>/", views.token_usage, name="usage"),
+    # A token's usage page is one of the logs' pages; old links still land on it.
+    path("<int:pk>/", RedirectView.as_view(pattern_name="logs:token"), name="usage"),
     path("<int:pk>/edit/", views.token_edit, name="edit"),
     path("<int:pk>/toggle/", views.token_toggle, name="toggle"),
     path("<int:pk>/rotate/", views.token_rotate, name="rotate"),

@@ -1,19 +1,14 @@
-from datetime import timedelta
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from billing.models import ModelPrice
 from console.lib.ratelimit import given_back_on_error, limit_reached
-from logs import stats
-from logs.models import RequestLog
 from tokens import services
 from tokens.forms import TokenForm
 from tokens.models import Token
@@ -30,10 +25,7 @@ def _granted_group_ids(user):
 
 
 def _row_context(token, granted):
-    """A token with its status, given the ids of the lines granted to its owner."""
-    group = token.group
-    usable_line = group.is_active and (not group.requires_grant or group.pk in granted)
-    return {"token": token, "status": token.status(group_granted=usable_line)}
+    return {"token": token, "status": token.status_for_owner(granted)}
 
 
 def _key_page(request, token, key, *, rotated):
@@ -154,21 +146,3 @@ def token_delete(request, pk):
         messages.success(request, f"Token “{token.name}” deleted. Its key no longer works.")
         return redirect("tokens:list")
     return render(request, "tokens/delete.html", {"token": token})
-
-
-@login_required
-def token_usage(request, pk):
-    """Spend and requests over time, the addresses that used the token, and its last calls."""
-    token = _get_token_for_user(request, pk)
-    tz = timezone.get_current_timezone()
-    context = _row_context(token, _granted_group_ids(request.user))
-    ips = stats.addresses(request.user, 30, token_id=token.pk)[:200]
-    context.update(
-        spend=stats.daily_spend_by_model(request.user, 30, tz, token_id=token.pk),
-        totals=stats.since(request.user, timezone.now() - timedelta(days=30), token_id=token.pk),
-        ips=list(ips),
-        recent=RequestLog.objects.filter(user_id=request.user.pk, token_id=token.pk).order_by(
-            "-id"
-        )[:10],
-    )
-    return render(request, "tokens/usage.html", context)

@@ -7,8 +7,8 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import EmailDelivery
 from billing.models import Group, GroupGrant, ModelPrice
-from console.models import EmailDelivery
 from tokens.models import Token
 from tokens.services import token_create
 
@@ -163,7 +163,7 @@ def test_disabling_with_htmx_answers_with_the_row(alice_client, token):
 
 def test_toggling_returns_to_the_page_it_came_from_and_never_off_site(alice_client, token):
     url = reverse("tokens:toggle", args=[token.pk])
-    usage = reverse("tokens:usage", args=[token.pk])
+    usage = reverse("logs:token", args=[token.pk])
     assert alice_client.post(url, {"next": usage}).url == usage
     for elsewhere in ["https://evil.example/", "//evil.example/", "javascript:alert(1)"]:
         assert alice_client.post(url, {"next": elsewhere}).url == reverse("tokens:list")
@@ -191,7 +191,7 @@ def test_deleting_asks_first_then_hides_the_token(alice_client, token):
     assert response.status_code == 302
     assert not Token.objects.alive().exists()
     assert Token.objects.get().deleted_at is not None
-    assert alice_client.get(reverse("tokens:usage", args=[token.pk])).status_code == 404
+    assert alice_client.get(reverse("logs:token", args=[token.pk])).status_code == 404
     assert "No tokens yet" in alice_client.get(reverse("tokens:list")).content.decode()
 
 
@@ -223,7 +223,7 @@ def test_a_withdrawn_grant_is_explained(alice_client, alice):
 
 
 TOKEN_URLS = [
-    ("tokens:usage", "get"),
+    ("logs:token", "get"),
     ("tokens:edit", "get"),
     ("tokens:edit", "post"),
     ("tokens:toggle", "post"),
@@ -255,3 +255,10 @@ def test_staff_see_tokens_masked_and_can_disable_them(staff_client, token):
         {"action": "disable", "_selected_action": [token.pk]},
     )
     assert not Token.objects.get().enabled
+
+
+def test_the_old_address_of_a_token_page_still_lands_on_it(alice_client, token):
+    response = alice_client.get(f"/tokens/{token.pk}/")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("logs:token", args=[token.pk])
+    assert alice_client.get(response["Location"]).status_code == 200
