@@ -6,6 +6,7 @@ Every step is screenshotted into artifacts/ (desktop, then the main pages at pho
 the browser console must stay free of errors, Content-Security-Policy violations included."""
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.browser
 EMAIL = "newcomer@example.com"
 SECRET = "a-long-enough-secret"
 PHONE = {"width": 390, "height": 844}
+MAIN_PAGES = ["/", "/logs/", "/tokens/", "/billing/recharge/", "/pricing/", "/announcements/"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +45,22 @@ def staff_page(browser, live_site, request):
     assert tab.errors == [], f"the staff browser console reported errors: {tab.errors}"
 
 
+@dataclass
+class StaffMember:
+    email: str
+    totp_secret: str  # what their authenticator app holds
+
+
+@dataclass
+class Breakdown:
+    """A logged request's cost breakdown: its formula, the amount charged, the token counts."""
+
+    formula: str
+    charged: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+
+
 def money(text):
     """Decimal dollars from the first "$1,234.5678" in a text."""
     return Decimal(re.search(r"\$([\d,]+(?:\.\d+)?)", text).group(1).replace(",", ""))
@@ -55,13 +73,40 @@ def balance(page):
 def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     page, staff_page, live_site, upstream, model_price, default_group
 ):
-    make_channel(upstream, models=[model_price.model])
-    staff = make_user("staff@example.com", staff=True, name="Sam")
-    staff_secret = generate_totp_secret()
-    TOTP.activate(staff, staff_secret)
+    model = model_price.model
+    make_channel(upstream, models=[model])
+    staff = a_staff_member_with_an_authenticator()
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_site.url)
 
-    # Sign up, and verify the address by the emailed link.
+    sign_up_and_confirm_the_address(page)
+    recharge_twenty_dollars_in_the_sandbox(page)
+    key = create_a_token_and_copy_its_key(page)
+    call_the_api_with_the_official_client(live_site.url, key, model)
+    spent = see_both_requests_on_the_dashboard(page)
+    breakdown = open_the_cost_breakdown_of_a_logged_request(page, model, spent)
+    check_the_breakdown_against_the_pricing_page(page, breakdown, model, default_group)
+    subscribe_to_price_change_emails(page)
+
+    sign_in_to_admin_with_the_authenticator_code(staff_page, staff)
+    raise_the_model_multiplier(staff_page, model)
+    publish_the_price_change(staff_page)
+    receive_the_price_change_by_email_and_announcement(page, model)
+
+    order, ticket_url = open_a_ticket_for_a_late_recharge(page)
+    credit_the_order_from_the_ticket_and_reply(staff_page, order)
+    see_the_reply_and_the_credited_money(page, ticket_url, spent)
+    look_at_the_main_pages_at_phone_width(page, ticket_url)
+
+
+def a_staff_member_with_an_authenticator():
+    staff = make_user("staff@example.com", staff=True, name="Sam")
+    secret = generate_totp_secret()
+    TOTP.activate(staff, secret)
+    return StaffMember(staff.email, secret)
+
+
+def sign_up_and_confirm_the_address(page):
+    """Sign up, and verify the address by the emailed link."""
     page.open("/accounts/signup/")
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password", exact=True).fill(SECRET)
@@ -76,7 +121,9 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     page.screenshot("first-dashboard")
     assert balance(page) == 0
 
-    # Recharge $20 with the sandbox provider; the balance shows it.
+
+def recharge_twenty_dollars_in_the_sandbox(page):
+    """Recharge $20 with the sandbox provider; the balance shows it."""
     page.get_by_role("link", name="Recharge", exact=True).first.click()
     page.get_by_role("button", name="$20.00").click()
     page.get_by_text("You pay $20.00").wait_for()
@@ -88,7 +135,9 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     page.screenshot("order-credited")
     assert balance(page) == 20
 
-    # A token with the defaults; the key is shown once and copied from the page.
+
+def create_a_token_and_copy_its_key(page):
+    """A token with the defaults; the key is shown once and copied from the page."""
     page.get_by_role("link", name="Tokens").first.click()
     page.get_by_role("link", name="Create your first token").click()
     page.get_by_label("Name").fill("My app")
@@ -99,15 +148,18 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     key = page.evaluate("navigator.clipboard.readText()")
     assert key == page.locator("#new-key").inner_text() and key.startswith("sk-")
     page.screenshot("key-shown-once")
+    return key
 
-    # The official client, as the page says: a chat completion and a streamed one.
-    client = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
+
+def call_the_api_with_the_official_client(site_url, key, model):
+    """The official client, as the page says: a chat completion and a streamed one."""
+    client = openai.OpenAI(base_url=f"{site_url}/v1", api_key=key, max_retries=0)
     chat = client.chat.completions.create(
-        model=model_price.model, messages=[{"role": "user", "content": "Hello there"}]
+        model=model, messages=[{"role": "user", "content": "Hello there"}]
     )
     assert chat.choices[0].message.content
     stream = client.chat.completions.create(
-        model=model_price.model,
+        model=model,
         messages=[{"role": "user", "content": "Count to three"}],
         stream=True,
         stream_options={"include_usage": True},
@@ -115,16 +167,22 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert streamed
 
-    # The dashboard counts both requests, in the chart's text alternative too.
+
+def see_both_requests_on_the_dashboard(page):
+    """The dashboard counts both requests, in the chart's text alternative too; what they
+    cost comes off the balance. Returns that spend."""
     page.get_by_role("link", name="Dashboard").first.click()
     page.get_by_text("2 requests and").first.wait_for()
     spent = money(page.locator(".stat").filter(has_text="Spend today").inner_text())
     assert spent > 0 and balance(page) == 20 - spent
     page.screenshot("dashboard-with-requests")
+    return spent
 
-    # The request log lists them; one row's cost breakdown agrees with the pricing page.
+
+def open_the_cost_breakdown_of_a_logged_request(page, model, spent):
+    """The request log lists both requests, at the day's spend; one row's breakdown opens."""
     page.get_by_role("link", name="Logs").first.click()
-    rows = page.locator("table tbody tr").filter(has_text=model_price.model)
+    rows = page.locator("table tbody tr").filter(has_text=model)
     assert rows.count() == 2
     costs = [money(cell) for cell in rows.locator("td[data-label=Cost]").all_inner_texts()]
     assert sum(costs) == spent
@@ -135,40 +193,55 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     explained = formula.inner_text()
     charged = money(page.get_by_text("Charged:").inner_text())
     prompt, completion = map(int, re.search(r"= \((\d+) \+ (\d+) ×", explained).groups())
+    return Breakdown(explained, charged, prompt, completion)
 
+
+def check_the_breakdown_against_the_pricing_page(page, breakdown, model, group):
+    """The breakdown uses the pricing page's multipliers, and charges what they come to."""
     page.get_by_role("link", name="Pricing").first.click()
-    price_row = page.locator("tr").filter(has_text=model_price.model).first
+    price_row = page.locator("tr").filter(has_text=model).first
     cells = price_row.locator("td").all_inner_texts()
     model_x, completion_x = Decimal(cells[2]), Decimal(cells[3])
-    assert f"× {cells[3]}) × {cells[2]} × " in explained
-    weighted = (prompt + completion * completion_x) * model_x * default_group.multiplier
+    assert f"× {cells[3]}) × {cells[2]} × " in breakdown.formula
+    tokens = breakdown.prompt_tokens + breakdown.completion_tokens * completion_x
+    weighted = tokens * model_x * group.multiplier
     expected = (weighted * 2).quantize(Decimal(1), rounding=ROUND_HALF_UP) / Decimal(1_000_000)
-    assert charged == expected > 0
+    assert breakdown.charged == expected > 0
     page.screenshot("pricing")
 
-    # Subscribe to price-change emails.
+
+def subscribe_to_price_change_emails(page):
     page.open("/profile/")
     page.get_by_text("Email me when a price changes").click()
     page.get_by_role("button", name="Save email preferences").click()
     page.get_by_text("Email preferences saved").wait_for()
     page.screenshot("price-emails-on")
 
-    # Staff raise the model's multiplier in admin, then publish the change.
-    # The staff console's sign-in is everyone's, with the authenticator code after the password.
+
+def sign_in_to_admin_with_the_authenticator_code(staff_page, staff):
+    """The staff console's sign-in is everyone's, with the authenticator code after the
+    password."""
     staff_page.open("/admin/")
     staff_page.get_by_label("Email", exact=True).fill(staff.email)
     staff_page.get_by_label("Password", exact=True).fill(PASSWORD)
     staff_page.get_by_role("button", name="Log in").click()
-    staff_page.locator("input[name=code]").fill(totp(staff_secret))
+    staff_page.locator("input[name=code]").fill(totp(staff.totp_secret))
     staff_page.screenshot("staff-code")
     staff_page.get_by_role("button", name="Sign In").click()
+
+
+def raise_the_model_multiplier(staff_page, model):
+    """Staff raise the model's multiplier in admin, which records a price adjustment."""
     staff_page.get_by_role("link", name="Model prices").click()
-    staff_page.get_by_role("link", name=model_price.model).click()
+    staff_page.get_by_role("link", name=model).click()
     staff_page.get_by_label("Model multiplier").fill("0.1")
     staff_page.get_by_label("Reason for a price change").fill("The provider raised its price.")
     staff_page.screenshot("change-multiplier")
     staff_page.get_by_role("button", name="Save", exact=True).click()
     staff_page.get_by_text("recorded as 1 adjustment").wait_for()
+
+
+def publish_the_price_change(staff_page):
     staff_page.open("/admin/billing/priceadjustment/")
     staff_page.locator("input[name=_selected_action]").first.check()
     staff_page.get_by_label("Action:").select_option("publish")
@@ -177,16 +250,21 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     staff_page.get_by_text("Published “").wait_for()
     staff_page.screenshot("published")
 
-    # The customer gets one email, and the announcement waits in the console.
+
+def receive_the_price_change_by_email_and_announcement(page, model):
+    """The customer gets one email, and the announcement waits in the console."""
     price_mails = [m for m in mail.outbox if m.to == [EMAIL] and "price" in m.subject.lower()]
     assert len(price_mails) == 1
-    assert model_price.model in price_mails[0].body and "0.1" in price_mails[0].body
+    assert model in price_mails[0].body and "0.1" in price_mails[0].body
     page.open("/")
     page.get_by_role("link", name=re.compile("Announcements")).first.click()
-    page.get_by_text(model_price.model).first.wait_for()
+    page.get_by_text(model).first.wait_for()
     page.screenshot("announcement")
 
-    # A recharge left unpaid, fifteen minutes later, becomes a support ticket.
+
+def open_a_ticket_for_a_late_recharge(page):
+    """A recharge left unpaid, fifteen minutes later, becomes a support ticket. Returns the
+    order and the ticket's address."""
     page.open("/billing/recharge/")
     page.get_by_label("Amount (USD)").fill("10")
     page.get_by_role("button", name="Continue to payment").click()
@@ -200,22 +278,26 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     page.get_by_label("What happened?").fill("I paid $10 by card a quarter of an hour ago.")
     page.get_by_role("button", name="Open the ticket").click()
     page.get_by_text("opened. We answer here and by email.").wait_for()
-    ticket_url = page.url
     page.screenshot("ticket-opened")
+    return pending, page.url
 
-    # Staff find it flagged, credit the order by hand from the ticket, and reply.
-    staff_page.open("/admin/console/ticket/?order=pending")
+
+def credit_the_order_from_the_ticket_and_reply(staff_page, order):
+    """Staff find the ticket flagged, credit the order by hand from it, and reply."""
+    staff_page.open("/admin/support/ticket/?order=pending")
     staff_page.get_by_role("link", name=re.compile(r"^T-")).first.click()
     staff_page.get_by_role("link", name="Credit by hand…").click()
     staff_page.get_by_role("button", name="Credit $10.00").click()
-    staff_page.get_by_text(f"Order {pending.number} credited").wait_for()
+    staff_page.get_by_text(f"Order {order.number} credited").wait_for()
     staff_page.get_by_label("Reply").fill("Found your payment: $10.00 is on your balance now.")
     staff_page.get_by_label("Status").select_option("resolved")
     staff_page.get_by_role("button", name="Save", exact=True).click()
     staff_page.get_by_text("was changed successfully").wait_for()
     staff_page.screenshot("ticket-handled")
 
-    # The customer sees the reply, the money and the email.
+
+def see_the_reply_and_the_credited_money(page, ticket_url, spent):
+    """The customer sees the reply, the money and the email."""
     page.goto(ticket_url)
     page.get_by_text("Found your payment").wait_for()
     assert balance(page) == 30 - spent
@@ -223,9 +305,10 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     assert len(replies) == 1 and "Found your payment" in replies[0].body
     page.screenshot("ticket-answered")
 
-    # The main pages at phone width.
+
+def look_at_the_main_pages_at_phone_width(page, ticket_url):
     page.set_viewport_size(PHONE)
-    for path in ["/", "/logs/", "/tokens/", "/billing/recharge/", "/pricing/", "/announcements/"]:
+    for path in MAIN_PAGES:
         page.open(path)
         page.screenshot("phone-" + (path.strip("/").replace("/", "-") or "dashboard"))
     page.goto(ticket_url)

@@ -286,13 +286,37 @@ def databases():
 
 
 def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(databases, tmp_path):
-    import psycopg
-
     database_url, redis_url = databases
     sink, upstream = SmtpSink().start(), FakeUpstream().start()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
+    env = production_environment(database_url, redis_url, port, sink.port, tmp_path)
+    production = Production(env, tmp_path)
+    try:
+        run_the_release_commands(env)
+        set_up_a_price_and_a_channel(env, upstream)
+        start_the_procfile(production, base)
+        visitor = Visitor(base)
+        check_the_site_answers_as_production(visitor, base)
+        sign_up_by_the_emailed_link(visitor, sink)
+        staff = sign_in_to_admin_with_the_authenticator_code(base)
+        put_ten_dollars_on_the_account_from_admin(staff, visitor)
+        token_id, key = create_a_token(visitor)
+        call_the_api_with_the_official_client(visitor, base, key)
+        answered = disable_the_token_on_both_web_workers(visitor, production, port, token_id, key)
+        wait_for_beat_to_apply_the_scheduled_price_change(visitor, production)
+    finally:
+        codes = production.stop()
+        sink.stop()
+        upstream.stop()
+
+    check_every_process_stopped_cleanly(production, codes)
+    check_nothing_was_lost(database_url, answered)
+
+
+def production_environment(database_url, redis_url, port, smtp_port, tmp_path):
+    """Production settings: DEBUG off, an https SITE_URL behind a proxy, SMTP email."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST"))},
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "SECRET_KEY": secrets.token_urlsafe(50),
@@ -303,7 +327,7 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "EMAIL_HOST": "127.0.0.1",
-        "EMAIL_PORT": str(sink.port),
+        "EMAIL_PORT": str(smtp_port),
         "SUPPORT_EMAIL": "support@switchboard.example.com",
         "MEDIA_ROOT": str(tmp_path / "media"),
         "STATIC_ROOT": str(tmp_path / "static"),
@@ -313,139 +337,150 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
         "TRUSTED_PROXIES": "127.0.0.1",
         "LOG_LEVEL": "INFO",
     }
-    production = Production(env, tmp_path)
-    try:
-        # Once per release, as the README says.
-        for command in readme_release_commands():
-            args = command.split()
-            assert args[:2] == ["python", "manage.py"], command
-            output = manage(env, *args[2:])
-            if "check" in args:
-                assert "System check identified no issues" in output, output
-        manage(env, "shell", "-c", seed(upstream.url, upstream.key))
 
-        production.start()
-        wait_for("the web workers", lambda: _healthy(base), 60)
-        assert len(production.web_workers()) == 2
 
-        visitor = Visitor(base)
-        # Only the site's own name (and the configured health-check address) is answered.
-        assert visitor.request("GET", "/", headers={"Host": "localhost:6666"}).status_code == 400
-        # DEBUG is off: the site's own 404 page, and HSTS on every secure answer.
-        missing = visitor.get("/no-such-page/")
-        assert missing.status_code == 404 and "Page not found" in missing.text
-        assert "max-age=" in missing.headers["strict-transport-security"]
-        # Plain HTTP is sent to https.
-        assert httpx.get(f"{base}/pricing/").status_code == 301
-        # collectstatic's hashed files are what the pages use, and they are served.
-        css = re.search(r'href="(/static/css/site\.[0-9a-f]{12}\.css)"', missing.text).group(1)
-        assert visitor.get(css).status_code == 200
+def run_the_release_commands(env):
+    """Once per release, as the README says; the deploy check finds nothing."""
+    for command in readme_release_commands():
+        args = command.split()
+        assert args[:2] == ["python", "manage.py"], command
+        output = manage(env, *args[2:])
+        if "check" in args:
+            assert "System check identified no issues" in output, output
 
-        # Sign up: the verification email goes out through the Celery worker over SMTP.
-        response = visitor.submit(
-            "/accounts/signup/", email=USER, password1=SECRET, password2=SECRET
+
+def set_up_a_price_and_a_channel(env, upstream):
+    manage(env, "shell", "-c", seed(upstream.url, upstream.key))
+
+
+def start_the_procfile(production, base):
+    production.start()
+    wait_for("the web workers", lambda: _healthy(base), 60)
+    assert len(production.web_workers()) == 2
+
+
+def check_the_site_answers_as_production(visitor, base):
+    # Only the site's own name (and the configured health-check address) is answered.
+    assert visitor.request("GET", "/", headers={"Host": "localhost:6666"}).status_code == 400
+    # DEBUG is off: the site's own 404 page, and HSTS on every secure answer.
+    missing = visitor.get("/no-such-page/")
+    assert missing.status_code == 404 and "Page not found" in missing.text
+    assert "max-age=" in missing.headers["strict-transport-security"]
+    # Plain HTTP is sent to https.
+    assert httpx.get(f"{base}/pricing/").status_code == 301
+    # collectstatic's hashed files are what the pages use, and they are served.
+    css = re.search(r'href="(/static/css/site\.[0-9a-f]{12}\.css)"', missing.text).group(1)
+    assert visitor.get(css).status_code == 200
+
+
+def sign_up_by_the_emailed_link(visitor, sink):
+    """Sign up: the verification email goes out through the Celery worker over SMTP."""
+    response = visitor.submit("/accounts/signup/", email=USER, password1=SECRET, password2=SECRET)
+    assert response.status_code == 302, response.text[:2000]
+    mail = wait_for("the verification email", lambda: _mail_to(sink, USER), 30)
+    link = re.search(r"https://\S+/accounts/confirm-email/\S+/", mail).group(0)
+    confirm = urlsplit(link).path
+    assert visitor.submit(confirm).status_code == 302
+    assert "Get started in three steps" in visitor.get("/").text
+
+
+def sign_in_to_admin_with_the_authenticator_code(base):
+    """The admin sends staff to the one sign-in, which asks for the authenticator code; the
+    admin stays shut until it is given. Returns the signed-in staff member."""
+    staff = Visitor(base)
+    assert staff.get("/admin/").headers["location"].startswith("/admin/login/")
+    signed_in = staff.submit("/accounts/login/", login=STAFF, password=SECRET)
+    assert signed_in.headers["location"] == "/accounts/2fa/authenticate/"
+    assert staff.get("/admin/billing/account/").status_code == 302
+    coded = staff.submit("/accounts/2fa/authenticate/", code=totp(STAFF_TOTP))
+    assert coded.status_code == 302, coded.text[:2000]
+    return staff
+
+
+def put_ten_dollars_on_the_account_from_admin(staff, visitor):
+    accounts = staff.get("/admin/billing/account/?" + urlencode({"q": USER})).text
+    account_id = re.search(r'name="_selected_action" value="(\d+)"', accounts).group(1)
+    adjusted = staff.request(
+        "POST",
+        "/admin/billing/account/",
+        data={
+            "csrfmiddlewaretoken": staff.cookies["csrftoken"],
+            "action": "adjust_balance",
+            "_selected_action": account_id,
+            "apply": "1",
+            "amount": "10",
+            "reason": "Bank transfer, invoice 42",
+        },
+    )
+    assert adjusted.status_code == 302, adjusted.text[:2000]
+    assert "$10.00" in visitor.get("/billing/").text
+
+
+def create_a_token(visitor):
+    """A token with the defaults. Returns its id and its key."""
+    created = visitor.submit("/tokens/new/", name="Production app")
+    key = re.search(r'<code id="new-key">(sk-[^<]+)</code>', created.text).group(1)
+    token_id = re.search(r"/tokens/(\d+)/edit/", visitor.get("/tokens/").text).group(1)
+    return token_id, key
+
+
+def call_the_api_with_the_official_client(visitor, base, key):
+    """A chat and a stream, both of which reach the request log."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert chat.choices[0].message.content
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    wait_for("the requests in the log", lambda: visitor.get("/logs/").text.count(MODEL) >= 2, 15)
+
+
+def disable_the_token_on_both_web_workers(visitor, production, port, token_id, key):
+    """A token change reaches both web workers: hold a connection to each, use the key on
+    both (so that each caches it), disable the token, and both refuse it at once. Returns
+    the status of every call made, for the count of logged requests at the end."""
+    connections = _one_connection_per_worker(port, production.web_workers())
+    answered = [_call(connection, key)[0] for connection in connections.values()]
+    assert answered == [200] * len(connections)
+    disabled = visitor.submit(f"/logs/tokens/{token_id}/", action=f"/tokens/{token_id}/toggle/")
+    assert disabled.status_code == 302
+    for pid, connection in connections.items():
+        body = wait_for(
+            f"worker {pid} to refuse the disabled token",
+            lambda c=connection: _refused(c, key, answered),
+            5,
         )
-        assert response.status_code == 302, response.text[:2000]
-        mail = wait_for("the verification email", lambda: _mail_to(sink, USER), 30)
-        link = re.search(r"https://\S+/accounts/confirm-email/\S+/", mail).group(0)
-        confirm = urlsplit(link).path
-        assert visitor.submit(confirm).status_code == 302
-        assert "Get started in three steps" in visitor.get("/").text
+        assert body["error"]["code"] == "token_disabled", body
+        connection.close()
+    return answered
 
-        # Staff put $10 on the account from admin.
-        staff = Visitor(base)
-        # The admin sends staff to the one sign-in, which asks for the authenticator code.
-        assert staff.get("/admin/").headers["location"].startswith("/admin/login/")
-        signed_in = staff.submit("/accounts/login/", login=STAFF, password=SECRET)
-        assert signed_in.headers["location"] == "/accounts/2fa/authenticate/"
-        assert staff.get("/admin/billing/account/").status_code == 302
-        coded = staff.submit("/accounts/2fa/authenticate/", code=totp(STAFF_TOTP))
-        assert coded.status_code == 302, coded.text[:2000]
-        accounts = staff.get("/admin/billing/account/?" + urlencode({"q": USER})).text
-        account_id = re.search(r'name="_selected_action" value="(\d+)"', accounts).group(1)
-        adjusted = staff.request(
-            "POST",
-            "/admin/billing/account/",
-            data={
-                "csrfmiddlewaretoken": staff.cookies["csrftoken"],
-                "action": "adjust_balance",
-                "_selected_action": account_id,
-                "apply": "1",
-                "amount": "10",
-                "reason": "Bank transfer, invoice 42",
-            },
-        )
-        assert adjusted.status_code == 302, adjusted.text[:2000]
-        assert "$10.00" in visitor.get("/billing/").text
 
-        # A token with the defaults, then the official client: a chat and a stream.
-        created = visitor.submit("/tokens/new/", name="Production app")
-        key = re.search(r'<code id="new-key">(sk-[^<]+)</code>', created.text).group(1)
-        token_id = re.search(r"/tokens/(\d+)/edit/", visitor.get("/tokens/").text).group(1)
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
-        chat = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hello"}]
-        )
-        assert chat.choices[0].message.content
-        stream = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Count"}], stream=True
-        )
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        wait_for(
-            "the requests in the log", lambda: visitor.get("/logs/").text.count(MODEL) >= 2, 15
-        )
+def wait_for_beat_to_apply_the_scheduled_price_change(visitor, production):
+    """Celery beat applies the price change when it falls due (its jobs run every minute)."""
+    wait_for(
+        "beat to apply the scheduled price change",
+        lambda: ">0.09<" in visitor.get("/pricing/").text.replace(" ", ""),
+        120,
+    )
+    assert "apply_due_price_adjustments" in production.log("beat")
 
-        # A token change reaches both web workers: hold a connection to each, use the key on
-        # both (so that each caches it), disable the token, and both refuse it at once.
-        connections = _one_connection_per_worker(port, production.web_workers())
-        answered = []  # every 200, for the count of logged requests at the end
-        for connection in connections.values():
-            answered.append(_call(connection, key)[0])
-        assert answered == [200] * len(connections)
-        disabled = visitor.submit(f"/tokens/{token_id}/", action=f"/tokens/{token_id}/toggle/")
-        assert disabled.status_code == 302
-        for pid, connection in connections.items():
-            body = wait_for(
-                f"worker {pid} to refuse the disabled token",
-                lambda c=connection: _refused(c, key, answered),
-                5,
-            )
-            assert body["error"]["code"] == "token_disabled", body
-            connection.close()
 
-        # Celery beat applied the price change when it fell due (its jobs run every minute).
-        wait_for(
-            "beat to apply the scheduled price change",
-            lambda: ">0.09<" in visitor.get("/pricing/").text.replace(" ", ""),
-            120,
-        )
-        assert "apply_due_price_adjustments" in production.log("beat")
-    finally:
-        codes = production.stop()
-        sink.stop()
-        upstream.stop()
-
+def check_every_process_stopped_cleanly(production, codes):
     assert codes == {name: 0 for name in procfile()}, codes
     # Helpers such as multiprocessing's resource tracker follow their parent out shortly.
     wait_for("every process of the group to end", lambda: not production.leftovers(), 10)
     for name in procfile():
         assert "Traceback" not in production.log(name), production.log(name)[-5000:]
 
-    # Nothing was lost on the way down: every request logged, every hold given back, and each
-    # answer charged exactly its price: the fake upstream's usage at the multipliers of the
-    # moment (the scheduled change may have applied before some of them).
-    with psycopg.connect(database_url) as db:
-        rows = db.execute(
-            "SELECT prompt_tokens, completion_tokens, model_multiplier, completion_multiplier,"
-            " group_multiplier, cost FROM logs_requestlog WHERE status = 200"
-        ).fetchall()
-        holds = db.execute("SELECT count(*) FROM billing_hold").fetchone()
-        balance, held, ledger = db.execute(
-            "SELECT a.balance, a.held, (SELECT sum(amount) FROM billing_ledgerentry e"
-            " WHERE e.account_id = a.user_id) FROM billing_account a"
-            " JOIN accounts_user u ON u.id = a.user_id WHERE u.email = %s",
-            [USER],
-        ).fetchall()[0]
+
+def check_nothing_was_lost(database_url, answered):
+    """Every request logged, every hold given back, and each answer charged exactly its
+    price: the fake upstream's usage at the multipliers of the moment (the scheduled change
+    may have applied before some of them)."""
+    rows, holds, balance, held, ledger = _money_after_the_stop(database_url)
     assert len(rows) == 2 + answered.count(200)
     for prompt, completion, model, completion_multiplier, line, cost in rows:
         assert (prompt, completion) in {(12, 5), (12, 4)}  # a chat, a stream
@@ -454,8 +489,28 @@ def test_the_production_layout_serves_mails_schedules_and_stops_cleanly(database
             (Decimal("0.09"), 4, 1),
         }
         assert cost == round_half_up((prompt + completion * 4) * model * 2)
-    assert holds[0] == 0 and held == 0
+    assert holds == 0 and held == 0
     assert balance == ledger == 10_000_000 - sum(row[-1] for row in rows)
+
+
+def _money_after_the_stop(database_url):
+    """The logged requests that were answered, the count of holds, and the customer's
+    balance, held amount and ledger sum."""
+    import psycopg
+
+    with psycopg.connect(database_url) as db:
+        rows = db.execute(
+            "SELECT prompt_tokens, completion_tokens, model_multiplier, completion_multiplier,"
+            " group_multiplier, cost FROM logs_requestlog WHERE status = 200"
+        ).fetchall()
+        (holds,) = db.execute("SELECT count(*) FROM billing_hold").fetchone()
+        balance, held, ledger = db.execute(
+            "SELECT a.balance, a.held, (SELECT sum(amount) FROM billing_ledgerentry e"
+            " WHERE e.account_id = a.user_id) FROM billing_account a"
+            " JOIN accounts_user u ON u.id = a.user_id WHERE u.email = %s",
+            [USER],
+        ).fetchall()[0]
+    return rows, holds, balance, held, ledger
 
 
 def round_half_up(value):
