@@ -4,6 +4,7 @@ from urllib.parse import urlsplit, urlunsplit
 from allauth.account.adapter import DefaultAccountAdapter
 from django.conf import settings
 
+from accounts.tasks import send_account_email
 from console.lib.background import enqueue_on_commit
 
 
@@ -11,8 +12,6 @@ class AccountAdapter(DefaultAccountAdapter):
     def send_mail(self, template_prefix, email, context):
         """Account emails (verification, password reset) leave through Celery like all others:
         rendered here, queued on commit, recorded per recipient."""
-        from console.tasks import send_account_email
-
         # allauth builds its links (verification, password reset, sign-up) from the request's
         # Host header; ours point at SITE_URL whatever that header said.
         context = {

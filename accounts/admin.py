@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group as StaffGroup
 from django.urls import reverse
 from django.utils.html import format_html
 
-from accounts.models import User
+from accounts.models import EmailDelivery, User
 from console.lib.permissions import permission_required
 
 # Who may do what in the staff console is given by superusers alone: a staff user who could
@@ -147,3 +147,25 @@ class StaffGroupAdmin(GroupAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return request.user.is_superuser
+
+
+@admin.register(EmailDelivery)
+class EmailDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "template",
+        "recipient",
+        "status",
+        "attempts",
+        "sent_at",
+        "last_error",
+    )
+    list_filter = ("status", "template")
+    search_fields = ("recipient", "key")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

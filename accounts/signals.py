@@ -3,14 +3,13 @@ import time
 from allauth.account.signals import user_logged_in
 from django.dispatch import receiver
 
+from accounts.tasks import send_sign_in_notice
 from console.lib.background import enqueue_on_commit
 
 
 @receiver(user_logged_in)
 def notice_new_sign_in(sender, request, user, **kwargs):
     """A sign-in from an address this account has not used last time sends a notice."""
-    from console.tasks import send_sign_in_notice
-
     ip = request.META.get("REMOTE_ADDR")
     if ip and user.last_login_ip and ip != user.last_login_ip:
         agent = request.headers.get("User-Agent", "")[:200]

@@ -4,6 +4,7 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db import transaction
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
@@ -37,6 +38,7 @@ from billing.models import (
     RedemptionCode,
     UnsettledUsage,
 )
+from billing.signals import price_adjustments_published
 from console.lib.money import format_usd
 from console.lib.permissions import permission_required
 from console.lib.streaming import in_chunks
@@ -87,7 +89,7 @@ def ask_page(request, queryset, form, *, title, action, description=""):
             "objects": queryset,
             "form": form,
             "action": action,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "opts": queryset.model._meta,
         },
     )
@@ -228,7 +230,8 @@ class PriceChangeAdminForm(forms.ModelForm):
         }
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.changed_prices() and not (cleaned.get("change_reason") or "").strip():
             self.add_error("change_reason", "Say why the price changes: it is published.")
         return cleaned
@@ -240,7 +243,7 @@ class PriceChangeAdmin(admin.ModelAdmin):
 
     form = PriceChangeAdminForm
     # Fields that decide what a request costs without being a price themselves.
-    pricing_fields = ()
+    pricing_fields: tuple[str, ...] = ()
 
     def has_set_prices_permission(self, request):
         return request.user.has_perm("billing.set_prices")
@@ -253,7 +256,7 @@ class PriceChangeAdmin(admin.ModelAdmin):
         if self.has_set_prices_permission(request):
             return readonly
         priced = {*PRICE_FIELDS, *self.pricing_fields}
-        return (*readonly, *(name for name in self.fields if name in priced))
+        return (*readonly, *(name for name in self.fields or () if name in priced))
 
     def save_model(self, request, obj, form, change):
         new_prices = form.changed_prices()
@@ -409,8 +412,6 @@ class PriceAdjustmentAdmin(ReadOnlyAdmin):
         permissions=["publish_prices"],
     )
     def publish(self, request, queryset):
-        from console.services import price_adjustments_publish
-
         form = PublishForm(request.POST if "apply" in request.POST else None)
         if not (form.is_bound and form.is_valid()):
             return ask_page(
@@ -427,9 +428,19 @@ class PriceAdjustmentAdmin(ReadOnlyAdmin):
         if not fresh:
             messages.error(request, "The selected adjustments are all published already.")
             return None
-        announcement = price_adjustments_publish(
-            adjustments=fresh, staff_user=request.user, note=form.cleaned_data["note"]
-        )
+        with transaction.atomic():
+            # The announcements app announces them (it sits above billing, which sends this).
+            price_adjustments_published.send(
+                sender=PriceAdjustment,
+                adjustments=fresh,
+                staff_user=request.user,
+                note=form.cleaned_data["note"],
+            )
+        fresh[0].refresh_from_db(fields=["announcement"])
+        announcement = fresh[0].announcement
+        if announcement is None:
+            messages.error(request, "Nothing announced them: install console.announcements.")
+            return None
         left_out = queryset.count() - len(fresh)
         note = f" ({left_out} published before, left out)" if left_out else ""
         messages.success(request, f"Published “{announcement}”{note}.")

@@ -5,16 +5,17 @@ import time
 
 from django.db.models import F, OuterRef, Subquery
 
+from accounts.models import NotificationSettings
 from billing.models import Account
 from console.lib.background import enqueue_on_commit
+
+# By name: billing.tasks imports the services that call this module.
+SEND_ALERT = "billing.tasks.send_low_balance_alert"
 
 
 def low_balance_check(user_ids):
     """After charges: flags and alerts the users who just fell below their threshold.
     Call inside the transaction that charged them."""
-    from accounts.models import NotificationSettings
-    from console.tasks import send_low_balance_alert
-
     balance = Account.objects.filter(user_id=OuterRef("user_id")).values("balance")[:1]
     fallen = list(
         NotificationSettings.objects.filter(
@@ -29,14 +30,12 @@ def low_balance_check(user_ids):
         if NotificationSettings.objects.filter(user_id=user_id, low_balance_alerted=False).update(
             low_balance_alerted=True
         ):
-            enqueue_on_commit(send_low_balance_alert, user_id, stamp)
+            enqueue_on_commit(SEND_ALERT, user_id, stamp)
     return fallen
 
 
 def low_balance_reset(user_id):
     """After a credit: the next fall below the threshold alerts again."""
-    from accounts.models import NotificationSettings
-
     balance = Account.objects.filter(user_id=user_id).values_list("balance", flat=True).first()
     if balance is not None:
         NotificationSettings.objects.filter(

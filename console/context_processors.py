@@ -2,6 +2,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from accounts.models import NotificationSettings
+from console.announcements.models import Announcement
+
 
 def site(request):
     context = {
@@ -18,9 +21,6 @@ def site(request):
 
 
 def unread_announcements(user):
-    from accounts.models import NotificationSettings
-    from console.models import Announcement
-
     seen = (
         NotificationSettings.objects.filter(user_id=user.pk)
         .values_list("announcements_seen_at", flat=True)
@@ -56,8 +56,6 @@ def _daily_window(now):
 
 
 def _announced(now):
-    from console.models import Announcement
-
     current = (
         Announcement.objects.filter(
             kind=Announcement.Kind.MAINTENANCE,

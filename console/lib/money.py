@@ -61,7 +61,3 @@ def dollars_to_micros(value):
     Raises AmountError (a ValueError) as parse_dollars does."""
     amount = parse_dollars(value).quantize(MICRO, rounding=ROUND_HALF_UP)
     return int(amount.scaleb(6))
-
-
-def micros_to_decimal(micros):
-    return Decimal(int(micros)) / MICROS_PER_DOLLAR

@@ -10,8 +10,8 @@ from django.views.decorators.cache import never_cache
 
 from accounts.models import NotificationSettings
 from billing.models import Account, ModelPrice
+from console.announcements.models import Announcement
 from console.lib.params import id_param, text_param
-from console.models import Announcement
 from logs import stats
 from logs.models import UsageDay
 from tokens.models import Token

@@ -81,6 +81,6 @@ def test_a_wrong_code_during_setup_leaves_mfa_off(client, alice):
 
 def test_the_profile_shows_whether_two_factor_is_on(client, alice):
     log_in(client, alice)
-    assert "Set up an authenticator app" in client.get(reverse("accounts:profile")).content.decode()
+    assert "Set up an authenticator app" in client.get(reverse("console:profile")).content.decode()
     activate_totp(client)
-    assert "Authenticator app on" in client.get(reverse("accounts:profile")).content.decode()
+    assert "Authenticator app on" in client.get(reverse("console:profile")).content.decode()

@@ -148,9 +148,10 @@ def test_guessing_the_password_to_reauthenticate_is_limited(charlie):
 def test_staff_pages_outside_the_admin_need_the_second_factor_too(
     charlie, alice_client, tmp_path, settings
 ):
-    from console.models import Announcement, TicketAttachment
+    from console.announcements.models import Announcement
+    from console.support.models import TicketAttachment
     from tests.conftest import _client_for
-    from tests.console.test_tickets import open_ticket, png
+    from tests.support.test_tickets import open_ticket, png
 
     settings.MEDIA_ROOT = tmp_path
     open_ticket(alice_client, attachments=[png()])

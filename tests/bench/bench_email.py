@@ -51,12 +51,11 @@ def main():
     from django.core import mail
     from django.test.utils import setup_test_environment
 
-    from accounts.models import User
+    from accounts.models import EmailDelivery, User
     from billing.models import ModelPrice
     from billing.services import price_change
-    from console import services
+    from console.announcements import services
     from console.celery import app as celery_app
-    from console.models import EmailDelivery
 
     celery_app.conf.task_always_eager = True
     sink = None

@@ -142,7 +142,7 @@ def test_late_orders_offer_help(alice_client, alice):
     html = alice_client.get(reverse("billing:orders")).content.decode()
     assert f"?order={fresh.number}" not in html
     # Once asked about, the order links to its ticket instead.
-    from console.models import Ticket
+    from console.support.models import Ticket
 
     ticket = Ticket.objects.create(
         number="T-TEST0001", user=alice, subject="Late", category="recharge", order=order

@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from billing import services as billing
 from billing.models import LedgerEntry
-from console.models import Announcement, Ticket
-from console.services import announcement_publish
+from console.announcements.models import Announcement
+from console.announcements.services import announcement_publish
+from console.support.models import Ticket
 from logs.writer import write_batch
 from tests.conftest import sign_in
 from tests.logs.test_pages import make_record

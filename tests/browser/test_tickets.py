@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from console.models import Ticket
+from console.support.models import Ticket
 from tests.billing.test_orders import make_order
 from tests.conftest import sign_in
 

@@ -87,7 +87,7 @@ def test_every_page_sends_a_strict_content_security_policy(client, db):
 
 
 def test_pages_carry_no_inline_scripts_or_styles(alice_client):
-    for name in ["console:dashboard", "console:help", "accounts:profile"]:
+    for name in ["console:dashboard", "console:help", "console:profile"]:
         html = alice_client.get(reverse(name)).content.decode()
         for tag in re.findall(r"<script\b[^>]*>", html):
             assert "src=" in tag or 'type="application/json"' in tag, tag

@@ -8,10 +8,10 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from console.models import Ticket
+from console.support.models import Ticket
 from tests.conftest import PASSWORD, make_user
-from tests.console.test_tickets import png
 from tests.security.test_rate_limits import LOGIN_REFUSED, LOGIN_WRONG, WRONG, _limit
+from tests.support.test_tickets import png
 from tokens.models import Token
 
 TOGETHER = 20

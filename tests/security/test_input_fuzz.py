@@ -86,7 +86,7 @@ NO_INPUT = {
     "healthz": "for load balancers; no parameters",
     "logs:staff": "staff only (404 to everyone else); no parameters",
     "tokens:list": "no parameters",
-    "tokens:usage": PATH_ONLY,
+    "logs:token": PATH_ONLY,
     "console:ticket": PATH_ONLY,
     "console:ticket_reopen": f"a button with no fields, shown on a closed ticket; {PATH_ONLY}",
     "console:announcement": PATH_ONLY,
@@ -170,7 +170,7 @@ class PageReader(HTMLParser):
         elif tag == "input":
             kind = (attrs.get("type") or "text").lower()
             if kind in {"submit", "button", "image", "reset", "file"}:
-                pass  # files are judged by content: tests/console/test_tickets.py
+                pass  # files are judged by content: tests/support/test_tickets.py
             elif kind in {"checkbox", "radio"}:
                 if "checked" in attrs:
                     self._field(name, attrs.get("value", "on"))

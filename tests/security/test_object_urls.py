@@ -52,7 +52,7 @@ def test_every_parameterised_url_is_in_the_matrix_or_public():
 def _world():
     """What bob could have changed of alice's: every row of the owned models."""
     from billing.models import LedgerEntry, RechargeOrder
-    from console.models import Ticket, TicketAttachment, TicketMessage
+    from console.support.models import Ticket, TicketAttachment, TicketMessage
     from logs.models import RequestLog
     from tokens.models import Token
 
@@ -187,7 +187,7 @@ def test_bobs_pages_show_nothing_of_alices(alice, bob, bob_client):
 
 
 def test_bob_cannot_file_a_ticket_about_alices_order_or_token(alice, bob, bob_client):
-    from console.models import Ticket
+    from console.support.models import Ticket
 
     order = make_order(alice)
     token = make_token(alice)
@@ -202,7 +202,7 @@ def test_bob_cannot_file_a_ticket_about_alices_order_or_token(alice, bob, bob_cl
 
 
 def test_a_draft_announcement_is_not_public(alice_client, bob_client):
-    from console.models import Announcement
+    from console.announcements.models import Announcement
 
     draft = Announcement.objects.create(title="Unreleased price cut", body="Soon.")
     for client in (Client(), alice_client, bob_client):

@@ -211,7 +211,7 @@ def _open_ticket(client, subject):
 
 
 def test_new_tickets_are_limited_per_hour(settings, alice, alice_client, bob_client):
-    from console.models import Ticket
+    from console.support.models import Ticket
 
     settings.TICKETS_PER_HOUR = 2
     for n in range(2):

@@ -118,7 +118,7 @@ def make_order(user):
 
 
 def make_ticket(user, subject=ALICE_TICKET_SUBJECT):
-    from console.models import Ticket, TicketMessage
+    from console.support.models import Ticket, TicketMessage
 
     ticket = Ticket.objects.create(
         number=Ticket.new_number(),
@@ -139,7 +139,7 @@ def png_bytes():
 
 def make_attachment(user):
     """A screenshot on alice's ticket (MEDIA_ROOT should point at a temporary folder)."""
-    from console.models import TicketAttachment
+    from console.support.models import TicketAttachment
 
     message = make_ticket(user).messages.get()
     content = png_bytes()
@@ -164,7 +164,7 @@ def make_log(user, token=None):
 
 
 def make_announcement(user=None):
-    from console.models import Announcement
+    from console.announcements.models import Announcement
 
     return Announcement.objects.create(
         title="Public news", body="Hello everyone.", published_at=timezone.now()
@@ -185,7 +185,7 @@ OWNED = {
     "console:ticket_attachment": lambda user: {"pk": make_attachment(user).pk},
     "billing:order": lambda user: {"number": make_order(user).number},
     "billing:sandbox_pay": lambda user: {"number": make_order(user).number},
-    "tokens:usage": lambda user: {"pk": make_token(user).pk},
+    "logs:token": lambda user: {"pk": make_token(user).pk},
     "tokens:edit": lambda user: {"pk": make_token(user).pk},
     "tokens:toggle": lambda user: {"pk": make_token(user).pk},
     "tokens:rotate": lambda user: {"pk": make_token(user).pk},

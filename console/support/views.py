@@ -1,3 +1,5 @@
+"""The support pages: a user's tickets, opening one, its thread, and its files."""
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -8,11 +10,11 @@ from django.views.decorators.http import require_POST
 
 from accounts.staff import staff_may_enter
 from billing.models import RechargeOrder
-from console import services
-from console.forms import ReplyForm, TicketForm
 from console.lib.params import id_param, text_param
 from console.lib.ratelimit import attempts, given_back_on_error, limit_reached
-from console.models import Ticket, TicketAttachment
+from console.support import services
+from console.support.forms import ReplyForm, TicketForm
+from console.support.models import Ticket, TicketAttachment
 from logs import stats
 from tokens.models import Token
 
@@ -34,7 +36,7 @@ def ticket_list(request):
     page = Paginator(tickets, 25).get_page(request.GET.get("page"))
     return render(
         request,
-        "console/tickets.html",
+        "support/tickets.html",
         {"page": page, "status": status, "statuses": Ticket.Status.choices},
     )
 
@@ -76,7 +78,7 @@ def ticket_new(request):
             return redirect(ticket)
     return render(
         request,
-        "console/ticket_new.html",
+        "support/ticket_new.html",
         {
             "form": form,
             "maintenance_start": settings.MAINTENANCE_START_HOUR,
@@ -94,14 +96,14 @@ def token_ips(request):
     if chosen is not None:
         token = Token.objects.filter(user=request.user, pk=chosen).first()
     ips = list(stats.addresses(request.user, 7, token_id=token.pk)[:20]) if token else []
-    return render(request, "console/ticket_new.html#token-ips", {"token": token, "ips": ips})
+    return render(request, "support/ticket_new.html#token-ips", {"token": token, "ips": ips})
 
 
 @login_required
 def ticket_detail(request, number):
     ticket = _get_ticket_for_user(request, number)
     form = ReplyForm()
-    return render(request, "console/ticket.html", _thread_context(ticket, form))
+    return render(request, "support/ticket.html", _thread_context(ticket, form))
 
 
 def _thread_context(ticket, form):
@@ -133,13 +135,13 @@ def ticket_reply(request, number):
         if request.htmx:
             return render(
                 request,
-                "console/ticket.html#reply-area",
+                "support/ticket.html#reply-area",
                 {**_thread_context(ticket, ReplyForm()), "new_message": message},
             )
         messages.success(request, "Reply sent.")
         return redirect(ticket)
     # Errors come back with 200, which htmx swaps in place (it leaves 4xx alone).
-    template = "console/ticket.html#reply-area" if request.htmx else "console/ticket.html"
+    template = "support/ticket.html#reply-area" if request.htmx else "support/ticket.html"
     return render(request, template, _thread_context(ticket, form))
 
 
@@ -181,7 +183,7 @@ def attachment(request, pk):
     """A ticket's file, for its owner and staff only, never run by the browser as a page."""
     found = get_object_or_404(TicketAttachment.objects.select_related("message__ticket"), pk=pk)
     ticket = found.message.ticket
-    if staff_may_enter(request) and request.user.has_perm("console.view_ticket"):
+    if staff_may_enter(request) and request.user.has_perm("support.view_ticket"):
         pass  # staff who handle tickets see every file, internal notes' too
     elif ticket.user_id != request.user.pk or found.message.internal:
         raise Http404("No such attachment.")

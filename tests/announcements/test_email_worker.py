@@ -19,9 +19,9 @@ from django.conf import settings
 from accounts.models import NotificationSettings, User
 from billing import services as billing
 from billing.models import ModelPrice
-from console import services
+from console.announcements import delivery, services
+from console.announcements.models import Announcement
 from console.celery import app as celery_app
-from console.models import Announcement
 from tests.smtp_sink import SmtpSink
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -139,7 +139,7 @@ def wait_until_every_delivery_is_sent(timeout=90):
     it), then a moment more, in which nothing else may arrive."""
     announcement = Announcement.objects.get()
     deadline = time.monotonic() + timeout
-    while services.delivery_counts(announcement) != {"sent": SUBSCRIBERS}:
+    while delivery.delivery_counts(announcement) != {"sent": SUBSCRIBERS}:
         assert time.monotonic() < deadline, "timed out waiting for every delivery to be sent"
         time.sleep(0.1)
     time.sleep(1)

@@ -1,5 +1,8 @@
 """Sending email: three templates per email, one delivery row per recipient.
 
+Every app sends email to users (accounts its security notices, billing its low-balance
+alerts, the feature apps theirs), so the mailer lives with the users, in the lowest app.
+
 Emails leave from Celery tasks, queued when the transaction that caused them commits. Each
 (message key, recipient) has an EmailDelivery row, claimed with a guarded update before the
 email goes out and marked sent right after, so that a task that runs twice does not send
@@ -17,8 +20,11 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from console.models import EmailDelivery
+from accounts.models import EmailDelivery
 
+# How an email task retries while the mail server is down: twelve times, up to an hour apart.
+RETRY = {"autoretry_for": (Exception,), "retry_backoff": 30, "retry_backoff_max": 3600,
+         "max_retries": 12}  # fmt: skip
 # A claim older than this is taken to belong to a worker that died while sending.
 STALE_CLAIM = timedelta(minutes=10)
 Status = EmailDelivery.Status

@@ -12,9 +12,9 @@ from django.utils import timezone
 from PIL import Image
 
 from billing.models import RechargeOrder
-from console import services
-from console.models import Ticket, TicketAttachment, TicketMessage
-from console.tasks import send_ticket_email
+from console.support import services
+from console.support.models import Ticket, TicketAttachment, TicketMessage
+from console.support.tasks import send_ticket_email
 from tests.billing.test_orders import make_order
 from tests.conftest import balance_of, ledger_sum
 
@@ -76,12 +76,12 @@ def test_a_late_recharge_ends_credited_by_staff_from_the_ticket(
     assert ticket.number in order_page
 
     # Staff: the ticket is flagged among those with a pending order.
-    changelist = reverse("admin:console_ticket_changelist")
+    changelist = reverse("admin:support_ticket_changelist")
     listed = staff_client.get(changelist, {"order": "pending"}).content.decode()
     assert ticket.number in listed and "late-order" in listed
-    change = reverse("admin:console_ticket_change", args=[ticket.pk])
+    change = reverse("admin:support_ticket_change", args=[ticket.pk])
     page = staff_client.get(change).content.decode()
-    credit = reverse("admin:console_ticket_credit_order", args=[ticket.pk])
+    credit = reverse("admin:support_ticket_credit_order", args=[ticket.pk])
     assert credit in page and "payment.png" in page
 
     confirm = staff_client.get(credit).content.decode()
@@ -201,7 +201,7 @@ def test_line_access_tickets_link_to_the_users_grants(alice_client, alice, staff
     open_ticket(alice_client, category="line_access", line="training", volume="50M tokens a day")
     ticket = Ticket.objects.get()
     assert ticket.details == {"line": "training", "volume": "50M tokens a day"}
-    page = staff_client.get(reverse("admin:console_ticket_change", args=[ticket.pk]))
+    page = staff_client.get(reverse("admin:support_ticket_change", args=[ticket.pk]))
     html = page.content.decode()
     grant_add = reverse("admin:billing_groupgrant_add")
     assert f"{grant_add}?user={alice.pk}&amp;group={training.pk}" in html
@@ -348,7 +348,7 @@ def test_another_users_tickets_and_files_are_not_found(alice_client, alice, bob_
 
 
 def _checked(upload):
-    from console.attachments import check
+    from console.support.attachments import check
 
     content, content_type = check(upload)
     return content, content_type, upload.name, content.size
@@ -421,7 +421,7 @@ def test_staff_filter_assign_and_keep_notes_from_the_user(staff_client, alice_cl
     open_ticket(alice_client, subject="Waiting long")
     ticket = Ticket.objects.get()
     Ticket.objects.filter(pk=ticket.pk).update(waiting_since=timezone.now() - timedelta(hours=3))
-    changelist = reverse("admin:console_ticket_changelist")
+    changelist = reverse("admin:support_ticket_changelist")
     assert "Waiting long" in staff_client.get(changelist, {"waiting": "1h"}).content.decode()
     assert "Waiting long" not in staff_client.get(changelist, {"waiting": "1d"}).content.decode()
     assert "Waiting long" in staff_client.get(changelist, {"q": "alice@"}).content.decode()
@@ -432,7 +432,7 @@ def test_staff_filter_assign_and_keep_notes_from_the_user(staff_client, alice_cl
     assert ticket.assigned_to == charlie
     assert "Waiting long" in staff_client.get(changelist, {"assignee": "me"}).content.decode()
 
-    change = reverse("admin:console_ticket_change", args=[ticket.pk])
+    change = reverse("admin:support_ticket_change", args=[ticket.pk])
     staff_client.post(
         change,
         {

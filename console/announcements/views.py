@@ -1,3 +1,6 @@
+"""The announcements pages: the list, one announcement, the Atom feed, and one-click
+unsubscribe from the emails."""
+
 from django.conf import settings
 from django.contrib.syndication.views import Feed
 from django.core.paginator import Paginator
@@ -9,13 +12,13 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import NotificationSettings, User
 from accounts.staff import staff_may_enter
+from console.announcements.models import Announcement
 from console.lib import unsubscribe as unsubscribe_links
-from console.models import Announcement
 
 
 def _visible_announcements(request):
     published = Announcement.objects.filter(published_at__lte=timezone.now())
-    if staff_may_enter(request) and request.user.has_perm("console.view_announcement"):
+    if staff_may_enter(request) and request.user.has_perm("announcements.view_announcement"):
         return Announcement.objects.all()  # staff preview drafts at their own address
     return published
 
@@ -36,7 +39,7 @@ def announcements(request):
         )
     return render(
         request,
-        "console/announcements.html",
+        "announcements/announcements.html",
         {
             "page": page,
             "kind": kind,
@@ -48,7 +51,7 @@ def announcements(request):
 
 def announcement_detail(request, pk):
     announcement = get_object_or_404(_visible_announcements(request), pk=pk)
-    return render(request, "console/announcement.html", {"announcement": announcement})
+    return render(request, "announcements/announcement.html", {"announcement": announcement})
 
 
 class AnnouncementFeed(Feed):
@@ -83,7 +86,9 @@ def unsubscribe(request, token):
         user_id, kind = unsubscribe_links.read(token)
         user = get_object_or_404(User, pk=user_id, is_active=True)
     except unsubscribe_links.BadLink as error:
-        return render(request, "console/unsubscribe.html", {"error": error.message}, status=400)
+        return render(
+            request, "announcements/unsubscribe.html", {"error": error.message}, status=400
+        )
     field, label = unsubscribe_links.KINDS[kind]
     prefs = NotificationSettings.of(user)
     done = False
@@ -93,6 +98,6 @@ def unsubscribe(request, token):
         done = True
     return render(
         request,
-        "console/unsubscribe.html",
+        "announcements/unsubscribe.html",
         {"label": label, "done": done, "subscribed": getattr(prefs, field), "email": user.email},
     )

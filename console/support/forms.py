@@ -3,10 +3,10 @@ import uuid
 from django import forms
 
 from billing.models import Group, ModelPrice, RechargeOrder
-from console.attachments import AttachmentsField
 from console.lib.fields import DateTimeInRangeField
 from console.lib.money import format_usd
-from console.models import Ticket
+from console.support.attachments import AttachmentsField
+from console.support.models import Ticket
 from tokens.models import Token
 
 Category = Ticket.Category

@@ -8,14 +8,14 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import NotificationSettings
+from accounts.models import EmailDelivery, NotificationSettings
 from billing import services as billing
 from billing.models import ModelPrice, PriceAdjustment
-from console import services
+from console.announcements import delivery, services
+from console.announcements.models import Announcement
+from console.announcements.tasks import send_announcement_batch
 from console.lib import unsubscribe
 from console.lib.markdown import render_markdown
-from console.models import Announcement, EmailDelivery
-from console.tasks import send_announcement_batch
 from tests.conftest import make_user
 from tests.smtp_sink import SmtpSink
 
@@ -132,7 +132,7 @@ def test_publishing_price_adjustments_announces_old_and_new_prices_and_emails_su
     # Running a batch again sends nothing more.
     assert send_announcement_batch(announcement.pk, [alice.pk]) == 0
     assert len(mail.outbox) == 1
-    assert services.delivery_counts(announcement) == {"sent": 1}
+    assert delivery.delivery_counts(announcement) == {"sent": 1}
 
 
 def test_a_scheduled_change_is_announced_with_its_time(charlie, mini):
@@ -207,15 +207,15 @@ def test_a_mail_server_that_is_down_fails_then_delivers_once(alice, bob, charlie
     )
     announcement = services.price_adjustments_publish(adjustments=adjustments, staff_user=charlie)
     with pytest.raises(OSError):
-        services.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
+        delivery.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
     failed = EmailDelivery.objects.get(recipient=alice.email)
     assert failed.status == "failed" and failed.last_error
     sink.start()
     try:
-        services.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
-        services.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
+        delivery.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
+        delivery.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
         assert sorted(sink.sink.recipients()) == [alice.email, bob.email]
-        assert services.delivery_counts(announcement) == {"sent": 2}
+        assert delivery.delivery_counts(announcement) == {"sent": 2}
     finally:
         sink.stop()
 
@@ -235,85 +235,12 @@ def test_a_crashed_batch_resumes_its_own_claims(alice, charlie, mini):
         claimed_by="task-1",
         claimed_at=timezone.now(),
     )
-    services.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk], claimer="task-2")
+    delivery.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk], claimer="task-2")
     assert not mail.outbox  # another task's fresh claim is left alone
-    services.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk], claimer="task-1")
+    delivery.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk], claimer="task-1")
     assert len(mail.outbox) == 1  # the same task, run again, finishes its own
     message_id = mail.outbox[0].extra_headers["Message-ID"]
     assert re.fullmatch(r"<\d+\.[0-9a-f]{20}@[^>]+>", message_id)
-
-
-def test_low_balance_alerts_once_per_fall(alice, now_commits):
-    NotificationSettings.objects.create(
-        user=alice, low_balance_emails=True, low_balance_threshold=5_000_000
-    )
-    with now_commits():
-        billing.balance_credit(user=alice, amount=10_000_000, kind="adjustment")
-        billing.balance_charge(user=alice, amount=4_000_000, kind="usage")  # $6: above
-        billing.balance_charge(user=alice, amount=2_000_000, kind="usage")  # $4: falls below
-        billing.balance_charge(user=alice, amount=1_000_000, kind="usage")  # $3: still below
-    assert [m.subject for m in mail.outbox] == ["Your Switchboard balance is below $5.00"]
-    assert "it is $3.00 now" in mail.outbox[0].body  # the balance when the email went out
-    with now_commits():
-        billing.balance_credit(user=alice, amount=10_000_000, kind="adjustment")  # back above
-        billing.balance_charge(user=alice, amount=9_000_000, kind="usage")  # below again
-    assert len(mail.outbox) == 2
-
-
-def test_a_sign_in_from_a_new_address_sends_a_security_notice(client, alice, now_commits):
-    from tests.conftest import PASSWORD
-
-    def log_in(ip):
-        with now_commits():
-            client.post(
-                reverse("account_login"),
-                {"login": alice.email, "password": PASSWORD},
-                REMOTE_ADDR=ip,
-            )
-        client.post(reverse("account_logout"))
-
-    log_in("203.0.113.1")  # the first address known
-    log_in("203.0.113.1")
-    assert not mail.outbox
-    log_in("198.51.100.9")
-    assert [m.subject for m in mail.outbox] == ["New sign-in to your Switchboard account"]
-    assert "198.51.100.9" in mail.outbox[0].body
-    NotificationSettings.objects.filter(user=alice).update(security_emails=False)
-    log_in("192.0.2.50")
-    assert len(mail.outbox) == 1
-
-
-def test_email_preferences_are_saved_from_the_profile(alice_client, alice, mini):
-    response = alice_client.post(
-        reverse("accounts:notifications"),
-        {
-            "price_emails": "on",
-            "price_scope": "chosen",
-            "price_vendors": ["OpenAI"],
-            "maintenance_emails": "on",
-            "low_balance_emails": "on",
-            "low_balance_threshold_usd": "2.5",
-            "security_emails": "on",
-        },
-    )
-    assert response.status_code == 302
-    prefs = NotificationSettings.objects.get(user=alice)
-    assert (prefs.price_scope, prefs.price_vendors, prefs.low_balance_threshold) == (
-        "chosen",
-        ["OpenAI"],
-        2_500_000,
-    )
-    response = alice_client.post(
-        reverse("accounts:notifications"),
-        {
-            "price_emails": "on",
-            "price_scope": "chosen",
-            "low_balance_threshold_usd": "lots",
-        },
-    )
-    html = response.content.decode()
-    assert "Choose at least one vendor or model, or every model." in html
-    assert "Enter an amount in dollars, such as 5." in html
 
 
 def test_the_maintenance_window_shows_a_quiet_banner(client, db, settings):
@@ -353,6 +280,6 @@ def test_staff_see_deliveries_of_an_announcement(staff_client, alice, charlie, m
         announcement = services.price_adjustments_publish(
             adjustments=adjustments, staff_user=charlie
         )
-    html = staff_client.get(reverse("admin:console_announcement_changelist")).content.decode()
+    html = staff_client.get(reverse("admin:announcements_announcement_changelist")).content.decode()
     assert "Sent 2" in html
     assert announcement.title in html

@@ -14,109 +14,13 @@ from django.utils.timesince import timesince
 from billing import services as billing_services
 from billing.forms import StaffReasonForm
 from billing.models import Account, Group, GroupGrant, RechargeOrder
-from console import services
-from console.attachments import AttachmentsField
 from console.lib.money import format_usd
 from console.lib.permissions import permission_required
-from console.models import Announcement, EmailDelivery, Ticket
+from console.support import services
+from console.support.attachments import AttachmentsField
+from console.support.models import Ticket
 
 OPEN_ORDER = [RechargeOrder.Status.PENDING, RechargeOrder.Status.PAID]
-
-
-class AnnouncementForm(forms.ModelForm):
-    class Meta:
-        model = Announcement
-        fields = ["title", "kind", "body", "pinned", "starts_at", "ends_at", "email_subscribers"]
-        widgets = {"body": forms.Textarea(attrs={"rows": 14})}
-
-    def clean(self):
-        cleaned = super().clean()
-        starts, ends = cleaned.get("starts_at"), cleaned.get("ends_at")
-        if cleaned.get("kind") == Announcement.Kind.MAINTENANCE and not (starts and ends):
-            self.add_error("starts_at", "A maintenance needs its start and its end.")
-        if starts and ends and ends <= starts:
-            self.add_error("ends_at", "The end must be after the start.")
-        return cleaned
-
-
-@admin.register(Announcement)
-class AnnouncementAdmin(admin.ModelAdmin):
-    form = AnnouncementForm
-    list_display = ("title", "kind", "pinned", "published_at", "deliveries")
-    list_filter = ("kind", "pinned", ("published_at", admin.EmptyFieldListFilter))
-    search_fields = ("title", "body")
-    readonly_fields = ("preview", "published_at", "deliveries")
-    fieldsets = (
-        (None, {"fields": ("title", "kind", "pinned", "body", "preview")}),
-        ("Maintenance", {"fields": ("starts_at", "ends_at")}),
-        ("Publication", {"fields": ("email_subscribers", "published_at", "deliveries")}),
-    )
-    actions = ["publish"]
-
-    def save_model(self, request, obj, form, change):
-        if obj.created_by_id is None:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-
-    @admin.display(description="preview")
-    def preview(self, announcement):
-        if not announcement.pk:
-            return "Save to see the rendered text."
-        # Sanitised by nh3 when saved: safe to show as HTML.
-        return format_html(
-            '<div class="announcement-preview">{}</div><p><a href="{}">Open the page</a></p>',
-            mark_safe(announcement.body_html),  # noqa: S308
-            announcement.get_absolute_url(),
-        )
-
-    @admin.display(description="emails")
-    def deliveries(self, announcement):
-        if not announcement.pk:
-            return "—"
-        counts = services.delivery_counts(announcement)
-        if not counts:
-            return "none"
-        labels = dict(EmailDelivery.Status.choices)
-        return ", ".join(f"{labels.get(k, k)} {n}" for k, n in sorted(counts.items()))
-
-    def has_publish_announcement_permission(self, request):
-        return request.user.has_perm("console.publish_announcement")
-
-    @admin.action(
-        description="Publish now (emails the subscribers of its kind)",
-        permissions=["publish_announcement"],
-    )
-    def publish(self, request, queryset):
-        published = 0
-        for announcement in queryset.filter(published_at__isnull=True):
-            services.announcement_publish(announcement=announcement)
-            published += 1
-        self.message_user(request, f"{published} announcement(s) published.", messages.SUCCESS)
-
-
-@admin.register(EmailDelivery)
-class EmailDeliveryAdmin(admin.ModelAdmin):
-    list_display = (
-        "created_at",
-        "template",
-        "recipient",
-        "status",
-        "attempts",
-        "sent_at",
-        "last_error",
-    )
-    list_filter = ("status", "template")
-    search_fields = ("recipient", "key")
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-# Support tickets
 
 
 class WaitingFilter(admin.SimpleListFilter):
@@ -295,7 +199,7 @@ class TicketAdmin(admin.ModelAdmin):
             path(
                 "<int:pk>/credit-order/",
                 self.admin_site.admin_view(self.credit_order),
-                name="console_ticket_credit_order",
+                name="support_ticket_credit_order",
             ),
             *super().get_urls(),
         ]
@@ -380,7 +284,7 @@ class TicketAdmin(admin.ModelAdmin):
         return format_html(
             '{}<p><a class="button" href="{}">Credit by hand…</a></p>',
             self.linked_order(ticket),
-            reverse("admin:console_ticket_credit_order", args=[ticket.pk]),
+            reverse("admin:support_ticket_credit_order", args=[ticket.pk]),
         )
 
     @admin.display(description="line access")
@@ -476,13 +380,13 @@ class TicketAdmin(admin.ModelAdmin):
             done += 1
         self.message_user(request, f"{done} ticket(s) resolved.", messages.SUCCESS)
 
-    @permission_required("billing.credit_order", "console.view_ticket")
+    @permission_required("billing.credit_order", "support.view_ticket")
     def credit_order(self, request, pk):
         """Credits the ticket's order by hand, after staff confirm with a reason; the thread
         gets an internal note saying so."""
         ticket = get_object_or_404(Ticket.objects.select_related("order", "user"), pk=pk)
         order = ticket.order
-        back = reverse("admin:console_ticket_change", args=[ticket.pk])
+        back = reverse("admin:support_ticket_change", args=[ticket.pk])
         if order is None:
             messages.error(request, "This ticket has no order to credit.")
             return redirect(back)
@@ -525,7 +429,7 @@ class TicketAdmin(admin.ModelAdmin):
             return redirect(back)
         return TemplateResponse(
             request,
-            "admin/console/ticket_credit_order.html",
+            "admin/support/ticket_credit_order.html",
             {
                 **self.admin_site.each_context(request),
                 "title": f"Credit order {order.number} by hand",

@@ -1,0 +1,130 @@
+"""Announcements: publishing one, and the announcement of a set of price adjustments.
+
+Publishing commits the announcement; once committed, a task emails the subscribers of its
+kind (see delivery.py).
+"""
+
+from collections import defaultdict
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import ModelPrice, PriceAdjustment
+from billing.pricing import per_million
+from console.announcements.delivery import EMAIL_KINDS
+from console.announcements.models import Announcement
+from console.announcements.tasks import fan_out_announcement
+from console.lib.background import enqueue_on_commit
+from console.lib.money import format_usd
+
+
+def announcement_publish(*, announcement, when=None):
+    """Publishes a draft (now, or at `when`) and emails the subscribers of its kind."""
+    with transaction.atomic():
+        first_time = announcement.published_at is None
+        announcement.published_at = announcement.published_at or when or timezone.now()
+        announcement.save(update_fields=["published_at", "body_html", "updated_at"])
+        if first_time and announcement.email_subscribers and announcement.kind in EMAIL_KINDS:
+            enqueue_on_commit(fan_out_announcement, announcement.pk)
+    return announcement
+
+
+def price_adjustments_publish(*, adjustments, staff_user, note=""):
+    """One announcement for a set of price adjustments: each change with the old and new
+    price per million tokens, and when it takes effect."""
+    adjustments = list(
+        PriceAdjustment.objects.filter(pk__in=[a.pk for a in adjustments])
+        .select_related("model_price", "group")
+        .order_by("effective_at", "id")
+    )
+    if not adjustments:
+        raise ValueError("no adjustments to publish")
+    body = _price_body(adjustments, note)
+    names = sorted({str(a.target) for a in adjustments})
+    title = (
+        "Price change: "
+        + ", ".join(names[:3])
+        + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    )
+    with transaction.atomic():
+        announcement = Announcement.objects.create(
+            title=title[:200], kind=Announcement.Kind.PRICE, body=body, created_by=staff_user
+        )
+        PriceAdjustment.objects.filter(pk__in=[a.pk for a in adjustments]).update(
+            announcement=announcement
+        )
+        announcement_publish(announcement=announcement)
+    return announcement
+
+
+def _price_body(adjustments, note):
+    by_model, by_group = defaultdict(dict), defaultdict(dict)
+    for adjustment in adjustments:
+        target = (
+            by_model[adjustment.model_price]
+            if adjustment.model_price
+            else by_group[adjustment.group]
+        )
+        target[adjustment.field] = adjustment
+    when = min(a.effective_at for a in adjustments)
+    local = timezone.localtime(when)
+    lines = []
+    if note:
+        lines += [note.strip(), ""]
+    lines.append(
+        f"These prices change on **{local:%Y-%m-%d %H:%M} ({local.tzname()})**"
+        + ("." if when > timezone.now() else ", and apply from then.")
+    )
+    lines.append("")
+    if by_model:
+        lines += ["| Model | Change | Input per 1M tokens | Output per 1M tokens |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for price, changes in sorted(by_model.items(), key=lambda item: item[0].model):
+            lines.append(_model_row(price, changes))
+        lines.append("")
+    for group, changes in sorted(by_group.items(), key=lambda item: item[0].name):
+        change = changes[PriceAdjustment.Field.GROUP_MULTIPLIER]
+        lines.append(
+            f"- Line **{group.name}**: group multiplier {_num(change.old_value)} → "
+            f"{_num(change.new_value)}; every price on the line changes by that factor."
+        )
+    lines += ["", "Your request log keeps the multipliers each request was charged with."]
+    return "\n".join(lines)
+
+
+def _model_row(price, changes):
+    Field = PriceAdjustment.Field
+
+    def values(which):
+        def value(field, current):
+            change = changes.get(field)
+            return getattr(change, which) if change else current
+
+        return (
+            value(Field.MODEL_MULTIPLIER, price.model_multiplier),
+            value(Field.COMPLETION_MULTIPLIER, price.completion_multiplier),
+            value(Field.CALL_PRICE, price.call_price),
+        )
+
+    old_mm, old_cm, old_call = values("old_value")
+    new_mm, new_cm, new_call = values("new_value")
+    described = "; ".join(
+        f"{change.get_field_display().lower()} {_num(change.old_value, change.field)} → "
+        f"{_num(change.new_value, change.field)}"
+        for change in changes.values()
+    )
+    if price.pricing == ModelPrice.Pricing.PER_CALL:
+        per_call = f"{format_usd(int(old_call))} → {format_usd(int(new_call))} per call"
+        return f"| {price.model} | {described} | {per_call} | |"
+    old_in, new_in = per_million(old_mm), per_million(new_mm)
+    old_out, new_out = per_million(old_mm * old_cm), per_million(new_mm * new_cm)
+    return (
+        f"| {price.model} | {described} | {format_usd(old_in)} → {format_usd(new_in)} | "
+        f"{format_usd(old_out)} → {format_usd(new_out)} |"
+    )
+
+
+def _num(value, field=None):
+    if field == PriceAdjustment.Field.CALL_PRICE:
+        return format_usd(int(value))
+    return format(value.normalize(), "f")
