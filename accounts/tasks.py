@@ -9,7 +9,9 @@ from accounts.models import NotificationSettings, User
 from console.lib import unsubscribe
 
 
-@shared_task(bind=True, **emails.RETRY)
+# Celery names are those the tasks had in console.tasks, so that messages queued before
+# they moved here still run.
+@shared_task(name="console.tasks.send_account_email", bind=True, **emails.RETRY)
 def send_account_email(self, key, to, subject, text, html):
     """An email of django-allauth (verification, password reset), rendered in the request."""
     return emails.send_rendered_once(
@@ -17,7 +19,7 @@ def send_account_email(self, key, to, subject, text, html):
     )
 
 
-@shared_task(bind=True, **emails.RETRY)
+@shared_task(name="console.tasks.send_sign_in_notice", bind=True, **emails.RETRY)
 def send_sign_in_notice(self, user_id, ip, agent, stamp):
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None or not NotificationSettings.of(user).security_emails:

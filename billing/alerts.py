@@ -3,14 +3,14 @@ after it has been back above it."""
 
 import time
 
+from celery import shared_task
 from django.db.models import F, OuterRef, Subquery
 
-from accounts.models import NotificationSettings
+from accounts import emails
+from accounts.models import NotificationSettings, User
 from billing.models import Account
+from console.lib import unsubscribe
 from console.lib.background import enqueue_on_commit
-
-# By name: billing.tasks imports the services that call this module.
-SEND_ALERT = "billing.tasks.send_low_balance_alert"
 
 
 def low_balance_check(user_ids):
@@ -30,7 +30,7 @@ def low_balance_check(user_ids):
         if NotificationSettings.objects.filter(user_id=user_id, low_balance_alerted=False).update(
             low_balance_alerted=True
         ):
-            enqueue_on_commit(SEND_ALERT, user_id, stamp)
+            enqueue_on_commit(send_low_balance_alert, user_id, stamp)
     return fallen
 
 
@@ -41,3 +41,27 @@ def low_balance_reset(user_id):
         NotificationSettings.objects.filter(
             user_id=user_id, low_balance_alerted=True, low_balance_threshold__lte=balance
         ).update(low_balance_alerted=False)
+
+
+# Here rather than in billing.tasks, which imports the services that import this module. Its
+# Celery name is the one it had in console.tasks, so that messages queued before still run.
+@shared_task(bind=True, name="console.tasks.send_low_balance_alert", **emails.RETRY)
+def send_low_balance_alert(self, user_id, stamp):
+    """Queued when a balance falls below the user's threshold."""
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    prefs = NotificationSettings.objects.filter(user_id=user_id, low_balance_emails=True).first()
+    if user is None or prefs is None:
+        return False
+    return emails.send_once(
+        f"low-balance:{user_id}:{stamp}",
+        "low-balance",
+        to=user.email,
+        context={
+            "user": user,
+            "threshold": prefs.low_balance_threshold,
+            "balance": Account.objects.get(user=user).balance,
+            "unsubscribe_url": unsubscribe.unsubscribe_url(user, "low_balance"),
+        },
+        headers=unsubscribe.headers(user, "low_balance"),
+        claimer=self.request.id or "",
+    )

@@ -19,8 +19,9 @@ Hold rows name their owner process and expire unless the owner keeps touching th
 dead process left is settled from its journal by the next gateway process (relay.journal),
 which then releases the rest; `holds_reap`, a periodic job, releases holds nobody settles.
 
-The database side here is the only code that changes what is held: Account.held, and a limited
-token's quota_held through billing.models.TokenQuota, each with a guarded F() update.
+Account.held and a limited token's quota_held (through billing.models.TokenQuota) change only
+by the guarded F() updates here, and by billing.ledger.ledger_post when a settlement or a
+refund debits what was held.
 """
 
 import asyncio

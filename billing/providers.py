@@ -41,6 +41,11 @@ class PaymentUpdate:
     payment_reference: str = ""
 
 
+class RefundDeclined(Exception):
+    """The provider answered that it did not refund (and will not, asked the same way). Any
+    other error from a refund leaves its outcome unknown."""
+
+
 class Provider:
     name = ""
     label = ""
@@ -60,7 +65,9 @@ class Provider:
         """The provider's view of `order` as a PaymentUpdate, or None if it cannot tell."""
         return None
 
-    def refund(self, order):
+    def refund(self, order, *, attempt=0):
+        """Refunds `order` once, however often it is asked with the same `attempt`; raises
+        RefundDeclined when the provider says no."""
         raise NotImplementedError
 
 
@@ -133,7 +140,7 @@ class SandboxProvider(Provider):
         except (ValueError, KeyError, TypeError):
             raise InvalidSignature("signed body is not a sandbox event") from None
 
-    def refund(self, order):
+    def refund(self, order, *, attempt=0):
         """The sandbox moved no money, so there is nothing to give back at the provider."""
 
 
@@ -206,13 +213,22 @@ class StripeProvider(Provider):
         session = self.client.v1.checkout.sessions.retrieve(order.provider_reference)
         return self._update(None, "reconcile", session)
 
-    def refund(self, order):
+    def refund(self, order, *, attempt=0):
         if not order.payment_reference:
-            raise ValueError(f"order {order.number} has no Stripe payment to refund")
-        self.client.v1.refunds.create(
-            params={"payment_intent": order.payment_reference},
-            options={"idempotency_key": f"refund-{order.number}"},
-        )
+            raise RefundDeclined(f"order {order.number} has no Stripe payment to refund")
+        # Stripe answers a repeated key with its first answer for a day: a new attempt after
+        # a refusal needs a key of its own, the same attempt asked again must not.
+        try:
+            self.client.v1.refunds.create(
+                params={"payment_intent": order.payment_reference},
+                options={"idempotency_key": f"refund-{order.number}-{attempt}"},
+            )
+        except stripe.StripeError as error:
+            if error.code == "charge_already_refunded":  # an earlier attempt did it
+                return
+            if error.http_status is not None and 400 <= error.http_status < 500:
+                raise RefundDeclined(error.user_message or str(error)) from error
+            raise  # no answer, or Stripe's own failure: it may have refunded
 
     @staticmethod
     def _update(event_id, event_type, stripe_object):

@@ -89,7 +89,13 @@ class Gateway:
             recording.let_go(self.book, call)
             raise
         # Charged and in the journal before the answer's last byte goes out.
-        recording.settle(self.book, self.recorder, call, outcome)
+        try:
+            recording.settle(self.book, self.recorder, call, outcome)
+        except Exception:  # a bug here must not keep the call's money held until a restart
+            log.exception("Gateway error settling request %s", call.id)
+            recording.let_go(self.book, call)
+            if not outcome.streamed:
+                outcome = Outcome.of_error(errors.internal_error(call.id))
         if outcome.streamed:
             await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
         else:

@@ -11,6 +11,10 @@ class FakeStripe:
     def __init__(self):
         self.sessions = {}
         self.refunds = []
+        self.refund_keys = []  # the Idempotency-Key of every refund request
+        # (status, error) answered to refund requests instead of a refund, e.g.
+        # (400, {"type": "invalid_request_error", "code": "charge_disputed", "message": …})
+        self.refund_error = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -70,6 +74,10 @@ class FakeStripe:
                     }
                     return self._answer(200, fake.sessions[session_id])
                 if self.path == "/v1/refunds":
+                    fake.refund_keys.append(self.headers.get("Idempotency-Key"))
+                    if fake.refund_error:
+                        status, error = fake.refund_error
+                        return self._answer(status, {"error": error})
                     fake.refunds.append(form)
                     return self._answer(
                         200,

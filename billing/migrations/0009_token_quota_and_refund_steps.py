@@ -36,6 +36,7 @@ class Migration(migrations.Migration):
             name="refund_held",
             field=models.BigIntegerField(
                 default=0,
+                db_default=0,
                 help_text="Micro-dollars held on the balance while the refund is pending: what it takes back once the provider has refunded.",
             ),
         ),

@@ -5,7 +5,9 @@ from console.announcements import delivery
 from console.announcements.models import Announcement
 
 
-@shared_task
+# Celery names are those the tasks had in console.tasks, so that messages queued before
+# they moved here still run.
+@shared_task(name="console.tasks.fan_out_announcement")
 def fan_out_announcement(announcement_id):
     """Splits the subscribers of an announcement into batch tasks. Safe to run again."""
     announcement = Announcement.objects.filter(pk=announcement_id).first()
@@ -19,7 +21,7 @@ def fan_out_announcement(announcement_id):
     return batches
 
 
-@shared_task(bind=True, **emails.RETRY)
+@shared_task(name="console.tasks.send_announcement_batch", bind=True, **emails.RETRY)
 def send_announcement_batch(self, announcement_id, user_ids):
     sent, _skipped = delivery.deliver_batch(
         announcement_id=announcement_id, user_ids=user_ids, claimer=self.request.id or ""

@@ -8,7 +8,9 @@ from accounts import emails
 from console.support.models import Ticket, TicketMessage
 
 
-@shared_task(bind=True, **emails.RETRY)
+# Celery names are those the tasks had in console.tasks, so that messages queued before
+# they moved here still run.
+@shared_task(name="console.tasks.send_ticket_email", bind=True, **emails.RETRY)
 def send_ticket_email(self, ticket_id, message_id, event):
     """A new ticket or a user's reply goes to staff; a staff reply goes to the user."""
     ticket = Ticket.objects.select_related("user", "order").filter(pk=ticket_id).first()
@@ -35,7 +37,7 @@ def send_ticket_email(self, ticket_id, message_id, event):
     )
 
 
-@shared_task(bind=True, **emails.RETRY)
+@shared_task(name="console.tasks.send_ticket_status_email", bind=True, **emails.RETRY)
 def send_ticket_status_email(self, ticket_id, status, stamp):
     ticket = Ticket.objects.select_related("user").filter(pk=ticket_id).first()
     if ticket is None:

@@ -105,39 +105,86 @@ def test_a_second_refund_while_one_is_pending_is_refused_and_stripe_refunds_once
     assert balance_of(alice) == 0 == ledger_sum(alice)
 
 
-def test_when_stripe_does_not_answer_the_order_is_credited_again_and_staff_are_told(
-    alice, charlie, fake_stripe, settings
+DECLINED = (
+    400,
+    {"type": "invalid_request_error", "code": "charge_disputed", "message": "Disputed."},
+)
+
+
+def test_when_stripe_declines_the_order_is_credited_again_and_staff_are_told(
+    alice, charlie, fake_stripe
 ):
     order = credited_card_order(alice, fake_stripe)
-    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # nothing listens there
+    fake_stripe.refund_error = DECLINED
     with pytest.raises(services.RefundFailed, match="Card \\(Stripe\\) did not refund it") as e:
         services.order_refund(order=order, staff_user=charlie, reason="asked")
+    assert "Disputed." in str(e.value)
     assert "Nothing was taken back; the order is credited again." in str(e.value)
     order.refresh_from_db()
     assert order.status == Status.CREDITED
     assert (order.refund_requested_at, order.refund_held, order.refunded_amount) == (None, 0, 0)
     assert (balance_of(alice), held_of(alice)) == (20_000_000, 0)
     failure = order.actions.get()
-    assert (failure.action, failure.staff_user, failure.detail != "") == (
+    assert (failure.action, failure.staff_user, failure.detail) == (
         "refund_failed",
         charlie,
-        True,
+        "Disputed.",
     )
 
 
-def test_after_a_failure_the_refund_can_be_asked_again(alice, charlie, fake_stripe, settings):
+def test_after_a_decline_the_refund_is_asked_again_with_a_key_of_its_own(
+    alice, charlie, fake_stripe
+):
     order = credited_card_order(alice, fake_stripe)
-    working = settings.STRIPE_API_BASE
-    settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+    fake_stripe.refund_error = DECLINED
     with pytest.raises(services.RefundFailed):
         services.order_refund(order=order, staff_user=charlie, reason="asked")
-    settings.STRIPE_API_BASE = working
+    fake_stripe.refund_error = None
     services.order_refund(order=order, staff_user=charlie, reason="asked again")
     assert order.status == Status.REFUNDED
     assert len(fake_stripe.refunds) == 1
+    # Stripe answers a repeated key with its first answer: the second attempt has its own.
+    assert fake_stripe.refund_keys == [f"refund-{order.number}-0", f"refund-{order.number}-1"]
     assert balance_of(alice) == 0 == ledger_sum(alice)
     actions = list(order.actions.order_by("id").values_list("action", flat=True))
     assert actions == ["refund_failed", "refund"]
+
+
+def test_when_stripe_does_not_answer_the_refund_stays_pending_with_its_money_held(
+    alice, charlie, fake_stripe, settings
+):
+    # Stripe may have refunded: crediting the order again would give the money twice.
+    order = credited_card_order(alice, fake_stripe)
+    working = settings.STRIPE_API_BASE
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # nothing listens there
+    with pytest.raises(services.RefundFailed, match="whether it refunded is unknown") as e:
+        services.order_refund(order=order, staff_user=charlie, reason="asked")
+    assert "refund it again in 15 minutes" in str(e.value)
+    order.refresh_from_db()
+    assert (order.status, order.refund_held) == (Status.REFUNDING, 20_000_000)
+    assert (balance_of(alice), held_of(alice)) == (20_000_000, 20_000_000)
+    assert not order.actions.exists()
+
+    settings.STRIPE_API_BASE = working
+    RechargeOrder.objects.filter(pk=order.pk).update(  # time passes
+        refund_requested_at=timezone.now() - timedelta(minutes=20)
+    )
+    services.order_refund(order=order, staff_user=charlie, reason="asked again")
+    assert order.status == Status.REFUNDED
+    assert fake_stripe.refund_keys == [f"refund-{order.number}-0"]  # the same attempt
+    assert (balance_of(alice), held_of(alice)) == (0, 0)
+    assert ledger_sum(alice) == 0
+
+
+def test_a_refund_stripe_already_made_is_finished(alice, charlie, fake_stripe):
+    order = credited_card_order(alice, fake_stripe)
+    fake_stripe.refund_error = (
+        400,
+        {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "Done."},
+    )
+    services.order_refund(order=order, staff_user=charlie, reason="asked")
+    assert order.status == Status.REFUNDED
+    assert balance_of(alice) == 0 == ledger_sum(alice)
 
 
 def leave_pending(order, staff, *, minutes_ago):
