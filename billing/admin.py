@@ -26,9 +26,9 @@ from billing.models import (
     Account,
     BillingSettings,
     BonusTier,
-    Group,
-    GroupGrant,
     LedgerEntry,
+    Line,
+    LineGrant,
     ModelPrice,
     OrderAction,
     PaymentEvent,
@@ -154,7 +154,7 @@ class AccountAdmin(admin.ModelAdmin):
     def balance_usd(self, account):
         return _usd(account.balance)
 
-    @admin.display(description="held for requests", ordering="held")
+    @admin.display(description="held (requests, pending refunds)", ordering="held")
     def held_usd(self, account):
         return _usd(account.held)
 
@@ -285,16 +285,16 @@ class PriceChangeAdmin(admin.ModelAdmin):
             )
 
 
-class GroupGrantInline(admin.TabularInline):
-    model = GroupGrant
+class LineGrantInline(admin.TabularInline):
+    model = LineGrant
     fields = ("user", "note", "granted_by", "created_at")
     readonly_fields = ("granted_by", "created_at")
     autocomplete_fields = ("user",)
     extra = 0
 
 
-@admin.register(Group)
-class GroupAdmin(PriceChangeAdmin):
+@admin.register(Line)
+class LineAdmin(PriceChangeAdmin):
     list_display = ("name", "multiplier", "requires_grant", "is_active", "grant_count", "position")
     list_filter = ("requires_grant", "is_active")
     search_fields = ("name", "description")
@@ -308,11 +308,11 @@ class GroupAdmin(PriceChangeAdmin):
         "change_reason",
         "change_effective_at",
     )
-    inlines = [GroupGrantInline]
+    inlines = [LineGrantInline]
 
     @admin.display(description="grants")
-    def grant_count(self, group):
-        return group.grants.count()
+    def grant_count(self, line):
+        return line.grants.count()
 
     def save_formset(self, request, form, formset, change):
         for grant in formset.save(commit=False):
@@ -323,11 +323,11 @@ class GroupAdmin(PriceChangeAdmin):
             grant.delete()
 
 
-@admin.register(GroupGrant)
-class GroupGrantAdmin(admin.ModelAdmin):
-    list_display = ("user", "group", "granted_by", "created_at", "note")
-    list_filter = ("group",)
-    search_fields = ("user__email", "group__name")
+@admin.register(LineGrant)
+class LineGrantAdmin(admin.ModelAdmin):
+    list_display = ("user", "line", "granted_by", "created_at", "note")
+    list_filter = ("line",)
+    search_fields = ("user__email", "line__name")
     autocomplete_fields = ("user",)
     readonly_fields = ("granted_by", "created_at")
 
@@ -400,8 +400,8 @@ class PriceAdjustmentAdmin(ReadOnlyAdmin):
         "effective_at",
         ("announcement", admin.EmptyFieldListFilter),
     )
-    search_fields = ("model_price__model", "group__name", "reason", "batch")
-    list_select_related = ("model_price", "group", "staff_user", "announcement")
+    search_fields = ("model_price__model", "line__name", "reason", "batch")
+    list_select_related = ("model_price", "line", "staff_user", "announcement")
     actions = ["publish"]
 
     def has_publish_prices_permission(self, request):

@@ -172,5 +172,5 @@ PRICE_FIELDS = {
     "model_multiplier": PriceAdjustment.Field.MODEL_MULTIPLIER,
     "completion_multiplier": PriceAdjustment.Field.COMPLETION_MULTIPLIER,
     "call_price": PriceAdjustment.Field.CALL_PRICE,
-    "multiplier": PriceAdjustment.Field.GROUP_MULTIPLIER,
+    "multiplier": PriceAdjustment.Field.LINE_MULTIPLIER,
 }

@@ -104,7 +104,7 @@ class LedgerEntry(models.Model):
         return self.amount > 0
 
 
-class Group(models.Model):
+class Line(models.Model):
     """A line: the route class a token calls through, with its own price multiplier."""
 
     name = models.SlugField(max_length=50, unique=True)
@@ -114,7 +114,7 @@ class Group(models.Model):
         decimal_places=6,
         default=Decimal(1),
         validators=[MinValueValidator(Decimal(0))],
-        help_text="Group multiplier: every price on this line is multiplied by it.",
+        help_text="Line multiplier: every price on this line is multiplied by it.",
     )
     requires_grant = models.BooleanField(
         default=False, help_text="Only users with a staff grant may use this line."
@@ -124,8 +124,6 @@ class Group(models.Model):
 
     class Meta:
         ordering = ["position", "name"]
-        verbose_name = "group (line)"
-        verbose_name_plural = "groups (lines)"
 
     def __str__(self):
         return self.name
@@ -136,7 +134,7 @@ class Group(models.Model):
         lines = cls.objects.filter(is_active=True)
         if user is None or not user.is_authenticated:
             return lines.filter(requires_grant=False)
-        granted = GroupGrant.objects.filter(user=user).values("group_id")
+        granted = LineGrant.objects.filter(user=user).values("line_id")
         return lines.filter(Q(requires_grant=False) | Q(pk__in=granted))
 
     def is_available_to(self, user):
@@ -147,12 +145,12 @@ class Group(models.Model):
         return self.grants.filter(user=user).exists()
 
 
-class GroupGrant(models.Model):
+class LineGrant(models.Model):
     """Staff let one user call through a line that needs a grant."""
 
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="grants")
+    line = models.ForeignKey(Line, on_delete=models.CASCADE, related_name="grants")
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="group_grants"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="line_grants"
     )
     granted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -166,11 +164,11 @@ class GroupGrant(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["group", "user"], name="one_grant_per_user_and_group")
+            models.UniqueConstraint(fields=["line", "user"], name="one_grant_per_user_and_line")
         ]
 
     def __str__(self):
-        return f"{self.user} may use {self.group}"
+        return f"{self.user} may use {self.line}"
 
 
 class ModelPrice(models.Model):
@@ -233,11 +231,11 @@ class ModelPrice(models.Model):
             or "gpt-4o-mini"
         )
 
-    def input_per_million(self, group_multiplier=Decimal(1)):
-        return per_million(self.model_multiplier * group_multiplier)
+    def input_per_million(self, line_multiplier=Decimal(1)):
+        return per_million(self.model_multiplier * line_multiplier)
 
-    def output_per_million(self, group_multiplier=Decimal(1)):
-        return per_million(self.model_multiplier * self.completion_multiplier * group_multiplier)
+    def output_per_million(self, line_multiplier=Decimal(1)):
+        return per_million(self.model_multiplier * self.completion_multiplier * line_multiplier)
 
 
 class PriceAdjustment(models.Model):
@@ -247,13 +245,13 @@ class PriceAdjustment(models.Model):
         MODEL_MULTIPLIER = "model_multiplier", "Model multiplier"
         COMPLETION_MULTIPLIER = "completion_multiplier", "Completion multiplier"
         CALL_PRICE = "call_price", "Price per call"
-        GROUP_MULTIPLIER = "group_multiplier", "Group multiplier"
+        LINE_MULTIPLIER = "line_multiplier", "Line multiplier"
 
     model_price = models.ForeignKey(
         ModelPrice, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
     )
-    group = models.ForeignKey(
-        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
+    line = models.ForeignKey(
+        Line, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
     )
     field = models.CharField(max_length=24, choices=Field.choices)
     old_value = models.DecimalField(
@@ -285,9 +283,9 @@ class PriceAdjustment(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(model_price__isnull=False) & Q(group__isnull=True))
-                | (Q(model_price__isnull=True) & Q(group__isnull=False)),
-                name="adjustment_targets_a_model_or_a_group",
+                condition=(Q(model_price__isnull=False) & Q(line__isnull=True))
+                | (Q(model_price__isnull=True) & Q(line__isnull=False)),
+                name="adjustment_targets_a_model_or_a_line",
             )
         ]
         indexes = [models.Index(fields=["applied_at", "effective_at"], name="adjustment_due")]
@@ -298,7 +296,7 @@ class PriceAdjustment(models.Model):
 
     @property
     def target(self):
-        return self.model_price or self.group
+        return self.model_price or self.line
 
     @staticmethod
     def new_batch():
@@ -398,6 +396,7 @@ class RechargeOrder(models.Model):
     )
     refund_held = models.BigIntegerField(
         default=0,
+        db_default=0,  # rows inserted by code that predates the column
         help_text="Micro-dollars held on the balance while the refund is pending: "
         "what it takes back once the provider has refunded.",
     )

@@ -1,10 +1,10 @@
 """The cost of a request, in exact arithmetic. Pure functions: no database, no settings.
 
     cost = (prompt_tokens + completion_tokens × completion_multiplier)
-           × model_multiplier × group_multiplier × base_price
+           × model_multiplier × line_multiplier × base_price
 
 base_price is $0.002 per 1,000 tokens, i.e. 2 micro-dollars per token. The result is rounded
-half-up to the micro-dollar. Models priced per call cost call_price × group_multiplier.
+half-up to the micro-dollar. Models priced per call cost call_price × line_multiplier.
 
 The arithmetic is done on integers: each decimal multiplier is an exact fraction, so the cost
 is one fraction N / D, rounded once. Exact, and fast enough for the gateway's hot path.
@@ -34,17 +34,17 @@ def _token_fraction(
     completion: int,
     model_multiplier: Multiplier,
     completion_multiplier: Multiplier,
-    group_multiplier: Multiplier,
+    line_multiplier: Multiplier,
 ) -> tuple[int, int]:
     cn, cd = _ratio(completion_multiplier)
     mn, md = _ratio(model_multiplier)
-    gn, gd = _ratio(group_multiplier)
-    return (prompt * cd + completion * cn) * mn * gn * MICROS_PER_TOKEN, cd * md * gd
+    ln, ld = _ratio(line_multiplier)
+    return (prompt * cd + completion * cn) * mn * ln * MICROS_PER_TOKEN, cd * md * ld
 
 
-def _call_fraction(call_price: int, group_multiplier: Multiplier) -> tuple[int, int]:
-    gn, gd = _ratio(group_multiplier)
-    return call_price * gn, gd
+def _call_fraction(call_price: int, line_multiplier: Multiplier) -> tuple[int, int]:
+    ln, ld = _ratio(line_multiplier)
+    return call_price * ln, ld
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class CostBreakdown:
     completion_tokens: int
     model_multiplier: Decimal
     completion_multiplier: Decimal
-    group_multiplier: Decimal
+    line_multiplier: Decimal
     call_price: int  # micro-dollars; 0 unless per_call
     per_call: bool
     cost: int  # micro-dollars, rounded half-up
@@ -71,14 +71,14 @@ class CostBreakdown:
     def exact_cost(self) -> Decimal:
         """The unrounded cost in micro-dollars."""
         if self.per_call:
-            numerator, denominator = _call_fraction(self.call_price, self.group_multiplier)
+            numerator, denominator = _call_fraction(self.call_price, self.line_multiplier)
         else:
             numerator, denominator = _token_fraction(
                 self.prompt_tokens,
                 self.completion_tokens,
                 self.model_multiplier,
                 self.completion_multiplier,
-                self.group_multiplier,
+                self.line_multiplier,
             )
         return Decimal(numerator) / Decimal(denominator)
 
@@ -89,20 +89,20 @@ def token_cost(
     completion_tokens: int,
     model_multiplier: Multiplier,
     completion_multiplier: Multiplier,
-    group_multiplier: Multiplier,
+    line_multiplier: Multiplier,
 ) -> CostBreakdown:
     if prompt_tokens < 0 or completion_tokens < 0:
         raise ValueError("token counts cannot be negative")
     prompt_tokens, completion_tokens = int(prompt_tokens), int(completion_tokens)
     numerator, denominator = _token_fraction(
-        prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
+        prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, line_multiplier
     )
     return CostBreakdown(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         model_multiplier=Decimal(model_multiplier),
         completion_multiplier=Decimal(completion_multiplier),
-        group_multiplier=Decimal(group_multiplier),
+        line_multiplier=Decimal(line_multiplier),
         call_price=0,
         per_call=False,
         cost=_round_half_up(numerator, denominator),
@@ -112,19 +112,19 @@ def token_cost(
 def call_cost(
     *,
     call_price: int,
-    group_multiplier: Multiplier,
+    line_multiplier: Multiplier,
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
 ) -> CostBreakdown:
     if call_price < 0:
         raise ValueError("a call price cannot be negative")
-    numerator, denominator = _call_fraction(int(call_price), group_multiplier)
+    numerator, denominator = _call_fraction(int(call_price), line_multiplier)
     return CostBreakdown(
         prompt_tokens=int(prompt_tokens),
         completion_tokens=int(completion_tokens),
         model_multiplier=Decimal(1),
         completion_multiplier=Decimal(1),
-        group_multiplier=Decimal(group_multiplier),
+        line_multiplier=Decimal(line_multiplier),
         call_price=int(call_price),
         per_call=True,
         cost=_round_half_up(numerator, denominator),
@@ -136,17 +136,17 @@ def token_cost_ceiling(
     completion_tokens: int,
     model_multiplier: Multiplier,
     completion_multiplier: Multiplier,
-    group_multiplier: Multiplier,
+    line_multiplier: Multiplier,
 ) -> int:
     """The cost rounded up, in micro-dollars: what to hold before a request is served."""
     numerator, denominator = _token_fraction(
-        prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, group_multiplier
+        prompt_tokens, completion_tokens, model_multiplier, completion_multiplier, line_multiplier
     )
     return -(-numerator // denominator)
 
 
-def call_cost_ceiling(call_price: int, group_multiplier: Multiplier) -> int:
-    numerator, denominator = _call_fraction(call_price, group_multiplier)
+def call_cost_ceiling(call_price: int, line_multiplier: Multiplier) -> int:
+    numerator, denominator = _call_fraction(call_price, line_multiplier)
     return -(-numerator // denominator)
 
 

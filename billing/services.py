@@ -39,8 +39,8 @@ from billing.ledger import (
 from billing.models import (
     Account,
     BonusTier,
-    Group,
     LedgerEntry,
+    Line,
     ModelPrice,
     OrderAction,
     PaymentEvent,
@@ -303,24 +303,36 @@ def order_refund(
     longer than REFUND_PATIENCE: then it asks the provider again and finishes the refund.
     Call it outside any transaction, or step 2 waits with the locks of step 1 still held.
     """
-    from billing.providers import get_provider
+    from billing.providers import RefundDeclined, get_provider
 
     reason = reason.strip()
     if not reason:
         raise BillingError("Give a reason for the refund.")
+    provider = get_provider(order.provider)
     claim = _refund_claim(order=order, staff_user=staff_user, force=force)
-    provider = get_provider(claim.order.provider)
+    attempt = claim.order.actions.filter(action=OrderAction.Action.REFUND_FAILED).count()
     try:
-        provider.refund(claim.order)
-    except Exception as error:  # whatever went wrong there, the order must not stay pending
-        detail = " ".join(str(error).split())[:400] or type(error).__name__
+        provider.refund(claim.order, attempt=attempt)
+    except RefundDeclined as error:
+        detail = _one_line(error)
         _refund_undo(claim, staff_user=staff_user, reason=reason, detail=detail)
         raise RefundFailed(
             f"{provider.label} did not refund it: {detail}. "
             "Nothing was taken back; the order is credited again."
         ) from error
+    except Exception as error:  # no answer: it may have refunded, so the refund stays pending
+        log.warning("Refund of order %s: no answer from %s", claim.order.number, provider.name)
+        raise RefundFailed(
+            f"{provider.label} did not answer ({_one_line(error)}), so whether it refunded is "
+            "unknown. The order stays “refund pending” with its money held; refund it again "
+            f"in {REFUND_PATIENCE.seconds // 60} minutes to ask once more (it refunds once)."
+        ) from error
     _refund_finish(claim, staff_user=staff_user, reason=reason)
     order.refresh_from_db()
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:400] or type(error).__name__
 
 
 def _refund_claim(*, order: RechargeOrder, staff_user: User, force: bool) -> RefundClaim:
@@ -387,8 +399,12 @@ def _refund_finish(claim: RefundClaim, *, staff_user: User, reason: str) -> None
             refunded_amount=claim.take_back,
             refund_held=0,
         )
-        if not finished:  # another attempt finished it
-            return
+        if not finished:  # another attempt finished or undid it while the provider refunded
+            log.error("Refund of order %s done at the provider but no longer pending", order.number)
+            raise RefundFailed(
+                f"{order.number} was refunded at the provider, but another attempt changed the "
+                "order meanwhile. Check its history and the payment at the provider."
+            )
         if claim.take_back:
             ledger_post(
                 funds=_locked_funds(order.user_id),
@@ -633,7 +649,7 @@ def code_redeem(*, user: User, code: str) -> LedgerEntry:
 
 def price_change(
     *,
-    target: ModelPrice | Group,
+    target: ModelPrice | Line,
     new_values: Mapping[str, Decimal | int],
     reason: str,
     staff_user: User | None,
@@ -642,7 +658,7 @@ def price_change(
 ) -> list[PriceAdjustment]:
     """Records the changes of a model's or a line's prices and applies those due now.
 
-    `target` is a ModelPrice or a Group; `new_values` maps PriceAdjustment.Field values to the
+    `target` is a ModelPrice or a Line; `new_values` maps PriceAdjustment.Field values to the
     new numbers. Unchanged values are skipped. Returns the adjustments written.
     """
     now = timezone.now()
@@ -659,7 +675,7 @@ def price_change(
             adjustments.append(
                 PriceAdjustment.objects.create(
                     model_price=target if isinstance(target, ModelPrice) else None,
-                    group=target if isinstance(target, Group) else None,
+                    line=target if isinstance(target, Line) else None,
                     field=field,
                     old_value=old_value,
                     new_value=new_value,
@@ -695,7 +711,7 @@ def price_adjustments_apply_due(*, now: datetime | None = None, dry_run: bool = 
 
 
 def _attribute(field: str) -> str:
-    return "multiplier" if field == PriceAdjustment.Field.GROUP_MULTIPLIER else field
+    return "multiplier" if field == PriceAdjustment.Field.LINE_MULTIPLIER else field
 
 
 def _apply_adjustment(adjustment: PriceAdjustment, now: datetime, claimed: bool = False) -> None:

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing import services
 from billing.forms import AmountField, LedgerFilterForm, RechargeForm, RedeemForm
-from billing.models import BillingSettings, BonusTier, Group, ModelPrice, RechargeOrder
+from billing.models import BillingSettings, BonusTier, Line, ModelPrice, RechargeOrder
 from billing.pricing import call_cost
 from billing.providers import PROVIDERS, InvalidSignature, SandboxProvider, get_provider
 from console.lib.money import format_usd
@@ -236,10 +236,12 @@ def webhook(request, provider):
 
 
 def pricing(request):
-    groups = list(Group.available_to(request.user))
-    selected = next((g for g in groups if g.name == request.GET.get("group")), None)
-    selected = selected or next((g for g in groups if g.name == "default"), None)
-    selected = selected or (groups[0] if groups else None)
+    lines = list(Line.available_to(request.user))
+    # ?group= is what the page sent before lines had one name: old links keep working.
+    wanted = request.GET.get("line") or request.GET.get("group")
+    selected = next((line for line in lines if line.name == wanted), None)
+    selected = selected or next((line for line in lines if line.name == "default"), None)
+    selected = selected or (lines[0] if lines else None)
     prices = ModelPrice.objects.filter(enabled=True)
     query = text_param(request.GET.get("q", "")[:100]) or ""
     vendor = text_param(request.GET.get("vendor")) or ""
@@ -253,14 +255,14 @@ def pricing(request):
             "price": price,
             "input": None if price.is_per_call else price.input_per_million(multiplier),
             "output": None if price.is_per_call else price.output_per_million(multiplier),
-            "per_call": call_cost(call_price=price.call_price, group_multiplier=multiplier).cost
+            "per_call": call_cost(call_price=price.call_price, line_multiplier=multiplier).cost
             if price.is_per_call
             else None,
         }
         for price in prices
     ]
     context = {
-        "groups": groups,
+        "lines": lines,
         "selected": selected,
         "rows": rows,
         "query": query,

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
-from billing.models import Group
+from billing.models import Line
 from console.lib.fields import DateTimeInRangeField
 from logs import stats
 from tokens.models import Token
@@ -54,8 +54,8 @@ class LogFilterForm(forms.Form):
         queryset=Token.objects.none(), required=False, empty_label="All tokens"
     )
     model = forms.ChoiceField(required=False, label="Model")
-    group = forms.ModelChoiceField(
-        queryset=Group.objects.all(),
+    line = forms.ModelChoiceField(
+        queryset=Line.objects.all(),
         required=False,
         empty_label="All lines",
         label="Line",
@@ -67,6 +67,10 @@ class LogFilterForm(forms.Form):
     ip = forms.GenericIPAddressField(required=False, label="IP address", unpack_ipv4=True)
 
     def __init__(self, data, *, user):
+        if "group" in data and "line" not in data:
+            # The name of the filter before lines had one name: old links keep working.
+            data = data.copy()
+            data["line"] = data["group"]
         super().__init__(data, label_suffix="")
         self.fields["token"].queryset = Token.objects.filter(user=user).order_by(
             "deleted_at", "name"
@@ -108,7 +112,7 @@ class LogFilterForm(forms.Form):
                 continue
             if name == "token":
                 value = value.pk
-            elif name == "group":
+            elif name == "line":
                 value = value.name
             elif name in ("start", "end"):
                 value = timezone.localtime(value).strftime("%Y-%m-%dT%H:%M")

@@ -44,7 +44,7 @@ class RequestLog(models.Model):
     created_at = models.DateTimeField()
     user = _fk(settings.AUTH_USER_MODEL)
     token = _fk("tokens.Token", null=True, blank=True)
-    group = _fk("billing.Group", null=True, blank=True)
+    line = _fk("billing.Line", null=True, blank=True)
     # The channel's id only: channels belong to the gateway, which sits above the logs.
     channel_id = models.BigIntegerField(null=True, blank=True)
     endpoint = models.CharField(max_length=10, choices=Endpoint.choices)
@@ -59,7 +59,7 @@ class RequestLog(models.Model):
     cost = models.BigIntegerField(default=0, help_text="Micro-dollars charged.")
     model_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     completion_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    group_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    line_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     call_price = models.BigIntegerField(default=0)
     per_call = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)
@@ -92,7 +92,7 @@ class RequestLog(models.Model):
             completion_tokens=self.completion_tokens,
             model_multiplier=self.model_multiplier,
             completion_multiplier=self.completion_multiplier,
-            group_multiplier=self.group_multiplier,
+            line_multiplier=self.line_multiplier,
             call_price=self.call_price,
             per_call=self.per_call,
             cost=self.cost,
@@ -114,7 +114,7 @@ class UsageRollup(models.Model):
 
     user_id = models.BigIntegerField()
     token_id = models.BigIntegerField(default=0)
-    group_id = models.BigIntegerField(default=0)
+    line_id = models.BigIntegerField(default=0)
     model = models.CharField(max_length=100, blank=True)
     ok = models.BooleanField(help_text="Success (status below 400) or error.")
     requests = models.PositiveIntegerField(default=0)
@@ -123,7 +123,7 @@ class UsageRollup(models.Model):
     cost = models.BigIntegerField(default=0)
     latency_ms = models.BigIntegerField(default=0, help_text="Sum, for averages.")
 
-    KEY_FIELDS = ("bucket", "user_id", "token_id", "group_id", "model", "ok")
+    KEY_FIELDS = ("bucket", "user_id", "token_id", "line_id", "model", "ok")
     SUM_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost", "latency_ms")
 
     class Meta:
@@ -140,7 +140,7 @@ def _rollup_meta(name):
         {
             "constraints": [
                 models.UniqueConstraint(
-                    fields=["bucket", "user_id", "token_id", "group_id", "model", "ok"],
+                    fields=["bucket", "user_id", "token_id", "line_id", "model", "ok"],
                     name=f"{name}_key",
                 )
             ],

@@ -322,9 +322,9 @@ def addresses(user, days, *, token_id=None, per_token=False):
     rows = IpDay.objects.filter(user_id=user.pk, day__gte=since)
     if token_id is not None:
         rows = rows.filter(token_id=token_id)
-    group = ("client_ip", "token_id") if per_token else ("client_ip",)
+    keys = ("client_ip", "token_id") if per_token else ("client_ip",)
     return (
-        rows.values(*group)
+        rows.values(*keys)
         .annotate(
             requests=Sum("requests"), first_seen=Min("first_seen"), last_seen=Max("last_seen")
         )

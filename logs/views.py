@@ -54,8 +54,8 @@ def filtered_logs(request, form):
         rows = rows.filter(token_id=data["token"].pk)
     if data.get("model"):
         rows = rows.filter(model=data["model"])
-    if data.get("group"):
-        rows = rows.filter(group_id=data["group"].pk)
+    if data.get("line"):
+        rows = rows.filter(line_id=data["line"].pk)
     if data.get("status") == "ok":
         rows = rows.filter(status__lt=400)
     elif data.get("status") == "error":
@@ -116,21 +116,21 @@ def _formula_cost(breakdown):
 
     if breakdown.per_call:
         return call_cost(
-            call_price=breakdown.call_price, group_multiplier=breakdown.group_multiplier
+            call_price=breakdown.call_price, line_multiplier=breakdown.line_multiplier
         ).cost
     return token_cost(
         prompt_tokens=breakdown.prompt_tokens,
         completion_tokens=breakdown.completion_tokens,
         model_multiplier=breakdown.model_multiplier,
         completion_multiplier=breakdown.completion_multiplier,
-        group_multiplier=breakdown.group_multiplier,
+        line_multiplier=breakdown.line_multiplier,
     ).cost
 
 
 CSV_COLUMNS = [
     "request_id", "time", "token", "model", "line", "status", "error", "prompt_tokens",
     "completion_tokens", "estimated", "cost_usd", "model_multiplier", "completion_multiplier",
-    "group_multiplier", "latency_ms", "ttft_ms", "client_ip", "stream",
+    "line_multiplier", "latency_ms", "ttft_ms", "client_ip", "stream",
 ]  # fmt: skip
 
 
@@ -164,14 +164,14 @@ def _csv_by_copy(rows, tz):
             f"to_char({table}.created_at AT TIME ZONE %s, 'YYYY-MM-DD HH24:MI:SS.MS')", [str(tz)]
         ),
         x_token=Coalesce("token__name", Value("")),
-        x_line=Coalesce("group__name", Value("")),
+        x_line=Coalesce("line__name", Value("")),
         x_estimated=Case(When(usage_estimated=True, then=Value("yes")), default=Value("")),
         x_cost=RawSQL(f"to_char({table}.cost / 1000000.0, 'FM999999999990.000000')", []),  # noqa: S611
         x_stream=Case(When(stream=True, then=Value("yes")), default=Value("")),
     ).values_list(
         "id", "x_time", "x_token", "model", "x_line", "status", "error_code", "prompt_tokens",
         "completion_tokens", "x_estimated", "x_cost", "model_multiplier",
-        "completion_multiplier", "group_multiplier", "latency_ms", "ttft_ms", "client_ip",
+        "completion_multiplier", "line_multiplier", "latency_ms", "ttft_ms", "client_ip",
         "x_stream",
     )  # fmt: skip
     sql, params = exported.query.sql_with_params()
@@ -191,26 +191,26 @@ def _csv_by_copy(rows, tz):
 
 def _csv_in_python(rows, user, tz):
     """The same CSV, a thousand rows per chunk, where COPY is not available (SQLite)."""
-    from billing.models import Group
+    from billing.models import Line
 
     token_names = dict(Token.objects.filter(user=user).values_list("pk", "name"))
-    line_names = dict(Group.objects.values_list("pk", "name"))
+    line_names = dict(Line.objects.values_list("pk", "name"))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     values = rows.values_list(
-        "id", "created_at", "token_id", "model", "group_id", "status", "error_code",
+        "id", "created_at", "token_id", "model", "line_id", "status", "error_code",
         "prompt_tokens", "completion_tokens", "usage_estimated", "cost", "model_multiplier",
-        "completion_multiplier", "group_multiplier", "latency_ms", "ttft_ms", "client_ip",
+        "completion_multiplier", "line_multiplier", "latency_ms", "ttft_ms", "client_ip",
         "stream",
     )  # fmt: skip
     for count, row in enumerate(values.iterator(chunk_size=2000), start=1):
-        (request_id, created, token_id, model, group_id, status, error, prompt, completion,
-         estimated, cost, mm, cm, gm, latency, ttft, ip, stream) = row  # fmt: skip
+        (request_id, created, token_id, model, line_id, status, error, prompt, completion,
+         estimated, cost, mm, cm, lm, latency, ttft, ip, stream) = row  # fmt: skip
         writer.writerow([
             request_id, created.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            token_names.get(token_id, ""), model, line_names.get(group_id, ""), status, error,
+            token_names.get(token_id, ""), model, line_names.get(line_id, ""), status, error,
             prompt, completion, "yes" if estimated else "",
-            f"{cost // 1_000_000}.{cost % 1_000_000:06d}", mm, cm, gm, latency,
+            f"{cost // 1_000_000}.{cost % 1_000_000:06d}", mm, cm, lm, latency,
             "" if ttft is None else ttft, ip or "", "yes" if stream else "",
         ])  # fmt: skip
         if count % 1000 == 0:
@@ -293,9 +293,9 @@ def staff_dashboard(request):
 def token_usage(request, pk):
     """A token's spend and requests over time, the addresses that used it, and its last calls."""
     token = get_object_or_404(
-        Token.objects.alive().select_related("group"), pk=pk, user=request.user
+        Token.objects.alive().select_related("line"), pk=pk, user=request.user
     )
-    granted = set(request.user.group_grants.values_list("group_id", flat=True))
+    granted = set(request.user.line_grants.values_list("line_id", flat=True))
     tz = timezone.get_current_timezone()
     since = timezone.now() - timedelta(days=30)
     recent = RequestLog.objects.filter(user_id=request.user.pk, token_id=token.pk).order_by("-id")

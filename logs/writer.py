@@ -30,6 +30,7 @@ from datetime import datetime
 from django.db import DataError, IntegrityError, connection, transaction
 
 from billing.holds import holds_of
+from billing.ledger import BillingError
 from billing.settlement import Usage, unsettled_cleared, unsettled_record, usage_settle
 from logs.models import (
     ChannelMinute,
@@ -57,7 +58,7 @@ class RequestRecord:
     created_at: datetime
     user_id: int
     token_id: int | None
-    group_id: int | None
+    line_id: int | None
     channel_id: int | None
     endpoint: str
     model: str
@@ -71,7 +72,7 @@ class RequestRecord:
     cost: int
     model_multiplier: object
     completion_multiplier: object
-    group_multiplier: object
+    line_multiplier: object
     call_price: int
     per_call: bool
     latency_ms: int
@@ -85,8 +86,9 @@ class RequestRecord:
 
 log = logging.getLogger(__name__)
 # What a database says of data it will not store (too large a number, a duplicate id, text it
-# cannot encode, a CHECK), as opposed to being unreachable.
-REFUSED = (DataError, IntegrityError, ValueError, UnicodeError)
+# cannot encode, a CHECK), as opposed to being unreachable; and a settlement billing refuses,
+# which only that account's rows wait on.
+REFUSED = (DataError, IntegrityError, ValueError, UnicodeError, BillingError)
 
 RECORD_FIELDS = [f.name for f in fields(RequestRecord) if f.name not in {"quota_hold", "logged"}]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
@@ -336,7 +338,7 @@ def _rollups(records):
     ips, channels = {}, defaultdict(lambda: [0, 0, 0])
     for r in records:
         minute = r.created_at.replace(second=0, microsecond=0)
-        key = (r.user_id, r.token_id or 0, r.group_id or 0, r.model, r.status < 400)
+        key = (r.user_id, r.token_id or 0, r.line_id or 0, r.model, r.status < 400)
         sums = (1, r.prompt_tokens, r.completion_tokens, r.cost, r.latency_ms)
         for totals in (
             minutes[(minute, *key)],

@@ -37,7 +37,7 @@ class ChannelForm(forms.ModelForm):
             "type",
             "base_url",
             "model_map",
-            "groups",
+            "lines",
             "priority",
             "weight",
             "enabled",
@@ -131,15 +131,15 @@ class ChannelAdmin(admin.ModelAdmin):
         "last_error_short",
         "last_test",
     )
-    list_filter = ("type", "enabled", ("auto_disabled_at", admin.EmptyFieldListFilter), "groups")
+    list_filter = ("type", "enabled", ("auto_disabled_at", admin.EmptyFieldListFilter), "lines")
     search_fields = ("name", "base_url")
-    filter_horizontal = ("groups",)
+    filter_horizontal = ("lines",)
     readonly_fields = ("key_hint", *HEALTH_FIELDS)
     fieldsets = (
         (None, {"fields": ("name", "type", "base_url", "api_key", "key_hint")}),
         (
             "Routing",
-            {"fields": ("model_list", "model_map", "groups", "priority", "weight", "enabled")},
+            {"fields": ("model_list", "model_map", "lines", "priority", "weight", "enabled")},
         ),
         ("Timeouts", {"fields": ("connect_timeout", "read_timeout")}),
         ("Simulator", {"fields": ("simulator",), "classes": ("collapse",)}),

@@ -52,8 +52,8 @@ def check(
         raise errors.token_expired(token.name)
     if token.networks and not _allowed(client_ip, token.networks):
         raise errors.ip_not_allowed(token.name, client_ip)
-    if not (token.group_granted and token.group_active) or token.group_id not in config.lines:
-        raise errors.group_not_granted(token.name, token.group_name)
+    if not (token.line_granted and token.line_active) or token.line_id not in config.lines:
+        raise errors.line_not_granted(token.name, token.line_name)
 
 
 def _allowed(

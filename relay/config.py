@@ -96,18 +96,18 @@ Tier = tuple[int, list[ChannelSnapshot], list[int]]
 class RelayConfig:
     loaded_at: float
     prices: dict[str, Price]  # enabled models only
-    lines: dict[int, Line]  # group id → line, active lines only
-    routes: dict[tuple[int, str], list[Tier]]  # (group id, model) → tiers, highest first
-    # (group id, model) with a channel, in rotation or not
+    lines: dict[int, Line]  # line id → line, active lines only
+    routes: dict[tuple[int, str], list[Tier]]  # (line id, model) → tiers, highest first
+    # (line id, model) with a channel, in rotation or not
     served: set[tuple[int, str]] = field(default_factory=set)
 
-    def models_on_line(self, group_id: int) -> list[str]:
-        return sorted({model for (line, model) in self.routes if line == group_id})
+    def models_on_line(self, line_id: int) -> list[str]:
+        return sorted({model for (line, model) in self.routes if line == line_id})
 
-    def candidates(self, group_id: int, model: str) -> list[ChannelSnapshot]:
+    def candidates(self, line_id: int, model: str) -> list[ChannelSnapshot]:
         """Channels to try, in order: by priority, weighted random among equals."""
         ordered: list[ChannelSnapshot] = []
-        for _priority, channels, weights in self.routes.get((group_id, model), ()):
+        for _priority, channels, weights in self.routes.get((line_id, model), ()):
             if len(channels) == 1:
                 ordered.extend(channels)
                 continue
@@ -136,7 +136,7 @@ class RelayConfig:
 
 def load_config() -> RelayConfig:
     """Reads the snapshot. Runs in a database thread."""
-    from billing.models import Group, ModelPrice
+    from billing import models as billing
     from relay.models import Channel
 
     prices = {
@@ -150,16 +150,16 @@ def load_config() -> RelayConfig:
             call_price=p.call_price,
             created=int(p.updated_at.timestamp()),
         )
-        for p in ModelPrice.objects.filter(enabled=True)
+        for p in billing.ModelPrice.objects.filter(enabled=True)
     }
     lines = {
-        g.id: Line(id=g.id, name=g.name, multiplier=g.multiplier)
-        for g in Group.objects.filter(is_active=True)
+        line.id: Line(id=line.id, name=line.name, multiplier=line.multiplier)
+        for line in billing.Line.objects.filter(is_active=True)
     }
     tiers: dict[tuple[int, str], dict[int, list[ChannelSnapshot]]] = {}
     served: set[tuple[int, str]] = set()
-    for row in Channel.objects.filter(enabled=True).prefetch_related("groups"):
-        lines_served = [group.id for group in row.groups.all() if group.id in lines]
+    for row in Channel.objects.filter(enabled=True).prefetch_related("lines"):
+        lines_served = [line.id for line in row.lines.all() if line.id in lines]
         pairs = [(line, model) for line in lines_served for model in row.model_names]
         served.update(pair for pair in pairs if pair[1] in prices)
         if row.auto_disabled_at is not None:

@@ -96,11 +96,12 @@ def ip_not_allowed(name: str, ip: str | None) -> GatewayError:
     )
 
 
-def group_not_granted(name: str, group: str) -> GatewayError:
+def line_not_granted(name: str, line: str) -> GatewayError:
     return GatewayError(
         403,
+        # The code clients match on, from when lines were called groups: it stays as it is.
         "group_not_granted",
-        f"The API token “{name}” uses the line “{group}”, which your account may not use. "
+        f"The API token “{name}” uses the line “{line}”, which your account may not use. "
         f"Move the token to another line at {settings.SITE_URL}/tokens/, or ask support for "
         f"access. See {help_link('lines')}",
         type="permission_error",
@@ -118,11 +119,11 @@ def model_not_allowed(name: str, model: str) -> GatewayError:
     )
 
 
-def model_not_on_line(model: str, group: str) -> GatewayError:
+def model_not_on_line(model: str, line: str) -> GatewayError:
     return GatewayError(
         403,
         "model_not_allowed",
-        f"The model “{model}” is not served on the line “{group}”. "
+        f"The model “{model}” is not served on the line “{line}”. "
         f"GET {settings.SITE_URL}/v1/models lists what your token can call, or move the token "
         "to another line. "
         f"See {help_link('model-not-allowed')}",
@@ -198,11 +199,11 @@ def method_not_allowed(method: str, path: str) -> GatewayError:
     return GatewayError(405, "method_not_allowed", f"{path} does not accept {method}.")
 
 
-def no_channel(model: str, group: str) -> GatewayError:
+def no_channel(model: str, line: str) -> GatewayError:
     return GatewayError(
         503,
         "no_channel",
-        f"No upstream channel can serve “{model}” on the line “{group}” right now. Retry in a "
+        f"No upstream channel can serve “{model}” on the line “{line}” right now. Retry in a "
         f"minute. See {help_link('no-channel')}",
         type="server_error",
         retry=True,

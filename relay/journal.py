@@ -37,7 +37,10 @@ from logs.writer import Part, RequestRecord, parts_of, refusals_report, write_ea
 log = logging.getLogger(__name__)
 
 FIELDS = [f.name for f in fields(RequestRecord)]
-DECIMALS = {"model_multiplier", "completion_multiplier", "group_multiplier"}
+DECIMALS = {"model_multiplier", "completion_multiplier", "line_multiplier"}
+# Fields renamed since journals were first written, old name → new: a journal left by a crash
+# may be replayed by the next version. (Lines were called groups.)
+RENAMED = {"group_id": "line_id", "group_multiplier": "line_multiplier"}
 VERSION = 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -59,6 +62,7 @@ def encode(record: RequestRecord) -> bytes:
 
 
 def decode(line: bytes, names: list[str]) -> RequestRecord:
+    names = [RENAMED.get(name, name) for name in names]
     values = dict(zip(names, ast.literal_eval(line.decode()), strict=True))
     # A journal written by a newer version may carry fields this one does not know.
     values = {name: value for name, value in values.items() if name in KNOWN}

@@ -126,7 +126,7 @@ def price(price: Price, line: Line, prompt_tokens: int, completion_tokens: int) 
     if price.per_call:
         return call_cost(
             call_price=price.call_price,
-            group_multiplier=line.multiplier,
+            line_multiplier=line.multiplier,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
@@ -135,7 +135,7 @@ def price(price: Price, line: Line, prompt_tokens: int, completion_tokens: int) 
         completion_tokens=completion_tokens,
         model_multiplier=price.model_multiplier,
         completion_multiplier=price.completion_multiplier,
-        group_multiplier=line.multiplier,
+        line_multiplier=line.multiplier,
     )
 
 

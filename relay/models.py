@@ -37,7 +37,7 @@ class Channel(CountersOutOfSave, models.Model):
     model_map = models.JSONField(
         default=dict, blank=True, help_text="Public name → upstream name, where they differ."
     )
-    groups = models.ManyToManyField("billing.Group", related_name="channels")
+    lines = models.ManyToManyField("billing.Line", related_name="channels")
     priority = models.IntegerField(default=0, help_text="Higher is tried first.")
     weight = models.PositiveIntegerField(default=10, help_text="Share among equal priorities.")
     enabled = models.BooleanField(default=True, help_text="Switched on by staff.")

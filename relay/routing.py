@@ -41,12 +41,12 @@ def plan(config: RelayConfig, token: TokenSnapshot, model: str) -> Plan:
         raise errors.unknown_model(model)
     if token.allowed_models and model not in token.allowed_models:
         raise errors.model_not_allowed(token.name, model)
-    channels = config.candidates(token.group_id, model)
+    channels = config.candidates(token.line_id, model)
     if not channels:
-        if (token.group_id, model) in config.served:
-            raise errors.no_channel(model, token.group_name)
-        raise errors.model_not_on_line(model, token.group_name)
-    return Plan(price, config.lines[token.group_id], channels)
+        if (token.line_id, model) in config.served:
+            raise errors.no_channel(model, token.line_name)
+        raise errors.model_not_on_line(model, token.line_name)
+    return Plan(price, config.lines[token.line_id], channels)
 
 
 @dataclass(slots=True)

@@ -114,11 +114,11 @@ def upstream():
 
 
 @pytest.fixture
-def default_group(db):
-    from billing.models import Group
+def default_line(db):
+    from billing.models import Line
 
     # Made by a migration; tests on a live server truncate tables, so make it again there.
-    return Group.objects.get_or_create(
+    return Line.objects.get_or_create(
         name="default", defaults={"description": "Open to everyone."}
     )[0]
 
@@ -189,6 +189,23 @@ def balance_of(user):
     from billing.models import Account
 
     return Account.objects.get(user=user).balance
+
+
+def balance_and_ledger(user):
+    """The balance and the sum of its ledger, read in one statement (one snapshot), so that a
+    flush committing meanwhile cannot come between the two."""
+    from django.db.models import OuterRef, Subquery, Sum
+
+    from billing.models import Account, LedgerEntry
+
+    total = (
+        LedgerEntry.objects.filter(account=OuterRef("pk"))
+        .values("account")
+        .annotate(s=Sum("amount"))
+        .values("s")
+    )
+    row = Account.objects.filter(user=user).values_list("balance", Subquery(total)).get()
+    return row[0], row[1] or 0
 
 
 def _client_for(user):

@@ -40,7 +40,7 @@ class TokenAdmin(admin.ModelAdmin):
         "name",
         "user",
         "masked_key",
-        "group",
+        "line",
         "enabled",
         "quota",
         "expires_at",
@@ -50,19 +50,19 @@ class TokenAdmin(admin.ModelAdmin):
     )
     list_filter = (
         "enabled",
-        "group",
+        "line",
         "unlimited_quota",
         ("deleted_at", admin.EmptyFieldListFilter),
     )
     search_fields = ("name", "user__email", "key_prefix", "key_suffix", "last_ip")
-    list_select_related = ("user", "group")
+    list_select_related = ("user", "line")
     show_full_result_count = False
     form = TokenAdminForm
     fields = (
         "name",
         "user",
         "masked_key",
-        "group",
+        "line",
         "enabled",
         "unlimited_quota",
         "quota_limit_usd",
@@ -80,7 +80,7 @@ class TokenAdmin(admin.ModelAdmin):
     readonly_fields = (
         "user",
         "masked_key",
-        "group",
+        "line",
         "quota_used_usd",
         "quota_held_usd",
         "allowed_models",

@@ -26,10 +26,10 @@ class TokenSnapshot:
     expires_at: datetime | None
     unlimited_quota: bool
     quota_limit: int | None
-    group_id: int
-    group_name: str
-    group_active: bool
-    group_granted: bool
+    line_id: int
+    line_name: str
+    line_active: bool
+    line_granted: bool
     allowed_models: frozenset
     networks: tuple
 
@@ -39,7 +39,7 @@ def load_snapshot(key_hash, previous_hashes=()):
     under a previous hash key (see TOKEN_HASH_KEY_FALLBACKS) is rehashed under the current."""
     from tokens.models import Token
 
-    tokens = Token.objects.alive().select_related("group")
+    tokens = Token.objects.alive().select_related("line")
     if previous_hashes:
         token = tokens.filter(key_hash__in=[key_hash, *previous_hashes]).first()
     else:
@@ -59,10 +59,10 @@ def load_snapshot(key_hash, previous_hashes=()):
         expires_at=token.expires_at,
         unlimited_quota=token.unlimited_quota,
         quota_limit=token.quota_limit,
-        group_id=token.group_id,
-        group_name=token.group.name,
-        group_active=token.group.is_active,
-        group_granted=token.group.is_available_to(token.user),
+        line_id=token.line_id,
+        line_name=token.line.name,
+        line_active=token.line.is_active,
+        line_granted=token.line.is_available_to(token.user),
         allowed_models=frozenset(token.allowed_models),
         networks=tuple(token.networks()),
     )

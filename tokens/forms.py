@@ -4,16 +4,16 @@ from django import forms
 from django.utils import timezone
 
 from billing.forms import AmountField
-from billing.models import Group, ModelPrice
+from billing.models import Line, ModelPrice
 from console.lib.fields import DateTimeInRangeField
 from console.lib.money import format_usd
 from tokens.models import Token
 
 
-class GroupChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, group):
-        text = f"{group.name} — price ×{group.multiplier.normalize():f}"
-        return f"{text} · {group.description}" if group.description else text
+class LineChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, line):
+        text = f"{line.name} — price ×{line.multiplier.normalize():f}"
+        return f"{text} · {line.description}" if line.description else text
 
 
 def quota_limit_field(help_text="The most this token may spend in total."):
@@ -30,8 +30,8 @@ class TokenForm(forms.ModelForm):
     """Create and edit a token. Restrictions are optional and sit under "Advanced"."""
 
     quota_limit_usd = quota_limit_field()
-    group = GroupChoiceField(
-        queryset=Group.objects.none(),
+    line = LineChoiceField(
+        queryset=Line.objects.none(),
         empty_label=None,
         label="Line",
         help_text="The route class this token calls through; the price is multiplied by it.",
@@ -66,7 +66,7 @@ class TokenForm(forms.ModelForm):
 
     class Meta:
         model = Token
-        fields = ["name", "unlimited_quota", "group", "expires_at"]
+        fields = ["name", "unlimited_quota", "line", "expires_at"]
         labels = {"unlimited_quota": "Unlimited quota"}
         help_texts = {
             "name": "What the key is for, e.g. “production backend”. It shows in your logs.",
@@ -80,11 +80,11 @@ class TokenForm(forms.ModelForm):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        lines = Group.available_to(user)
-        if self.instance.pk and self.instance.group_id:
+        lines = Line.available_to(user)
+        if self.instance.pk and self.instance.line_id:
             # A line the user lost stays selectable only until the token is moved off it.
-            lines = lines | Group.objects.filter(pk=self.instance.group_id)
-        self.fields["group"].queryset = lines
+            lines = lines | Line.objects.filter(pk=self.instance.line_id)
+        self.fields["line"].queryset = lines
         self.fields["allowed_models"].choices = [
             (name, name)
             for name in ModelPrice.objects.filter(enabled=True)
@@ -97,8 +97,8 @@ class TokenForm(forms.ModelForm):
             if self.instance.quota_limit:
                 self.initial["quota_limit_usd"] = format_usd(self.instance.quota_limit).lstrip("$")
         else:
-            default = self.fields["group"].queryset.filter(name="default").first()
-            self.initial.setdefault("group", default)
+            default = self.fields["line"].queryset.filter(name="default").first()
+            self.initial.setdefault("line", default)
             self.initial.setdefault("unlimited_quota", True)
 
     def clean_expires_at(self):
@@ -109,14 +109,14 @@ class TokenForm(forms.ModelForm):
             )
         return value
 
-    def clean_group(self):
-        group = self.cleaned_data["group"]
-        if not group.is_available_to(self.user):
+    def clean_line(self):
+        line = self.cleaned_data["line"]
+        if not line.is_available_to(self.user):
             raise forms.ValidationError(
-                f"You do not have access to the line “{group}”. "
+                f"You do not have access to the line “{line}”. "
                 "Choose another, or ask support for a grant."
             )
-        return group
+        return line
 
     def clean_ip_allowlist(self):
         entries = []

@@ -13,7 +13,7 @@ from tokens import keys
 
 @dataclass(frozen=True)
 class TokenStatus:
-    code: str  # active, disabled, expired, quota_used_up, group_not_granted
+    code: str  # active, disabled, expired, quota_used_up, line_not_granted
     label: str
     explanation: str
     badge: str
@@ -51,7 +51,7 @@ class Token(CountersOutOfSave, models.Model):
     quota_held = models.BigIntegerField(
         default=0, help_text="Micro-dollars of the quota held for requests in flight."
     )
-    group = models.ForeignKey("billing.Group", on_delete=models.PROTECT, related_name="tokens")
+    line = models.ForeignKey("billing.Line", on_delete=models.PROTECT, related_name="tokens")
     allowed_models = models.JSONField(
         default=list, blank=True, help_text="Model names; empty means every model of the line."
     )
@@ -107,11 +107,11 @@ class Token(CountersOutOfSave, models.Model):
 
     def status_for_owner(self, granted_line_ids):
         """`status()` given the ids of the lines granted to the token's owner."""
-        line = self.group
+        line = self.line
         usable = line.is_active and (not line.requires_grant or line.pk in granted_line_ids)
-        return self.status(group_granted=usable)
+        return self.status(line_granted=usable)
 
-    def status(self, group_granted=None):
+    def status(self, line_granted=None):
         """What a user needs to know about whether this token works, and what to do if not."""
         if not self.enabled:
             return TokenStatus(
@@ -132,13 +132,13 @@ class Token(CountersOutOfSave, models.Model):
                 "Raise the limit or set it to unlimited quota.",
                 "warn",
             )
-        if group_granted is None:
-            group_granted = self.group.is_available_to(self.user)
-        if not group_granted:
+        if line_granted is None:
+            line_granted = self.line.is_available_to(self.user)
+        if not line_granted:
             return TokenStatus(
-                "group_not_granted",
+                "line_not_granted",
                 "Line not granted",
-                f"The line “{self.group}” needs a grant you no longer have. "
+                f"The line “{self.line}” needs a grant you no longer have. "
                 "Move the token to another line, or ask support.",
                 "warn",
             )

@@ -15,13 +15,11 @@ from tokens.models import Token
 
 
 def _get_token_for_user(request, pk):
-    return get_object_or_404(
-        Token.objects.alive().select_related("group"), pk=pk, user=request.user
-    )
+    return get_object_or_404(Token.objects.alive().select_related("line"), pk=pk, user=request.user)
 
 
-def _granted_group_ids(user):
-    return set(user.group_grants.values_list("group_id", flat=True))
+def _granted_line_ids(user):
+    return set(user.line_grants.values_list("line_id", flat=True))
 
 
 def _row_context(token, granted):
@@ -44,8 +42,8 @@ def _key_page(request, token, key, *, rotated):
 
 @login_required
 def token_list(request):
-    granted = _granted_group_ids(request.user)
-    tokens = Token.objects.alive().filter(user=request.user).select_related("group")
+    granted = _granted_line_ids(request.user)
+    tokens = Token.objects.alive().filter(user=request.user).select_related("line")
     rows = [_row_context(token, granted) for token in tokens]
     return render(request, "tokens/list.html", {"rows": rows})
 
@@ -81,7 +79,7 @@ def token_create(request):
             token, key = services.token_create(
                 user=request.user,
                 name=data["name"],
-                group=data["group"],
+                line=data["line"],
                 unlimited_quota=data["unlimited_quota"],
                 quota_limit=data["quota_limit_usd"],
                 expires_at=data["expires_at"],
@@ -109,7 +107,7 @@ def token_toggle(request, pk):
     token = _get_token_for_user(request, pk)
     services.token_set_enabled(token=token, enabled=not token.enabled)
     if request.htmx:
-        context = _row_context(token, _granted_group_ids(request.user))
+        context = _row_context(token, _granted_line_ids(request.user))
         return render(request, "tokens/list.html#token-row", context)
     verb = "enabled" if token.enabled else "disabled"
     messages.success(request, f"Token “{token.name}” {verb}.")

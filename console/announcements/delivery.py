@@ -96,7 +96,7 @@ def deliver_batch(*, announcement_id, user_ids, claimer=""):
 
 def _changed_targets(announcement):
     """(vendors, models) a price announcement is about, for subscribers who chose some."""
-    adjustments = announcement.price_adjustments.select_related("model_price", "group")
+    adjustments = announcement.price_adjustments.select_related("model_price", "line")
     vendors, models = set(), set()
     for adjustment in adjustments:
         if adjustment.model_price:

@@ -34,7 +34,7 @@ def price_adjustments_publish(*, adjustments, staff_user, note=""):
     price per million tokens, and when it takes effect."""
     adjustments = list(
         PriceAdjustment.objects.filter(pk__in=[a.pk for a in adjustments])
-        .select_related("model_price", "group")
+        .select_related("model_price", "line")
         .order_by("effective_at", "id")
     )
     if not adjustments:
@@ -58,38 +58,36 @@ def price_adjustments_publish(*, adjustments, staff_user, note=""):
 
 
 def _price_body(adjustments, note):
-    by_model, by_group = defaultdict(dict), defaultdict(dict)
+    by_model, by_line = defaultdict(dict), defaultdict(dict)
     for adjustment in adjustments:
         target = (
-            by_model[adjustment.model_price]
-            if adjustment.model_price
-            else by_group[adjustment.group]
+            by_model[adjustment.model_price] if adjustment.model_price else by_line[adjustment.line]
         )
         target[adjustment.field] = adjustment
     when = min(a.effective_at for a in adjustments)
     local = timezone.localtime(when)
-    lines = []
+    text = []
     if note:
-        lines += [note.strip(), ""]
-    lines.append(
+        text += [note.strip(), ""]
+    text.append(
         f"These prices change on **{local:%Y-%m-%d %H:%M} ({local.tzname()})**"
         + ("." if when > timezone.now() else ", and apply from then.")
     )
-    lines.append("")
+    text.append("")
     if by_model:
-        lines += ["| Model | Change | Input per 1M tokens | Output per 1M tokens |",
-                  "|---|---|---|---|"]  # fmt: skip
+        text += ["| Model | Change | Input per 1M tokens | Output per 1M tokens |",
+                 "|---|---|---|---|"]  # fmt: skip
         for price, changes in sorted(by_model.items(), key=lambda item: item[0].model):
-            lines.append(_model_row(price, changes))
-        lines.append("")
-    for group, changes in sorted(by_group.items(), key=lambda item: item[0].name):
-        change = changes[PriceAdjustment.Field.GROUP_MULTIPLIER]
-        lines.append(
-            f"- Line **{group.name}**: group multiplier {_num(change.old_value)} → "
+            text.append(_model_row(price, changes))
+        text.append("")
+    for line, changes in sorted(by_line.items(), key=lambda item: item[0].name):
+        change = changes[PriceAdjustment.Field.LINE_MULTIPLIER]
+        text.append(
+            f"- Line **{line.name}**: line multiplier {_num(change.old_value)} → "
             f"{_num(change.new_value)}; every price on the line changes by that factor."
         )
-    lines += ["", "Your request log keeps the multipliers each request was charged with."]
-    return "\n".join(lines)
+    text += ["", "Your request log keeps the multipliers each request was charged with."]
+    return "\n".join(text)
 
 
 def _model_row(price, changes):

@@ -13,7 +13,7 @@ from django.utils.timesince import timesince
 
 from billing import services as billing_services
 from billing.forms import StaffReasonForm
-from billing.models import Account, Group, GroupGrant, RechargeOrder
+from billing.models import Account, Line, LineGrant, RechargeOrder
 from console.lib.money import format_usd
 from console.lib.permissions import permission_required
 from console.support import services
@@ -289,23 +289,23 @@ class TicketAdmin(admin.ModelAdmin):
 
     @admin.display(description="line access")
     def line_access(self, ticket):
-        line = ticket.details.get("line", "")
-        group = Group.objects.filter(name=line).first()
+        asked = ticket.details.get("line", "")
+        line = Line.objects.filter(name=asked).first()
         granted = ", ".join(
-            GroupGrant.objects.filter(user_id=ticket.user_id)
-            .order_by("group__name")
-            .values_list("group__name", flat=True)
+            LineGrant.objects.filter(user_id=ticket.user_id)
+            .order_by("line__name")
+            .values_list("line__name", flat=True)
         )
-        grant_url = reverse("admin:billing_groupgrant_add")
-        query = urlencode({"user": ticket.user_id, **({"group": group.pk} if group else {})})
+        grant_url = reverse("admin:billing_linegrant_add")
+        query = urlencode({"user": ticket.user_id, **({"line": line.pk} if line else {})})
         return format_html(
             'Asked for “{}”. Current grants: {}. <a href="{}?{}">Grant a line</a> · '
             '<a href="{}?{}">All of this user\'s grants</a>',
-            line or "—",
+            asked or "—",
             granted or "none",
             grant_url,
             query,
-            reverse("admin:billing_groupgrant_changelist"),
+            reverse("admin:billing_linegrant_changelist"),
             urlencode({"q": ticket.user.email}),
         )
 

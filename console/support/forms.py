@@ -2,7 +2,7 @@ import uuid
 
 from django import forms
 
-from billing.models import Group, ModelPrice, RechargeOrder
+from billing.models import Line, ModelPrice, RechargeOrder
 from console.lib.fields import DateTimeInRangeField
 from console.lib.money import format_usd
 from console.support.attachments import AttachmentsField
@@ -55,7 +55,7 @@ class TicketForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
     line = forms.ModelChoiceField(
-        queryset=Group.objects.filter(requires_grant=True, is_active=True),
+        queryset=Line.objects.filter(requires_grant=True, is_active=True),
         required=False,
         label="Which line?",
         to_field_name="name",

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 async def handle(gateway: "Gateway", call: Call) -> Outcome:
     token, config = await gateway.admit(call)
-    names = config.models_on_line(token.group_id)
+    names = config.models_on_line(token.line_id)
     if token.allowed_models:
         names = [name for name in names if name in token.allowed_models]
     entries = [

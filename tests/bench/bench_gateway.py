@@ -72,7 +72,7 @@ def prepare(env, upstream_port):
     script = f"""
 from decimal import Decimal
 from accounts.models import User
-from billing.models import Account, Group, Hold, LedgerEntry, ModelPrice
+from billing.models import Account, Hold, LedgerEntry, Line, ModelPrice
 from billing.services import balance_credit
 from relay.models import Channel
 from tokens.models import Token
@@ -91,10 +91,10 @@ channel = Channel(name="bench", type="openai", base_url="http://127.0.0.1:{upstr
                   model_names=["gpt-4o-mini"])
 channel.set_key("sk-bench")
 channel.save()
-channel.groups.set(Group.objects.filter(name="default"))
+channel.lines.set(Line.objects.filter(name="default"))
 print("ROWS", RequestLog.objects.count())
-default = Group.objects.get(name="default")
-token, key = token_create(user=user, name="bench", group=default, notify=False)
+default = Line.objects.get(name="default")
+token, key = token_create(user=user, name="bench", line=default, notify=False)
 print("KEY", key)
 """
     out = subprocess.run(

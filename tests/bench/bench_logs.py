@@ -64,9 +64,7 @@ def fill(url, rows):
     rng = random.Random(7)
     with psycopg.connect(url) as connection:
         cursor = connection.cursor()
-        group_id = cursor.execute("SELECT id FROM billing_group WHERE name = 'default'").fetchone()[
-            0
-        ]
+        line_id = cursor.execute("SELECT id FROM billing_line WHERE name = 'default'").fetchone()[0]
         now = datetime.now(UTC)
         with cursor.copy(
             "COPY accounts_user (id, email, name, time_zone, is_staff, is_active, is_superuser, "
@@ -82,7 +80,7 @@ def fill(url, rows):
         )
         with cursor.copy(
             "COPY tokens_token (id, user_id, name, key_hash, key_prefix, key_suffix, "
-            "unlimited_quota, quota_used, quota_held, group_id, allowed_models, ip_allowlist, "
+            "unlimited_quota, quota_used, quota_held, line_id, allowed_models, ip_allowlist, "
             "enabled, created_at, updated_at) FROM STDIN"
         ) as copy:
             for user_id in range(1, USERS + 1):
@@ -99,7 +97,7 @@ def fill(url, rows):
                             True,
                             0,
                             0,
-                            group_id,
+                            line_id,
                             "[]",
                             "[]",
                             True,
@@ -124,10 +122,10 @@ def fill(url, rows):
         start_ms = int((now - timedelta(days=30)).timestamp() * 1000)
         span_ms = 30 * 86_400_000
         columns = (
-            "id, created_at, user_id, token_id, group_id, channel_id, endpoint, model, "
+            "id, created_at, user_id, token_id, line_id, channel_id, endpoint, model, "
             "stream, client_ip, status, error_code, prompt_tokens, completion_tokens, "
             "usage_estimated, cost, model_multiplier, completion_multiplier, "
-            "group_multiplier, call_price, per_call, latency_ms, ttft_ms, retries"
+            "line_multiplier, call_price, per_call, latency_ms, ttft_ms, retries"
         )
         with cursor.copy(f"COPY logs_requestlog ({columns}) FROM STDIN") as copy:
             buffer = io.StringIO()
@@ -150,7 +148,7 @@ def fill(url, rows):
                 cost = 0 if failed else (prompt + completion * 4) * 15 // 100
                 ip = f"10.{user_id % 250}.{token_id % 250}.{rng.randint(1, 8)}"
                 buffer.write(
-                    f"{ident}\t{created}\t{user_id}\t{token_id}\t{group_id}\t\\N\tchat\t{model}\t"
+                    f"{ident}\t{created}\t{user_id}\t{token_id}\t{line_id}\t\\N\tchat\t{model}\t"
                     f"f\t{ip}\t{502 if failed else 200}\t{'upstream_error' if failed else ''}\t"
                     f"{prompt}\t{completion}\tf\t{cost}\t0.075\t4\t1\t0\tf\t"
                     f"{rng.randint(200, 4000)}\t\\N\t0\n"
@@ -176,9 +174,9 @@ def fill(url, rows):
             ("logs_usageday", "(created_at AT TIME ZONE 'UTC')::date"),
         ):
             cursor.execute(
-                f"INSERT INTO {table} (bucket, user_id, token_id, group_id, model, ok, requests, "
+                f"INSERT INTO {table} (bucket, user_id, token_id, line_id, model, ok, requests, "
                 f"prompt_tokens, completion_tokens, cost, latency_ms) SELECT {bucket}, user_id, "
-                f"token_id, group_id, model, {ok}, {sums} FROM logs_requestlog "
+                f"token_id, line_id, model, {ok}, {sums} FROM logs_requestlog "
                 f"GROUP BY 1, 2, 3, 4, 5, 6"
             )
         cursor.execute(
@@ -328,7 +326,7 @@ def measure_ingestion(batches=10, size=10_000):
                     created_at=now - timedelta(seconds=rng.random()),
                     user_id=user_id,
                     token_id=user_id * 3,
-                    group_id=None,
+                    line_id=None,
                     channel_id=None,
                     endpoint="chat",
                     model=rng.choice(MODELS),
@@ -342,7 +340,7 @@ def measure_ingestion(batches=10, size=10_000):
                     cost=45,
                     model_multiplier=Decimal("0.075"),
                     completion_multiplier=Decimal(4),
-                    group_multiplier=Decimal(1),
+                    line_multiplier=Decimal(1),
                     call_price=0,
                     per_call=False,
                     latency_ms=300,

@@ -152,8 +152,8 @@ def test_editing_other_fields_records_no_adjustment(staff_client, model_price):
     assert not PriceAdjustment.objects.exists()
 
 
-def test_a_group_multiplier_change_is_recorded(staff_client, default_group):
-    url = reverse("admin:billing_group_change", args=[default_group.pk])
+def test_a_line_multiplier_change_is_recorded(staff_client, default_line):
+    url = reverse("admin:billing_line_change", args=[default_line.pk])
     staff_client.post(
         url,
         {
@@ -168,9 +168,9 @@ def test_a_group_multiplier_change_is_recorded(staff_client, default_group):
             "grants-INITIAL_FORMS": "0",
         },
     )
-    default_group.refresh_from_db()
-    assert default_group.multiplier == Decimal("1.1")
-    assert PriceAdjustment.objects.get().field == "group_multiplier"
+    default_line.refresh_from_db()
+    assert default_line.multiplier == Decimal("1.1")
+    assert PriceAdjustment.objects.get().field == "line_multiplier"
 
 
 def test_orders_export_as_csv(staff_client, alice):

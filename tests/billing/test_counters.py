@@ -28,9 +28,9 @@ def test_every_model_the_gateway_or_settlement_writes_guards_its_counters():
 
 
 @pytest.fixture
-def rows(alice, default_group):
+def rows(alice, default_line):
     """One row of each guarded model the tests can load twice."""
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     return {
         Account: Account.objects.get(user=alice),
         Token: token,

@@ -154,12 +154,12 @@ def test_a_cost_beyond_all_held_money_is_capped_not_overdrawn(alice, process):
     assert balance_of(alice) == 0 == ledger_sum(alice)
 
 
-def test_a_limited_token_holds_its_quota_too(alice, process, default_group):
+def test_a_limited_token_holds_its_quota_too(alice, process, default_line):
     fund(alice, 10)
     token, _key = token_create(
         user=alice,
         name="t",
-        group=default_group,
+        line=default_line,
         unlimited_quota=False,
         quota_limit=2_000,
         notify=False,
@@ -221,9 +221,9 @@ def test_a_process_that_lost_its_hold_still_settles_without_overdrawing(alice, p
     assert process.book.accounts[alice.pk].free == 0  # what it held is gone: asked afresh
 
 
-def test_tokens_spend_is_counted_even_when_unlimited(alice, process, default_group):
+def test_tokens_spend_is_counted_even_when_unlimited(alice, process, default_line):
     fund(alice, 10)
-    token, _key = token_create(user=alice, name="t", group=default_group, notify=False)
+    token, _key = token_create(user=alice, name="t", line=default_line, notify=False)
     process.spend(alice, token=token, cost=250)
     process.settle()
     assert Token.objects.get(pk=token.pk).quota_used == 250
@@ -293,13 +293,13 @@ def test_a_lease_whose_hold_was_lost_keeps_what_requests_in_flight_reserved(alic
 
 
 def test_a_request_cancelled_while_its_quota_is_topped_up_leaves_nothing_reserved(
-    alice, process, default_group
+    alice, process, default_line
 ):
     fund(alice, 10)
     token = token_create(
         user=alice,
         name="t",
-        group=default_group,
+        line=default_line,
         unlimited_quota=False,
         quota_limit=5_000,
         notify=False,

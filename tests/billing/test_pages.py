@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing import services
-from billing.models import Group, GroupGrant, LedgerEntry, ModelPrice, RechargeOrder
+from billing.models import LedgerEntry, Line, LineGrant, ModelPrice, RechargeOrder
 from tests.billing.test_orders import make_order
 from tests.conftest import balance_of
 
@@ -177,14 +177,16 @@ def test_the_pricing_page_is_public_and_priced_per_line(client, db):
     ModelPrice.objects.create(
         model="dall-e-3", vendor="OpenAI", pricing="per_call", call_price=40_000
     )
-    Group.objects.create(name="vip", multiplier=Decimal(2))
-    Group.objects.create(name="training", multiplier=Decimal("0.5"), requires_grant=True)
+    Line.objects.create(name="vip", multiplier=Decimal(2))
+    Line.objects.create(name="training", multiplier=Decimal("0.5"), requires_grant=True)
     html = client.get(reverse("billing:pricing")).content.decode()
     assert "gpt-4o" in html and "claude-x" in html and "old-model" not in html
     assert "$2.50" in html and "$10.00" in html  # gpt-4o input and output per 1M
     assert "$0.04 per call" in html
     assert "training" not in html
-    html = client.get(reverse("billing:pricing"), {"group": "vip"}).content.decode()
+    html = client.get(reverse("billing:pricing"), {"line": "vip"}).content.decode()
+    assert "$5.00" in html and "$20.00" in html
+    html = client.get(reverse("billing:pricing"), {"group": "vip"}).content.decode()  # old links
     assert "$5.00" in html and "$20.00" in html
     html = client.get(reverse("billing:pricing"), {"vendor": "Anthropic"}).content.decode()
     assert "claude-x" in html and "gpt-4o" not in html
@@ -193,9 +195,9 @@ def test_the_pricing_page_is_public_and_priced_per_line(client, db):
 
 
 def test_a_granted_line_shows_on_the_pricing_page(alice_client, alice):
-    training = Group.objects.create(name="training", multiplier=Decimal("0.5"), requires_grant=True)
+    training = Line.objects.create(name="training", multiplier=Decimal("0.5"), requires_grant=True)
     assert "training" not in alice_client.get(reverse("billing:pricing")).content.decode()
-    GroupGrant.objects.create(group=training, user=alice)
+    LineGrant.objects.create(line=training, user=alice)
     assert "training (×0.5)" in alice_client.get(reverse("billing:pricing")).content.decode()
 
 

@@ -11,7 +11,7 @@ def test_the_worked_example_of_the_help_center_costs_seven_and_a_half_thousandth
         completion_tokens=500,
         model_multiplier=Decimal("1.25"),
         completion_multiplier=Decimal(4),
-        group_multiplier=Decimal(1),
+        line_multiplier=Decimal(1),
     )
     assert breakdown.cost == 7_500  # $0.007500
     assert breakdown.weighted_tokens == 3_000
@@ -24,20 +24,20 @@ def test_multiplier_one_is_two_dollars_per_million_prompt_tokens():
         completion_tokens=0,
         model_multiplier=1,
         completion_multiplier=1,
-        group_multiplier=1,
+        line_multiplier=1,
     )
     assert breakdown.cost == 2_000_000
 
 
-def test_the_group_multiplier_scales_the_whole_price():
+def test_the_line_multiplier_scales_the_whole_price():
     base = dict(
         prompt_tokens=10,
         completion_tokens=20,
         model_multiplier=Decimal("0.075"),
         completion_multiplier=Decimal(4),
     )
-    assert token_cost(**base, group_multiplier=Decimal("1.5")).exact_cost == (
-        token_cost(**base, group_multiplier=1).exact_cost * Decimal("1.5")
+    assert token_cost(**base, line_multiplier=Decimal("1.5")).exact_cost == (
+        token_cost(**base, line_multiplier=1).exact_cost * Decimal("1.5")
     )
 
 
@@ -47,7 +47,7 @@ def test_zero_tokens_cost_nothing():
         completion_tokens=0,
         model_multiplier=5,
         completion_multiplier=3,
-        group_multiplier=2,
+        line_multiplier=2,
     )
     assert breakdown.cost == 0
 
@@ -58,7 +58,7 @@ def test_huge_counts_stay_exact():
         completion_tokens=10**12,
         model_multiplier=Decimal("0.000001"),
         completion_multiplier=Decimal("3"),
-        group_multiplier=Decimal("1.1"),
+        line_multiplier=Decimal("1.1"),
     )
     # (1e12 + 3e12) × 0.000001 × 1.1 × 2 = 8,800,000 micro-dollars
     assert breakdown.cost == 8_800_000
@@ -71,7 +71,7 @@ def test_it_rounds_half_up_to_the_micro_dollar():
         completion_tokens=0,
         model_multiplier=Decimal("0.25"),
         completion_multiplier=1,
-        group_multiplier=1,
+        line_multiplier=1,
     )
     assert half.exact_cost == Decimal("0.5")
     assert half.cost == 1
@@ -80,13 +80,13 @@ def test_it_rounds_half_up_to_the_micro_dollar():
         completion_tokens=0,
         model_multiplier=Decimal("0.2"),
         completion_multiplier=1,
-        group_multiplier=1,
+        line_multiplier=1,
     )
     assert below.cost == 0
 
 
-def test_per_call_models_cost_the_call_price_times_the_group_multiplier():
-    breakdown = call_cost(call_price=40_000, group_multiplier=Decimal("1.5"))
+def test_per_call_models_cost_the_call_price_times_the_line_multiplier():
+    breakdown = call_cost(call_price=40_000, line_multiplier=Decimal("1.5"))
     assert breakdown.per_call
     assert breakdown.cost == 60_000
 
@@ -98,10 +98,10 @@ def test_negative_counts_are_refused():
             completion_tokens=0,
             model_multiplier=1,
             completion_multiplier=1,
-            group_multiplier=1,
+            line_multiplier=1,
         )
     with pytest.raises(ValueError):
-        call_cost(call_price=-1, group_multiplier=1)
+        call_cost(call_price=-1, line_multiplier=1)
 
 
 def test_price_per_million_tokens():

@@ -21,9 +21,9 @@ def process():
     p.close()
 
 
-def limited_token(user, group, limit=5_000_000):
+def limited_token(user, line, limit=5_000_000):
     return token_create(
-        user=user, name="limited", group=group, unlimited_quota=False, quota_limit=limit
+        user=user, name="limited", line=line, unlimited_quota=False, quota_limit=limit
     )[0]
 
 
@@ -34,15 +34,15 @@ def test_billing_reads_token_quotas_from_the_token_table():
         assert columns[field.column] is type(field), field.name
 
 
-def test_a_token_quota_is_never_saved_by_billing(alice, default_group):
-    quota = TokenQuota.objects.get(pk=limited_token(alice, default_group).pk)
+def test_a_token_quota_is_never_saved_by_billing(alice, default_line):
+    quota = TokenQuota.objects.get(pk=limited_token(alice, default_line).pk)
     with pytest.raises(TypeError, match="guarded updates"):
         quota.save()
 
 
-def test_a_dead_processes_quota_hold_is_released_with_its_last_rows(alice, process, default_group):
+def test_a_dead_processes_quota_hold_is_released_with_its_last_rows(alice, process, default_line):
     fund(alice, 10)
-    token = limited_token(alice, default_group)
+    token = limited_token(alice, default_line)
     process.spend(alice, token=token, limited=True, cost=600)
     assert Hold.objects.filter(token=token).get().amount > 600
     outcome = process.in_thread(
@@ -74,13 +74,13 @@ def flush_queries(process, requests, users, tokens):
     return process.in_thread(flush)
 
 
-def test_a_flush_costs_statements_per_account_not_per_request(alice, bob, process, default_group):
+def test_a_flush_costs_statements_per_account_not_per_request(alice, bob, process, default_line):
     fund(alice, 10)
     fund(bob, 10)
     users = [alice, bob]
     tokens = [
-        limited_token(alice, default_group),
-        token_create(user=bob, name="unlimited", group=default_group)[0],
+        limited_token(alice, default_line),
+        token_create(user=bob, name="unlimited", line=default_line)[0],
     ]
     flush_queries(process, 1, users, tokens)  # the leases are taken
     assert flush_queries(process, 3, users, tokens) == flush_queries(process, 30, users, tokens)

@@ -26,10 +26,10 @@ BLOCKING = {"serious", "critical"}
 
 
 @pytest.fixture
-def customer(alice, default_group, model_price):
+def customer(alice, default_line, model_price):
     """alice with something on every page: money, a token, requests, an order, a ticket."""
     billing.balance_credit(user=alice, amount=20_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
-    token, _key = token_create(user=alice, name="Backend", group=default_group, notify=False)
+    token, _key = token_create(user=alice, name="Backend", line=default_line, notify=False)
     now = timezone.now()
     write_batch([make_record(alice, token, at=now - timedelta(minutes=m)) for m in range(30)])
     billing.order_create(user=alice, amount=10_000_000, provider="sandbox")

@@ -12,8 +12,8 @@ from tokens.services import token_create
 pytestmark = pytest.mark.browser
 
 
-def test_the_dashboard_refreshes_itself_and_the_balance_within_the_csp(page, alice, default_group):
-    token, _key = token_create(user=alice, name="Backend", group=default_group, notify=False)
+def test_the_dashboard_refreshes_itself_and_the_balance_within_the_csp(page, alice, default_line):
+    token, _key = token_create(user=alice, name="Backend", line=default_line, notify=False)
     now = timezone.now()
     write_batch([make_record(alice, token, at=now - timedelta(minutes=m)) for m in range(5)])
     sign_in(page, alice.email)

@@ -71,7 +71,7 @@ def balance(page):
 
 
 def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
-    page, staff_page, live_site, upstream, model_price, default_group
+    page, staff_page, live_site, upstream, model_price, default_line
 ):
     model = model_price.model
     make_channel(upstream, models=[model])
@@ -84,7 +84,7 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     call_the_api_with_the_official_client(live_site.url, key, model)
     spent = see_both_requests_on_the_dashboard(page)
     breakdown = open_the_cost_breakdown_of_a_logged_request(page, model, spent)
-    check_the_breakdown_against_the_pricing_page(page, breakdown, model, default_group)
+    check_the_breakdown_against_the_pricing_page(page, breakdown, model, default_line)
     subscribe_to_price_change_emails(page)
 
     sign_in_to_admin_with_the_authenticator_code(staff_page, staff)
@@ -196,7 +196,7 @@ def open_the_cost_breakdown_of_a_logged_request(page, model, spent):
     return Breakdown(explained, charged, prompt, completion)
 
 
-def check_the_breakdown_against_the_pricing_page(page, breakdown, model, group):
+def check_the_breakdown_against_the_pricing_page(page, breakdown, model, line):
     """The breakdown uses the pricing page's multipliers, and charges what they come to."""
     page.get_by_role("link", name="Pricing").first.click()
     price_row = page.locator("tr").filter(has_text=model).first
@@ -204,7 +204,7 @@ def check_the_breakdown_against_the_pricing_page(page, breakdown, model, group):
     model_x, completion_x = Decimal(cells[2]), Decimal(cells[3])
     assert f"× {cells[3]}) × {cells[2]} × " in breakdown.formula
     tokens = breakdown.prompt_tokens + breakdown.completion_tokens * completion_x
-    weighted = tokens * model_x * group.multiplier
+    weighted = tokens * model_x * line.multiplier
     expected = (weighted * 2).quantize(Decimal(1), rounding=ROUND_HALF_UP) / Decimal(1_000_000)
     assert breakdown.charged == expected > 0
     page.screenshot("pricing")

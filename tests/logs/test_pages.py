@@ -42,7 +42,7 @@ def make_record(
         created_at=at.astimezone(UTC),
         user_id=user.pk,
         token_id=token.pk if token else None,
-        group_id=token.group_id if token else None,
+        line_id=token.line_id if token else None,
         channel_id=None,
         endpoint="chat",
         model=model,
@@ -56,7 +56,7 @@ def make_record(
         cost=cost,
         model_multiplier=Decimal(mm),
         completion_multiplier=Decimal(cm),
-        group_multiplier=Decimal(gm),
+        line_multiplier=Decimal(gm),
         call_price=0,
         per_call=False,
         latency_ms=120,
@@ -66,8 +66,8 @@ def make_record(
 
 
 @pytest.fixture
-def token(alice, default_group):
-    return token_create(user=alice, name="backend", group=default_group, notify=False)[0]
+def token(alice, default_line):
+    return token_create(user=alice, name="backend", line=default_line, notify=False)[0]
 
 
 @pytest.fixture
@@ -124,6 +124,13 @@ def test_filters_narrow_the_log(alice_client, logged, filters, count):
     assert html.count("Breakdown") == count
 
 
+@pytest.mark.parametrize("name", ["line", "group"])  # group: its name in links made before
+def test_the_line_filter_narrows_the_log(alice_client, alice, token, name):
+    write_batch([make_record(alice, token), make_record(alice)])  # the second on no line
+    html = alice_client.get(reverse("logs:list"), {name: "default"}).content.decode()
+    assert html.count("Breakdown") == 1
+
+
 def test_a_custom_range_and_bad_filters(alice_client, alice, logged):
     alice.time_zone = "UTC"
     alice.save()
@@ -171,7 +178,8 @@ def test_the_csv_export_follows_the_filters(alice_client, logged):
     response = alice_client.get(reverse("logs:export"), {"status": "error"})
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(streamed(response).decode())))
-    assert rows[0][:4] == ["request_id", "time (UTC)", "token", "model"]
+    assert rows[0][:5] == ["request_id", "time (UTC)", "token", "model", "line"]
+    assert rows[0][13] == "line_multiplier"
     assert len(rows) == 2
     assert rows[1][3] == "gpt-4o" and rows[1][5] == "502" and rows[1][16] == "198.51.100.7"
 

@@ -20,9 +20,9 @@ from tokens.services import token_create
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 
-def test_minute_series_across_local_midnight_has_every_minute_once(alice, default_group):
+def test_minute_series_across_local_midnight_has_every_minute_once(alice, default_line):
     """The last point is the minute in progress, so that requests just made show at once."""
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     midnight = datetime(2026, 6, 1, tzinfo=NEW_YORK).astimezone(UTC)
     records = [
         make_record(alice, token, at=midnight + timedelta(minutes=m)) for m in range(-30, 30)
@@ -36,8 +36,8 @@ def test_minute_series_across_local_midnight_has_every_minute_once(alice, defaul
     assert series["labels"][29:31] == ["23:59", "00:00"]
 
 
-def test_the_dst_change_neither_drops_nor_doubles_a_bucket(alice, default_group):
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+def test_the_dst_change_neither_drops_nor_doubles_a_bucket(alice, default_line):
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     # 1 November 2026: New York falls back; 01:00–02:00 local happens twice.
     start = datetime(2026, 11, 1, 0, 0, tzinfo=NEW_YORK).astimezone(UTC)
     records = [
@@ -57,8 +57,8 @@ def test_the_dst_change_neither_drops_nor_doubles_a_bucket(alice, default_group)
     assert days["labels"] == ["Oct 31", "Nov 01"]
 
 
-def test_spring_forward_keeps_every_hour_of_the_short_day(alice, default_group):
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+def test_spring_forward_keeps_every_hour_of_the_short_day(alice, default_line):
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     start = datetime(2026, 3, 8, 0, 0, tzinfo=NEW_YORK).astimezone(UTC)  # a 23-hour day
     records = [make_record(alice, token, at=start + timedelta(hours=h), cost=10) for h in range(23)]
     write_batch(records)
@@ -68,11 +68,11 @@ def test_spring_forward_keeps_every_hour_of_the_short_day(alice, default_group):
     assert days["models"][0]["cost"] == [230, 0]
 
 
-def test_retention_removes_old_rows_in_batches(alice, default_group, monkeypatch):
+def test_retention_removes_old_rows_in_batches(alice, default_line, monkeypatch):
     import logs.retention
 
     monkeypatch.setattr(logs.retention, "BATCH", 7)
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     now = timezone.now()
     old = now - timedelta(days=settings.LOG_RETENTION_DAYS + 1)
     write_batch([make_record(alice, token, at=old - timedelta(minutes=i)) for i in range(20)])
@@ -88,8 +88,8 @@ def test_retention_removes_old_rows_in_batches(alice, default_group, monkeypatch
 
 
 @pytest.mark.parametrize("minutes_ago", [5, 30, 59, 61, 90, 600, 3000])
-def test_totals_since_any_moment_count_each_request_once(alice, default_group, minutes_ago):
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+def test_totals_since_any_moment_count_each_request_once(alice, default_line, minutes_ago):
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     now = timezone.now()
     write_batch(
         [
@@ -119,8 +119,8 @@ def test_totals_since_any_moment_count_each_request_once(alice, default_group, m
         ),  # SQLite stores any integer
     ],
 )
-def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(alice, default_group, bad):
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(alice, default_line, bad):
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     good = [make_record(alice, token, cost=0) for _ in range(5)]
     refused = [make_record(alice, token, cost=0, **bad) for _ in range(2)]
     batch = [good[0], refused[0], *good[1:4], refused[1], good[4]]
@@ -136,8 +136,8 @@ def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(alice, def
     assert UsageHour.objects.get().requests == 5
 
 
-def test_the_dashboard_cards_count_each_window_and_minute(alice, default_group):
-    token = token_create(user=alice, name="t", group=default_group, notify=False)[0]
+def test_the_dashboard_cards_count_each_window_and_minute(alice, default_line):
+    token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     now = datetime(2026, 6, 10, 15, 30, 20, tzinfo=UTC)  # local midnight was 04:00 UTC
     at = now.replace
     write_batch(

@@ -70,7 +70,7 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.totp.internal.auth import TOTP
 from accounts.models import User
 from billing import services
-from billing.models import Group, ModelPrice
+from billing.models import Line, ModelPrice
 from relay.models import Channel
 
 staff = User.objects.create_superuser(email="{STAFF}", password="{SECRET}")
@@ -84,7 +84,7 @@ channel = Channel(name="upstream", type=Channel.Type.OPENAI, base_url="{base_url
                   model_names=["{MODEL}"])
 channel.set_key("{key}")
 channel.save()
-channel.groups.set(Group.objects.filter(name="default"))
+channel.lines.set(Line.objects.filter(name="default"))
 # A price change that falls due in a few seconds: Celery beat applies it.
 services.price_change(
     target=price, new_values={{"model_multiplier": Decimal("0.09")}},
@@ -501,7 +501,7 @@ def _money_after_the_stop(database_url):
     with psycopg.connect(database_url) as db:
         rows = db.execute(
             "SELECT prompt_tokens, completion_tokens, model_multiplier, completion_multiplier,"
-            " group_multiplier, cost FROM logs_requestlog WHERE status = 200"
+            " line_multiplier, cost FROM logs_requestlog WHERE status = 200"
         ).fetchall()
         (holds,) = db.execute("SELECT count(*) FROM billing_hold").fetchone()
         balance, held, ledger = db.execute(

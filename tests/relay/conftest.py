@@ -27,8 +27,8 @@ def quick_flush(settings):
     settings.GATEWAY_FLUSH_SECONDS = 0.05
 
 
-def make_channel(upstream, name="primary", *, models=MODELS, groups=("default",), **fields):
-    from billing.models import Group
+def make_channel(upstream, name="primary", *, models=MODELS, lines=("default",), **fields):
+    from billing.models import Line
 
     channel = Channel(
         name=name,
@@ -39,12 +39,12 @@ def make_channel(upstream, name="primary", *, models=MODELS, groups=("default",)
     )
     channel.set_key(upstream.key)
     channel.save()
-    channel.groups.set(Group.objects.filter(name__in=groups))
+    channel.lines.set(Line.objects.filter(name__in=lines))
     return channel
 
 
 @pytest.fixture
-def channel(upstream, prices, default_group):
+def channel(upstream, prices, default_line):
     return make_channel(upstream)
 
 
@@ -55,8 +55,8 @@ def funded(alice):
 
 
 @pytest.fixture
-def token_and_key(funded, default_group):
-    return token_create(user=funded, name="backend", group=default_group, notify=False)
+def token_and_key(funded, default_line):
+    return token_create(user=funded, name="backend", line=default_line, notify=False)
 
 
 @pytest.fixture

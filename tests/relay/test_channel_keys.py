@@ -73,11 +73,11 @@ def new_address():
 
 
 @pytest.fixture
-def keyed_channel(old_address, default_group):
+def keyed_channel(old_address, default_line):
     channel = Channel(name="main", base_url=old_address.url, model_names=["gpt-4o-mini"])
     channel.set_key(OLD_KEY)
     channel.save()
-    channel.groups.set([default_group])
+    channel.lines.set([default_line])
     return channel
 
 
@@ -89,7 +89,7 @@ def channel_form(channel, **changes):
         "api_key": "",
         "model_list": "\n".join(channel.model_names),
         "model_map": "{}",
-        "groups": [g.pk for g in channel.groups.all()],
+        "lines": [line.pk for line in channel.lines.all()],
         "priority": "0",
         "weight": "10",
         "enabled": "on",

@@ -53,10 +53,10 @@ def hammer(base_url, key):
 
 
 def test_a_balance_for_a_thousand_requests_pays_for_no_more(
-    live_site, alice, channel, default_group
+    live_site, alice, channel, default_line
 ):
     services.balance_credit(user=alice, amount=1_000 * COST, kind=LedgerEntry.Kind.ADJUSTMENT)
-    _token, key = token_create(user=alice, name="load", group=default_group, notify=False)
+    _token, key = token_create(user=alice, name="load", line=default_line, notify=False)
     outcomes = hammer(f"{live_site.url}/v1", key)
     served = outcomes.count("ok")
     refused = outcomes.count("insufficient_quota")
@@ -72,13 +72,13 @@ def test_a_balance_for_a_thousand_requests_pays_for_no_more(
 
 
 def test_a_token_quota_for_a_thousand_requests_pays_for_no_more(
-    live_site, alice, channel, default_group
+    live_site, alice, channel, default_line
 ):
     services.balance_credit(user=alice, amount=1_000_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
     token, key = token_create(
         user=alice,
         name="limited",
-        group=default_group,
+        line=default_line,
         unlimited_quota=False,
         quota_limit=1_000 * COST,
         notify=False,

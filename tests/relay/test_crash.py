@@ -92,7 +92,7 @@ def gateways(tmp_path):
 
 
 @pytest.fixture
-def served(upstream, prices, default_group, alice):
+def served(upstream, prices, default_line, alice):
     make_channel(upstream)
     return alice
 
@@ -100,7 +100,7 @@ def served(upstream, prices, default_group, alice):
 def test_a_gateway_killed_under_load_loses_no_answer(served, gateways):
     alice = served
     services.balance_credit(user=alice, amount=100_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
-    _token, key = token_create(user=alice, name="load", group=_line(), notify=False)
+    _token, key = token_create(user=alice, name="load", line=_line(), notify=False)
     # No flush before the kill: everything it answered is in its journal alone.
     first = gateways("first", GATEWAY_FLUSH_SECONDS=3600)
     kill_at = time.monotonic() + 3
@@ -134,7 +134,7 @@ def test_a_gateway_killed_mid_traffic_is_settled_by_the_replay_command(served, g
     or charged twice. No gateway starts again: staff run the replay command instead."""
     alice = served
     services.balance_credit(user=alice, amount=100_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
-    _token, key = token_create(user=alice, name="load", group=_line(), notify=False)
+    _token, key = token_create(user=alice, name="load", line=_line(), notify=False)
     first = gateways("first", GATEWAY_FLUSH_SECONDS="0.2")
     started = time.monotonic()
     killed = []
@@ -171,7 +171,7 @@ def test_two_gateways_holding_parts_of_a_balance_serve_every_request_it_covers(
     keys = []
     for user in users:
         services.balance_credit(user=user, amount=covered * 210, kind=LedgerEntry.Kind.ADJUSTMENT)
-        keys.append(token_create(user=user, name="load", group=_line(), notify=False)[1])
+        keys.append(token_create(user=user, name="load", line=_line(), notify=False)[1])
     pair = [gateways("a"), gateways("b")]
     answered, outcomes = load(
         [g.url for g in pair],
@@ -198,6 +198,6 @@ def replay_journals(*options):
 
 
 def _line():
-    from billing.models import Group
+    from billing.models import Line
 
-    return Group.objects.get(name="default")
+    return Line.objects.get(name="default")

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from billing import services
-from billing.models import Group, GroupGrant, LedgerEntry
+from billing.models import LedgerEntry, Line, LineGrant
 from logs.models import RequestLog
 from relay.models import Channel
 from relay.recording import UNKNOWN_MODEL
@@ -98,8 +98,8 @@ def test_a_model_not_served_on_the_tokens_line(api, upstream, funded):
     from billing.models import ModelPrice
 
     ModelPrice.objects.create(model="gpt-4o", vendor="OpenAI")
-    vip = Group.objects.create(name="vip")
-    make_channel(upstream, "vip only", models=["gpt-4o"], groups=("vip",))
+    vip = Line.objects.create(name="vip")
+    make_channel(upstream, "vip only", models=["gpt-4o"], lines=("vip",))
     with pytest.raises(openai.PermissionDeniedError) as raised:
         chat(api, model="gpt-4o")
     assert "not served on the line “default”" in error_of(raised)[0]["message"]
@@ -107,10 +107,10 @@ def test_a_model_not_served_on_the_tokens_line(api, upstream, funded):
 
 
 def test_a_line_no_longer_granted(live_site, funded, channel):
-    training = Group.objects.create(name="training", requires_grant=True)
-    channel.groups.add(training)
-    grant = GroupGrant.objects.create(group=training, user=funded)
-    _token, key = token_create(user=funded, name="batch", group=training, notify=False)
+    training = Line.objects.create(name="training", requires_grant=True)
+    channel.lines.add(training)
+    grant = LineGrant.objects.create(line=training, user=funded)
+    _token, key = token_create(user=funded, name="batch", line=training, notify=False)
     client = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
     assert chat(client).choices
     grant.delete()
@@ -128,9 +128,9 @@ def test_an_unknown_model_points_at_the_model_list(api):
 
 
 def test_insufficient_balance_is_429_with_the_recharge_link(
-    live_site, alice, channel, default_group
+    live_site, alice, channel, default_line
 ):
-    _token, key = token_create(user=alice, name="empty", group=default_group, notify=False)
+    _token, key = token_create(user=alice, name="empty", line=default_line, notify=False)
     client = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
     with pytest.raises(openai.RateLimitError) as raised:
         chat(client)
@@ -272,13 +272,13 @@ def test_unknown_paths_and_methods(live_site, token_and_key, channel):
     assert response.status_code == 405
 
 
-def test_several_answers_are_held_for_each(live_site, alice, bob, channel, default_group):
+def test_several_answers_are_held_for_each(live_site, alice, bob, channel, default_line):
     # Enough for one answer of 1,000 tokens (600 micro-dollars at gpt-4o-mini's prices), not
     # for three: the hold counts every answer that will be billed.
     clients = {}
     for user in (alice, bob):
         services.balance_credit(user=user, amount=1_000, kind=LedgerEntry.Kind.ADJUSTMENT)
-        _token, key = token_create(user=user, name="n", group=default_group, notify=False)
+        _token, key = token_create(user=user, name="n", line=default_line, notify=False)
         clients[user] = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
     with pytest.raises(openai.RateLimitError) as raised:
         chat(clients[alice], n=3, max_tokens=1_000)
@@ -286,8 +286,8 @@ def test_several_answers_are_held_for_each(live_site, alice, bob, channel, defau
     assert chat(clients[bob], n=1, max_tokens=1_000).choices
 
 
-def test_a_credit_reaches_a_refused_account_at_once(live_site, alice, channel, default_group):
-    _token, key = token_create(user=alice, name="later", group=default_group, notify=False)
+def test_a_credit_reaches_a_refused_account_at_once(live_site, alice, channel, default_line):
+    _token, key = token_create(user=alice, name="later", line=default_line, notify=False)
     client = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
     with pytest.raises(openai.RateLimitError):
         chat(client)

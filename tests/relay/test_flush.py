@@ -14,7 +14,7 @@ from django.urls import reverse
 from billing import services
 from billing.models import Account, Hold, LedgerEntry, UnsettledUsage
 from logs.models import RequestLog
-from tests.conftest import balance_of, ledger_sum, make_user
+from tests.conftest import balance_and_ledger, balance_of, ledger_sum, make_user
 from tests.relay.conftest import make_channel, wait_until
 from tokens.services import token_create
 
@@ -48,7 +48,7 @@ def logged(user):
 
 
 def test_an_account_the_database_refuses_holds_back_no_one_else(
-    live_site, upstream, prices, default_group, staff_client, caplog, refusals
+    live_site, upstream, prices, default_line, staff_client, caplog, refusals
 ):
     make_channel(upstream)
     users = [make_user(f"user{n}@example.com") for n in range(4)]
@@ -56,7 +56,7 @@ def test_an_account_the_database_refuses_holds_back_no_one_else(
     keys = []
     for user in users:
         services.balance_credit(user=user, amount=10_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
-        keys.append(token_create(user=user, name="load", group=default_group, notify=False)[1])
+        keys.append(token_create(user=user, name="load", line=default_line, notify=False)[1])
     stop = threading.Event()
     statuses = {}
     worker = threading.Thread(target=lambda: statuses.update(traffic(live_site.url, keys, stop)))
@@ -71,7 +71,8 @@ def test_an_account_the_database_refuses_holds_back_no_one_else(
         # The others went on being logged and charged, flush after flush.
         for user in users[1:]:
             assert logged(user) > before[user.pk] + 20
-            assert balance_of(user) == ledger_sum(user)
+            balance, ledger = balance_and_ledger(user)
+            assert balance == ledger
         assert logged(refused) == before[refused.pk]
         waiting = UnsettledUsage.objects.get(user=refused, settled_at__isnull=True)
         assert waiting.requests > 0 and "refused for the test" in waiting.error

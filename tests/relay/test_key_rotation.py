@@ -12,11 +12,11 @@ from tokens.services import token_create
 
 
 def test_an_api_key_hashed_under_the_previous_hash_key_works_and_is_rehashed(
-    settings, live_site, funded, default_group, channel
+    settings, live_site, funded, default_line, channel
 ):
     settings.TOKEN_HASH_KEY = "previous-token-hash-key"
-    token, key = token_create(user=funded, name="rotated", group=default_group, notify=False)
-    _, unused_key = token_create(user=funded, name="idle", group=default_group, notify=False)
+    token, key = token_create(user=funded, name="rotated", line=default_line, notify=False)
+    _, unused_key = token_create(user=funded, name="idle", line=default_line, notify=False)
     settings.TOKEN_HASH_KEY = "current-token-hash-key"
     client = openai.OpenAI(base_url=f"{live_site.url}/v1", api_key=key, max_retries=0)
 

@@ -26,7 +26,7 @@ def test_a_chat_completion_is_answered_billed_and_logged(api, upstream, alice, t
     row = logged(raw.headers["x-request-id"])
     # (12 + 5 × 4) × 0.075 × 1 × 2 micro-dollars = 4.8 → 5
     assert (row.prompt_tokens, row.completion_tokens, row.cost) == (12, 5, 5)
-    assert (row.model_multiplier, row.completion_multiplier, row.group_multiplier) == (
+    assert (row.model_multiplier, row.completion_multiplier, row.line_multiplier) == (
         Decimal("0.075"),
         Decimal(4),
         Decimal(1),

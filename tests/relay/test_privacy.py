@@ -52,7 +52,7 @@ def test_a_canary_in_a_prompt_and_an_answer_appears_nowhere(api, upstream, caplo
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_canary_reaches_no_store_of_a_gateway_in_production_shape(
-    tmp_path, upstream, prices, default_group, alice
+    tmp_path, upstream, prices, default_line, alice
 ):
     """A gateway process of its own with DEBUG off, Redis and a real Celery queue (no worker:
     its messages stay in Redis to be read), logging at DEBUG: the canary travels in prompts,
@@ -66,7 +66,7 @@ def test_a_canary_reaches_no_store_of_a_gateway_in_production_shape(
     NotificationSettings.objects.update_or_create(
         user=alice, defaults={"low_balance_emails": True, "low_balance_threshold": 5_000_000}
     )
-    _token, key = token_create(user=alice, name="canary", group=default_group, notify=False)
+    _token, key = token_create(user=alice, name="canary", line=default_line, notify=False)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     media = tmp_path / "media"
     gateway = GatewayProcess(

@@ -20,10 +20,10 @@ def _counted(token):
 
 
 def test_a_flood_of_refusals_writes_a_bounded_number_of_rows(
-    settings, live_site, alice, channel, default_group
+    settings, live_site, alice, channel, default_line
 ):
     settings.GATEWAY_REFUSALS_LOGGED_PER_MINUTE = ROWS_A_MINUTE
-    token, key = token_create(user=alice, name="empty", group=default_group, notify=False)
+    token, key = token_create(user=alice, name="empty", line=default_line, notify=False)
     made_up = [f"model-{secrets.token_hex(40)}" for _ in range(20)]
     with httpx.Client(base_url=f"{live_site.url}/v1", timeout=10) as http:
         headers = {"Authorization": f"Bearer {key}"}

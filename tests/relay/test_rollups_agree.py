@@ -20,8 +20,8 @@ def raw_totals(key):
     for row in RequestLog.objects.all():
         minute = row.created_at.replace(second=0, microsecond=0)
         bucket = {"minute": minute, "hour": minute.replace(minute=0), "day": minute.date()}[key]
-        group = (bucket, row.user_id, row.token_id or 0, row.model, row.status < 400)
-        totals[group].update(
+        slot = (bucket, row.user_id, row.token_id or 0, row.model, row.status < 400)
+        totals[slot].update(
             requests=1, prompt=row.prompt_tokens, completion=row.completion_tokens, cost=row.cost
         )
     return totals

@@ -27,7 +27,8 @@ from billing.models import (
     Account,
     BillingSettings,
     BonusTier,
-    GroupGrant,
+    Line,
+    LineGrant,
     ModelPrice,
     PaymentEvent,
     PriceAdjustment,
@@ -35,7 +36,6 @@ from billing.models import (
     RedemptionCode,
     UnsettledUsage,
 )
-from billing.models import Group as Line
 from console.announcements.models import Announcement
 from console.support.models import Ticket
 from logs.models import RequestLog
@@ -173,10 +173,10 @@ def root(db):
 
 
 @pytest.fixture
-def site_rows(root, alice, default_group, model_price):
+def site_rows(root, alice, default_line, model_price):
     """At least one row for each admin, each in a state an action would change."""
     services.balance_adjust(user=alice, amount=50_000_000, staff_user=root, reason="start")
-    GroupGrant.objects.create(user=alice, group=default_group, granted_by=root)
+    LineGrant.objects.create(user=alice, line=default_line, granted_by=root)
     services.price_change(
         target=model_price,
         new_values={PriceAdjustment.Field.MODEL_MULTIPLIER: Decimal("0.1")},
@@ -198,7 +198,7 @@ def site_rows(root, alice, default_group, model_price):
     UnsettledUsage.objects.create(
         owner="gateway-1", user=alice, requests=3, amount=1_000, error="refused"
     )
-    token, _key = token_create(user=alice, name="ci", group=default_group, notify=False)
+    token, _key = token_create(user=alice, name="ci", line=default_line, notify=False)
     channel = Channel(
         name="sim", type=Channel.Type.SIMULATOR, model_names=["gpt-4o-mini"], enabled=True
     )
@@ -632,8 +632,8 @@ ROLES = {
         "billing.view_rechargeorder",
         "billing.view_orderaction",
         "billing.view_paymentevent",
-        "billing.view_group",
-        "billing.view_groupgrant",
+        "billing.view_line",
+        "billing.view_linegrant",
         "billing.view_modelprice",
         "tokens.view_token",
         "logs.view_requestlog",
@@ -667,13 +667,13 @@ ROLES = {
         "billing.view_modelprice",
         "billing.add_modelprice",
         "billing.change_modelprice",
-        "billing.view_group",
-        "billing.add_group",
-        "billing.change_group",
-        "billing.view_groupgrant",
-        "billing.add_groupgrant",
-        "billing.change_groupgrant",
-        "billing.delete_groupgrant",
+        "billing.view_line",
+        "billing.add_line",
+        "billing.change_line",
+        "billing.view_linegrant",
+        "billing.add_linegrant",
+        "billing.change_linegrant",
+        "billing.delete_linegrant",
         "billing.set_prices",
         "billing.view_priceadjustment",
         "billing.publish_prices",

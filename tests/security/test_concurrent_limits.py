@@ -87,14 +87,14 @@ def test_simultaneous_replies_never_exceed_the_limit(settings, transactional_db,
 
 
 def test_simultaneous_new_keys_never_exceed_the_limit(
-    settings, transactional_db, alice, default_group
+    settings, transactional_db, alice, default_line
 ):
     settings.TOKENS_PER_HOUR = 3
     answers = _all_at_once(
         _signed_in(alice),
         lambda client: client.post(
             reverse("tokens:create"),
-            {"name": "burst", "unlimited_quota": "on", "group": default_group.pk},
+            {"name": "burst", "unlimited_quota": "on", "line": default_line.pk},
         ),
     )
     assert Token.objects.filter(user=alice).count() == 3

@@ -294,7 +294,7 @@ def test_the_pages_that_show_a_new_api_key_are_not_stored(alice_client, alice):
 
     created = alice_client.post(
         reverse("tokens:create"),
-        {"name": "fresh", "group": make_token(alice).group_id, "unlimited_quota": "on"},
+        {"name": "fresh", "line": make_token(alice).line_id, "unlimited_quota": "on"},
     )
     rotated = alice_client.post(reverse("tokens:rotate", args=[make_token(alice, "old").pk]))
     for what, response in (("tokens:create", created), ("tokens:rotate", rotated)):

@@ -296,7 +296,7 @@ def refuse_nul_as_postgresql_does(execute, sql, params, many, context):
 
 
 @pytest.fixture
-def site(settings, tmp_path, alice, default_group, prices):
+def site(settings, tmp_path, alice, default_line, prices):
     """Alice has a token, an order, a ticket and a logged request, so that every page renders
     its every form (a token's buttons, the ticket form's order and token questions)."""
     settings.MEDIA_ROOT = tmp_path / "media"

@@ -75,7 +75,7 @@ def _world():
 HIJACK = {
     "message": "hijack",
     "name": "hijacked",
-    "group": "default",
+    "line": "default",
     "unlimited_quota": "on",
     "outcome": "ok",
     "next": "/",

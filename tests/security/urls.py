@@ -97,10 +97,10 @@ def argless_routes():
 # Alice's objects. Each function makes one and returns the kwargs of its URL.
 
 
-def _default_group():
-    from billing.models import Group
+def _default_line():
+    from billing.models import Line
 
-    return Group.objects.get_or_create(
+    return Line.objects.get_or_create(
         name="default", defaults={"description": "Open to everyone."}
     )[0]
 
@@ -108,7 +108,7 @@ def _default_group():
 def make_token(user, name=ALICE_TOKEN_NAME):
     from tokens.services import token_create
 
-    return token_create(user=user, name=name, group=_default_group(), notify=False)[0]
+    return token_create(user=user, name=name, line=_default_line(), notify=False)[0]
 
 
 def make_order(user):

@@ -195,25 +195,25 @@ def test_the_form_asks_what_each_category_needs(alice_client, alice, bob):
 
 
 def test_line_access_tickets_link_to_the_users_grants(alice_client, alice, staff_client):
-    from billing.models import Group
+    from billing.models import Line
 
-    training = Group.objects.create(name="training", requires_grant=True)
+    training = Line.objects.create(name="training", requires_grant=True)
     open_ticket(alice_client, category="line_access", line="training", volume="50M tokens a day")
     ticket = Ticket.objects.get()
     assert ticket.details == {"line": "training", "volume": "50M tokens a day"}
     page = staff_client.get(reverse("admin:support_ticket_change", args=[ticket.pk]))
     html = page.content.decode()
-    grant_add = reverse("admin:billing_groupgrant_add")
-    assert f"{grant_add}?user={alice.pk}&amp;group={training.pk}" in html
+    grant_add = reverse("admin:billing_linegrant_add")
+    assert f"{grant_add}?user={alice.pk}&amp;line={training.pk}" in html
     assert "Current grants: none" in html
 
 
-def test_abnormal_charges_show_the_tokens_recent_addresses(alice_client, alice, bob, default_group):
+def test_abnormal_charges_show_the_tokens_recent_addresses(alice_client, alice, bob, default_line):
     from logs.models import IpDay
     from tokens import services as token_services
 
-    token, _key = token_services.token_create(user=alice, name="Prod", group=default_group)
-    bobs, _ = token_services.token_create(user=bob, name="Bob's", group=default_group)
+    token, _key = token_services.token_create(user=alice, name="Prod", line=default_line)
+    bobs, _ = token_services.token_create(user=bob, name="Bob's", line=default_line)
     now = timezone.now()
     IpDay.objects.create(
         user_id=alice.pk,

@@ -4,15 +4,15 @@ import time
 
 import pytest
 
-from billing.models import GroupGrant
+from billing.models import LineGrant
 from console.lib import invalidation
 from tokens.cache import TokenCache, load_snapshot, publish_invalidation
 from tokens.services import token_create, token_rotate, token_set_enabled, token_update
 
 
 @pytest.fixture
-def token_and_key(alice, default_group):
-    return token_create(user=alice, name="backend", group=default_group)
+def token_and_key(alice, default_line):
+    return token_create(user=alice, name="backend", line=default_line)
 
 
 def cached(cache, token):
@@ -47,18 +47,18 @@ def test_every_kind_of_change_drops_the_cached_token(
         elif change == "rotate":
             token_rotate(token=token)
         else:
-            GroupGrant.objects.create(group=token.group, user=alice)
+            LineGrant.objects.create(line=token.line, user=alice)
     assert cache.get(token.key_hash)[0] is False
 
 
 def test_an_unknown_key_is_remembered_briefly_and_forgotten_when_created(
-    alice, default_group, django_capture_on_commit_callbacks
+    alice, default_line, django_capture_on_commit_callbacks
 ):
     cache = TokenCache(missing_ttl=5)
     cache.put("a" * 64, None)
     assert cache.get("a" * 64) == (True, None)
     with django_capture_on_commit_callbacks(execute=True):
-        token, _key = token_create(user=alice, name="new", group=default_group)
+        token, _key = token_create(user=alice, name="new", line=default_line)
     cache.put(token.key_hash, None)  # somebody tried the key before it existed
     publish_invalidation(key_hashes=[token.key_hash])
     assert cache.get(token.key_hash) == (False, None)

@@ -45,7 +45,7 @@ def traffic(base_url, key, stop):
 
 
 def test_edits_under_traffic_leave_the_counters_exact(
-    live_site, alice, alice_client, staff_client, upstream, prices, default_group, settings
+    live_site, alice, alice_client, staff_client, upstream, prices, default_line, settings
 ):
     settings.GATEWAY_FLUSH_SECONDS = 0.05  # many flushes between each form's read and save
     make_channel(upstream)
@@ -53,7 +53,7 @@ def test_edits_under_traffic_leave_the_counters_exact(
     token, key = token_create(
         user=alice,
         name="limited",
-        group=default_group,
+        line=default_line,
         unlimited_quota=False,
         quota_limit=50_000_000,
         notify=False,
@@ -69,7 +69,7 @@ def test_edits_under_traffic_leave_the_counters_exact(
         limit = "50" if edits % 2 else "60"
         response = alice_client.post(
             reverse("tokens:edit", args=[token.pk]),
-            {"name": f"limited {edits}", "quota_limit_usd": limit, "group": default_group.pk},
+            {"name": f"limited {edits}", "quota_limit_usd": limit, "line": default_line.pk},
         )
         assert response.status_code == 302, response.content.decode()[:2000]
         if edits % 5 == 0:

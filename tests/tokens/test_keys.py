@@ -34,8 +34,8 @@ def test_the_checksum_catches_typos(typo):
         assert not keys.looks_valid(broken)
 
 
-def test_only_a_hash_of_the_key_is_stored(alice, default_group):
-    token, key = token_create(user=alice, name="ci", group=default_group)
+def test_only_a_hash_of_the_key_is_stored(alice, default_line):
+    token, key = token_create(user=alice, name="ci", line=default_line)
     assert token.key_hash == keys.hash_key(key)
     assert token.masked_key == key[:7] + "…" + key[-4:]
     dump = io.StringIO()
@@ -46,8 +46,8 @@ def test_only_a_hash_of_the_key_is_stored(alice, default_group):
     assert token.key_hash in text
 
 
-def test_rotation_replaces_the_key_and_the_old_one_is_unknown(alice, default_group):
-    token, old_key = token_create(user=alice, name="ci", group=default_group)
+def test_rotation_replaces_the_key_and_the_old_one_is_unknown(alice, default_line):
+    token, old_key = token_create(user=alice, name="ci", line=default_line)
     new_key = token_rotate(token=token)
     assert new_key != old_key
     assert load_snapshot(keys.hash_key(old_key)) is None
@@ -55,17 +55,26 @@ def test_rotation_replaces_the_key_and_the_old_one_is_unknown(alice, default_gro
     assert Token.objects.get().rotated_at is not None
 
 
-def test_create_token_command_prints_a_working_key_once(alice, default_group):
+def test_create_token_command_prints_a_working_key_once(alice, default_line):
     out = io.StringIO()
     call_command("create_token", user=alice.email, name="script", stdout=out)
     key = next(line for line in out.getvalue().splitlines() if line.startswith("sk-"))
     assert load_snapshot(keys.hash_key(key)).name == "script"
 
 
-def test_create_token_command_refuses_unknown_users_and_lines(alice, default_group):
+def test_create_token_command_refuses_unknown_users_and_lines(alice, default_line):
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="No user with the email"):
         call_command("create_token", user="ghost@example.com", name="x")
     with pytest.raises(CommandError, match="No line named 'gold'"):
-        call_command("create_token", user=alice.email, name="x", group="gold")
+        call_command("create_token", user=alice.email, name="x", line="gold")
+
+
+@pytest.mark.parametrize("option", ["--line", "--group"])  # --group: its name before lines
+def test_create_token_command_takes_the_line_by_name(alice, default_line, option):
+    from billing.models import Line
+
+    Line.objects.create(name="vip")
+    call_command("create_token", "--user", alice.email, "--name", "ci", option, "vip", "--quiet")
+    assert Token.objects.get(name="ci").line.name == "vip"

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import EmailDelivery
-from billing.models import Group, GroupGrant, ModelPrice
+from billing.models import Line, LineGrant, ModelPrice
 from tokens.models import Token
 from tokens.services import token_create
 
@@ -19,19 +19,19 @@ def create(client, **fields):
     data = {
         "name": "backend",
         "unlimited_quota": "on",
-        "group": Group.objects.get(name="default").pk,
+        "line": Line.objects.get(name="default").pk,
     }
     data.update(fields)
     return client.post(reverse("tokens:create"), data)
 
 
 @pytest.fixture
-def token(alice, default_group):
-    return token_create(user=alice, name="backend", group=default_group)[0]
+def token(alice, default_line):
+    return token_create(user=alice, name="backend", line=default_line)[0]
 
 
 def test_the_create_form_starts_with_unlimited_quota_and_the_default_line(
-    alice_client, default_group
+    alice_client, default_line
 ):
     html = alice_client.get(reverse("tokens:create")).content.decode()
     assert (
@@ -39,17 +39,17 @@ def test_the_create_form_starts_with_unlimited_quota_and_the_default_line(
         in html
     )
     assert "Quota and balance are independent" in html
-    assert f'<option value="{default_group.pk}" selected>default — price ×1' in html
+    assert f'<option value="{default_line.pk}" selected>default — price ×1' in html
 
 
-def test_a_new_key_is_shown_once_then_only_masked(alice_client, alice, default_group):
+def test_a_new_key_is_shown_once_then_only_masked(alice_client, alice, default_line):
     response = create(alice_client)
     html = response.content.decode()
     key = KEY_RE.search(html).group(0)
     assert "it is shown only this once" in html
     assert f'api_key="{key}"' in html and f"Bearer {key}" in html
     token = Token.objects.get(user=alice)
-    assert token.unlimited_quota and token.group == default_group
+    assert token.unlimited_quota and token.line == default_line
     listing = alice_client.get(reverse("tokens:list")).content.decode()
     assert key not in listing
     assert token.masked_key in listing
@@ -125,18 +125,18 @@ def test_bad_input_gets_a_message_and_saves_nothing(alice_client, model_price, f
 
 
 def test_a_line_without_a_grant_cannot_be_chosen(alice_client, alice):
-    training = Group.objects.create(name="training", requires_grant=True)
-    response = create(alice_client, group=training.pk)
+    training = Line.objects.create(name="training", requires_grant=True)
+    response = create(alice_client, line=training.pk)
     assert "Select a valid choice." in response.content.decode()
-    GroupGrant.objects.create(group=training, user=alice)
-    response = create(alice_client, group=training.pk)
-    assert Token.objects.get().group == training
+    LineGrant.objects.create(line=training, user=alice)
+    response = create(alice_client, line=training.pk)
+    assert Token.objects.get().line == training
 
 
 def test_editing_keeps_the_key_and_applies_the_changes(alice_client, token):
     response = alice_client.post(
         reverse("tokens:edit", args=[token.pk]),
-        {"name": "renamed", "quota_limit_usd": "2.50", "group": token.group_id, "ip_allowlist": ""},
+        {"name": "renamed", "quota_limit_usd": "2.50", "line": token.line_id, "ip_allowlist": ""},
     )
     assert response.status_code == 302
     edited = Token.objects.get()
@@ -214,9 +214,9 @@ def test_the_list_explains_why_a_token_does_not_work(alice_client, token, change
 
 
 def test_a_withdrawn_grant_is_explained(alice_client, alice):
-    training = Group.objects.create(name="training", multiplier=Decimal(1), requires_grant=True)
-    grant = GroupGrant.objects.create(group=training, user=alice)
-    token_create(user=alice, name="batch", group=training)
+    training = Line.objects.create(name="training", multiplier=Decimal(1), requires_grant=True)
+    grant = LineGrant.objects.create(line=training, user=alice)
+    token_create(user=alice, name="batch", line=training)
     grant.delete()
     html = alice_client.get(reverse("tokens:list")).content.decode()
     assert "Line not granted" in html and "needs a grant you no longer have" in html

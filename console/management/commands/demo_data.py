@@ -7,7 +7,7 @@ from django.db import transaction
 
 from accounts.models import User
 from billing import services
-from billing.models import BonusTier, Group, LedgerEntry, ModelPrice
+from billing.models import BonusTier, LedgerEntry, Line, ModelPrice
 from relay.models import Channel
 from tokens.models import Token
 from tokens.services import token_create, token_rotate
@@ -20,7 +20,7 @@ DEMO_CREDIT_REASON = "Demo balance"
 DEMO_TOKEN = "Demo key"  # noqa: S105 (a token's name, not a secret)
 SIMULATOR = "Simulator"
 
-GROUPS = [
+LINES = [
     ("default", "Open to everyone.", "1", False),
     ("vip", "Priority channels with more headroom.", "1.5", False),
     ("training", "Large batch and training-data workloads. Needs a grant.", "0.6", True),
@@ -93,8 +93,8 @@ def _user(email, password, *, name, staff=False):
 
 
 def _prices():
-    for position, (name, description, multiplier, needs_grant) in enumerate(GROUPS):
-        Group.objects.get_or_create(
+    for position, (name, description, multiplier, needs_grant) in enumerate(LINES):
+        Line.objects.get_or_create(
             name=name,
             defaults={
                 "description": description,
@@ -138,7 +138,7 @@ def _simulator():
         },
     )
     if created:
-        channel.groups.set(Group.objects.all())
+        channel.lines.set(Line.objects.all())
 
 
 def _demo_key(demo):
@@ -146,7 +146,7 @@ def _demo_key(demo):
     token = Token.objects.alive().filter(user=demo, name=DEMO_TOKEN).first()
     if token is None:
         _token, key = token_create(
-            user=demo, name=DEMO_TOKEN, group=Group.objects.get(name="default"), notify=False
+            user=demo, name=DEMO_TOKEN, line=Line.objects.get(name="default"), notify=False
         )
         return key
     return token_rotate(token=token, notify=False)
