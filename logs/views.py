@@ -24,7 +24,7 @@ from console.lib.streaming import in_chunks
 from logs import stats
 from logs.forms import LogFilterForm
 from logs.models import PlatformMinute, RequestLog, UsageHour
-from tokens.models import Token
+from tokens.models import Token, granted_line_ids
 
 PAGE_SIZE = 50
 IP_PERIODS = {"1d": 1, "7d": 7, "30d": 30, "90d": 90}
@@ -292,10 +292,8 @@ def staff_dashboard(request):
 @login_required
 def token_usage(request, pk):
     """A token's spend and requests over time, the addresses that used it, and its last calls."""
-    token = get_object_or_404(
-        Token.objects.alive().select_related("line"), pk=pk, user=request.user
-    )
-    granted = set(request.user.line_grants.values_list("line_id", flat=True))
+    token = get_object_or_404(Token.objects.of_owner(request.user), pk=pk)
+    granted = granted_line_ids(request.user)
     tz = timezone.get_current_timezone()
     since = timezone.now() - timedelta(days=30)
     recent = RequestLog.objects.filter(user_id=request.user.pk, token_id=token.pk).order_by("-id")

@@ -27,6 +27,15 @@ class TokenQuerySet(models.QuerySet):
     def alive(self):
         return self.filter(deleted_at__isnull=True)
 
+    def of_owner(self, user):
+        """The user's tokens that are not deleted, with their line: what a page may show."""
+        return self.alive().select_related("line").filter(user=user)
+
+
+def granted_line_ids(user):
+    """The ids of the lines granted to `user`, for Token.status_for_owner."""
+    return set(user.line_grants.values_list("line_id", flat=True))
+
 
 class Token(CountersOutOfSave, models.Model):
     """An API key of a user, with its own optional quota and restrictions."""

@@ -11,15 +11,11 @@ from billing.models import ModelPrice
 from console.lib.ratelimit import given_back_on_error, limit_reached
 from tokens import services
 from tokens.forms import TokenForm
-from tokens.models import Token
+from tokens.models import Token, granted_line_ids
 
 
 def _get_token_for_user(request, pk):
-    return get_object_or_404(Token.objects.alive().select_related("line"), pk=pk, user=request.user)
-
-
-def _granted_line_ids(user):
-    return set(user.line_grants.values_list("line_id", flat=True))
+    return get_object_or_404(Token.objects.of_owner(request.user), pk=pk)
 
 
 def _row_context(token, granted):
@@ -42,7 +38,7 @@ def _key_page(request, token, key, *, rotated):
 
 @login_required
 def token_list(request):
-    granted = _granted_line_ids(request.user)
+    granted = granted_line_ids(request.user)
     tokens = Token.objects.alive().filter(user=request.user).select_related("line")
     rows = [_row_context(token, granted) for token in tokens]
     return render(request, "tokens/list.html", {"rows": rows})
@@ -107,7 +103,7 @@ def token_toggle(request, pk):
     token = _get_token_for_user(request, pk)
     services.token_set_enabled(token=token, enabled=not token.enabled)
     if request.htmx:
-        context = _row_context(token, _granted_line_ids(request.user))
+        context = _row_context(token, granted_line_ids(request.user))
         return render(request, "tokens/list.html#token-row", context)
     verb = "enabled" if token.enabled else "disabled"
     messages.success(request, f"Token “{token.name}” {verb}.")
