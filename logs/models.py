@@ -37,6 +37,10 @@ class RequestLog(models.Model):
         COMPLETION = "completion", "Completions"
         EMBEDDING = "embedding", "Embeddings"
         MODELS = "models", "Model list"
+        RESPONSES = "responses", "Responses"
+        MESSAGES = "messages", "Messages (Anthropic)"
+        COUNT = "count", "Token count (Anthropic)"
+        IMAGE = "image", "Images"
 
     # The id is a UUIDv7 made by the gateway: time-ordered, so that ordering by id is ordering
     # by time and a time range is an id range on the same index.

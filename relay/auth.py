@@ -26,9 +26,9 @@ async def authenticate(scope: http.Scope, tokens: TokenCache, db: DatabaseThread
     """The token of the request's key: from the cache, else from the database (and cached)."""
     key = api_key(scope)
     if not key:
-        raise errors.missing_key()
+        raise errors.missing_key(scope["path"])
     if not keys.looks_valid(key):
-        raise errors.invalid_key()
+        raise errors.invalid_key(scope["path"])
     key_hash = keys.hash_key(key)
     known, token = tokens.get(key_hash)
     if not known:
@@ -37,7 +37,7 @@ async def authenticate(scope: http.Scope, tokens: TokenCache, db: DatabaseThread
         )
         tokens.put(key_hash, token)
     if token is None:
-        raise errors.invalid_key()
+        raise errors.invalid_key(scope["path"])
     return token
 
 

@@ -44,25 +44,38 @@ def help_link(anchor: str) -> str:
     return f"{settings.SITE_URL}/help/#{anchor}"
 
 
-def missing_key() -> GatewayError:
+def missing_key(path: str) -> GatewayError:
     return GatewayError(
         401,
         "invalid_api_key",
-        "No API key. Send it as 'Authorization: Bearer sk-…', with the base URL "
-        f"{settings.SITE_URL}/v1. See {help_link('invalid-token')}",
+        f"No API key. Send it as {_key_header(path)}, with the base URL {_base_url(path)}. "
+        f"See {help_link('invalid-token')}",
         type="authentication_error",
     )
 
 
-def invalid_key() -> GatewayError:
+def invalid_key(path: str) -> GatewayError:
     return GatewayError(
         401,
         "invalid_api_key",
         f"Invalid API key. Use a key created at {settings.SITE_URL}/tokens/ with the base URL "
-        f"{settings.SITE_URL}/v1 (not a provider's address); a deleted or rotated key no longer "
+        f"{_base_url(path)}, not a provider's address; a deleted or rotated key no longer "
         f"works. See {help_link('invalid-token')}",
         type="authentication_error",
     )
+
+
+def _base_url(path: str) -> str:
+    # Anthropic's clients (Claude Code's ANTHROPIC_BASE_URL) add /v1 themselves.
+    if path.startswith("/v1/messages"):
+        return f"{settings.SITE_URL} (without /v1: Anthropic clients add it)"
+    return f"{settings.SITE_URL}/v1"
+
+
+def _key_header(path: str) -> str:
+    if path.startswith("/v1/messages"):
+        return "'x-api-key: sk-…' or 'Authorization: Bearer sk-…'"
+    return "'Authorization: Bearer sk-…'"
 
 
 def token_disabled(name: str) -> GatewayError:
@@ -191,8 +204,26 @@ def unknown_path(method: str, path: str) -> GatewayError:
         404,
         "unknown_url",
         f"Unknown API path {method} {path}. This gateway serves /v1/chat/completions, "
-        "/v1/completions, /v1/embeddings and /v1/models.",
+        "/v1/responses, /v1/messages, /v1/completions, /v1/embeddings, "
+        "/v1/images/generations and /v1/models.",
     )
+
+
+def wrong_endpoint(model: str, kind: str) -> GatewayError:
+    """A model asked for at a path that does not serve its kind: an image model anywhere but
+    at /v1/images/generations, or a text model there."""
+    if kind == "image":
+        message = (
+            f"“{model}” makes images: call POST {settings.SITE_URL}/v1/images/generations "
+            "(client.images.generate in the OpenAI SDK). Nothing was charged."
+        )
+    else:
+        message = (
+            f"“{model}” is not an image model. GET {settings.SITE_URL}/v1/models lists the "
+            "models your token can call; image models are served at /v1/images/generations, "
+            "the others at /v1/chat/completions, /v1/responses or /v1/messages."
+        )
+    return GatewayError(400, "wrong_endpoint", message, param="model")
 
 
 def method_not_allowed(method: str, path: str) -> GatewayError:
@@ -240,3 +271,30 @@ def internal_error(request_id: UUID) -> GatewayError:
         type="server_error",
         retry=True,
     )
+
+
+# Anthropic's error types by status, so that its SDKs raise their own classes
+# (AuthenticationError, RateLimitError, …); the message is the same as in the OpenAI shape.
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_body(status: int, body: bytes) -> bytes:
+    """An error answer in Anthropic's shape, from one in the OpenAI shape (ours, or a channel's
+    refusal passed on): {"type": "error", "error": {"type", "message"}}."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        message = "The upstream provider refused the request."
+    kind = ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()

@@ -98,8 +98,11 @@ class Gateway:
                 outcome = Outcome.of_error(errors.internal_error(call.id))
         if outcome.streamed:
             await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
-        else:
-            await http.respond(send, outcome.status, outcome.body, call.id, outcome.headers)
+            return
+        body = outcome.body
+        if outcome.status >= 400:
+            body = handlers.error_body(scope["path"], outcome.status, body)
+        await http.respond(send, outcome.status, body, call.id, outcome.headers)
 
     async def admit(self, call: Call) -> tuple[TokenSnapshot, RelayConfig]:
         """The call's token, checked against the current config; and that config."""

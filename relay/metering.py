@@ -63,7 +63,7 @@ def estimate_prompt_tokens(payload: Payload, path: str) -> int:
                     elif part.get("type") in {"image_url", "input_image", "input_audio"}:
                         total += IMAGE_TOKENS
         return total
-    field = "prompt" if path == "completions" else "input"
+    field = {"completions": "prompt", "images/generations": "prompt"}.get(path, "input")
     value = payload.get(field, "")
     if isinstance(value, str):
         return _text_tokens(value)

@@ -29,12 +29,38 @@ def chat_completions(body: bytes) -> Payload:
     return payload
 
 
+def image_generations(body: bytes) -> Payload:
+    payload = _json_object(body)
+    _model(payload)
+    prompt = _required(payload, "prompt", "images/generations")
+    if not isinstance(prompt, str):
+        raise errors.bad_field("prompt", "'prompt' must be a string describing the image.")
+    # An image model is priced per call: one image a request, so that a request costs what
+    # the price list says.
+    if payload.get("n") is not None and payload.get("n") != 1:
+        raise errors.bad_field(
+            "n",
+            "'n' must be 1: an image is priced per request. Send one request for each image.",
+        )
+    if payload.get("stream") is not None and payload.get("stream") is not False:
+        raise errors.bad_field("stream", "Images are not streamed: leave 'stream' out.")
+    return payload
+
+
 def completions(body: bytes) -> Payload:
     return _text_request(body, "prompt", "completions")
 
 
 def embeddings(body: bytes) -> Payload:
     return _text_request(body, "input", "embeddings")
+
+
+def bridged(body: bytes) -> Payload:
+    """A request in a bridged protocol (relay.bridges): a JSON object naming a model; its
+    bridge checks the rest as it converts it."""
+    payload = _json_object(body)
+    _model(payload)
+    return payload
 
 
 def _text_request(body: bytes, field: str, endpoint: str) -> Payload:

@@ -1,7 +1,9 @@
 """A local stand-in for an OpenAI-compatible provider, on 127.0.0.1, in a thread.
 
-Tests set `behaviour` to make it fail, stall, drop usage, break a stream, or echo the request
-in its answers, streams and errors, and read `received` to see what the gateway sent upstream.
+Tests set `behaviour` to make it fail, stall, drop usage, break a stream, end with another
+finish reason, or echo the request in its answers, streams and errors, and read `received` to
+see what the gateway sent upstream. Given tools and a user's message last, it calls the first
+tool (as a model does); given the tool's result, it answers in text.
 Also used by the benchmarks as the fixed-answer upstream.
 """
 
@@ -26,6 +28,33 @@ CHAT = {
     ],
     "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
 }
+
+
+# A 1×1 PNG, base64.
+PIXEL = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+    "awAAAABJRU5ErkJggg=="
+)
+
+
+def _tool_call(payload):
+    """A call of the first tool offered, when the last message is the user's."""
+    tools, messages = payload.get("tools"), payload.get("messages")
+    if not (isinstance(tools, list) and tools and isinstance(messages, list) and messages):
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    function = tools[0].get("function") if isinstance(tools[0], dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return {
+        "id": "call_fake1",
+        "type": "function",
+        "function": {
+            "name": name if isinstance(name, str) else "tool",
+            "arguments": json.dumps({"city": "Paris"}),
+        },
+    }
 
 
 class FakeUpstream:
@@ -56,6 +85,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/images/generations", self.images)
         runner = web.AppRunner(app, access_log=None)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024)
@@ -89,11 +119,18 @@ class FakeUpstream:
         payload, refusal = await self._common(request)
         if refusal:
             return refusal
+        tool_call = _tool_call(payload)
+        finish = "tool_calls" if tool_call else self.behaviour.get("finish_reason", "stop")
         if not payload.get("stream"):
             answer = dict(CHAT, model=payload["model"])
             if self.behaviour.get("echo"):
                 message = {"role": "assistant", "content": json.dumps(payload["messages"])}
                 answer["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
+            elif tool_call:
+                message = {"role": "assistant", "content": None, "tool_calls": [tool_call]}
+                answer["choices"] = [{"index": 0, "message": message, "finish_reason": finish}]
+            elif finish != "stop":
+                answer["choices"] = [dict(CHAT["choices"][0], finish_reason=finish)]
             if self.behaviour.get("no_usage"):
                 answer = {k: v for k, v in answer.items() if k != "usage"}
             if "usage" in self.behaviour:
@@ -104,18 +141,45 @@ class FakeUpstream:
         words = ["Hello", " from", " upstream", "!"]
         if self.behaviour.get("echo"):
             words = [json.dumps(payload["messages"]), " and", " that", "."]
-        for i, word in enumerate(words):
+        deltas = [{"content": word} for word in words]
+        if tool_call:
+            function = tool_call["function"]
+            arguments = function["arguments"]
+            half = len(arguments) // 2
+            deltas = [
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": tool_call["id"],
+                            "type": "function",
+                            "function": {"name": function["name"], "arguments": ""},
+                        }
+                    ]
+                },
+                {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
+            ]
+        for i, delta in enumerate(deltas):
             chunk = {
                 "id": "c",
                 "object": "chat.completion.chunk",
                 "model": payload["model"],
-                "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
                 "usage": None,
             }
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if self.behaviour.get("break_stream") and i == 1:
                 request.transport.close()
                 return response
+        last = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": payload["model"],
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            "usage": None,
+        }
+        await response.write(b"data: " + json.dumps(last).encode() + b"\n\n")
         wants_usage = (payload.get("stream_options") or {}).get("include_usage")
         if wants_usage and not self.behaviour.get("no_usage"):
             usage = {
@@ -129,6 +193,14 @@ class FakeUpstream:
             await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         return response
+
+    async def images(self, request):
+        _payload, refusal = await self._common(request)
+        if refusal:
+            return refusal
+        return web.json_response(
+            {"created": 1700000000, "data": [{"b64_json": PIXEL, "revised_prompt": "a pixel"}]}
+        )
 
     async def completions(self, request):
         payload, refusal = await self._common(request)

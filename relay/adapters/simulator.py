@@ -1,14 +1,18 @@
 """A channel that answers in process, for the demo and tests: deterministic token counts, with
-a configurable latency and error rate. Its settings live in Channel.simulator:
+a configurable latency and error rate; an image model gets a small PNG of one colour, from the
+prompt. Its settings live in Channel.simulator:
 
     {"latency_ms": 0, "error_rate": 0.0, "completion_tokens": 24}
 """
 
 import asyncio
+import base64
 import hashlib
 import json
 import random
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -103,6 +107,8 @@ async def call(
     model = payload.get("model", "")
     if path == "embeddings":
         return SimulatedReply(200, _embeddings(payload, model), delay=delay)
+    if path == "images/generations":
+        return SimulatedReply(200, _image(payload), delay=delay)
     limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
     if isinstance(limit, int) and limit > 0:
         completion_tokens = min(completion_tokens, limit)
@@ -185,3 +191,32 @@ def _embeddings(payload: Payload, model: str) -> dict[str, Any]:
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+IMAGE_SIDE = 64
+
+
+def _image(payload: Payload) -> dict[str, Any]:
+    """A 64×64 PNG in one colour drawn from the prompt, inline (there is nowhere to host it)."""
+    red, green, blue = hashlib.sha256(str(payload.get("prompt", "")).encode()).digest()[:3]
+    encoded = base64.b64encode(_png(bytes((red, green, blue)))).decode()
+    if payload.get("response_format") == "url":
+        item = {"url": f"data:image/png;base64,{encoded}"}
+    else:
+        item = {"b64_json": encoded}
+    return {"created": int(time.time()), "data": [{**item, "revised_prompt": payload["prompt"]}]}
+
+
+def _png(rgb: bytes) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", IMAGE_SIDE, IMAGE_SIDE, 8, 2, 0, 0, 0)  # 8-bit RGB
+    rows = (b"\x00" + rgb * IMAGE_SIDE) * IMAGE_SIDE
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

@@ -17,11 +17,17 @@ from typing import TYPE_CHECKING
 from relay import adapters, errors, http, metering, parsing, routing
 from relay.adapters import Reply
 from relay.calls import Call, Outcome
+from relay.config import RelayConfig
 from relay.metering import Payload
 from relay.routing import Forwarded
+from tokens.cache import TokenSnapshot
 
 if TYPE_CHECKING:
     from relay.gateway import Gateway
+
+
+# The one path that serves the models priced per image; no other path serves them.
+IMAGES = "images/generations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,29 +42,61 @@ async def serve(gateway: "Gateway", call: Call, *, endpoint: Endpoint) -> Outcom
     the answer costs (the gateway charges and records it)."""
     token, config = await gateway.admit(call)
     payload = endpoint.parse(await http.read_body(call.scope, call.receive))
-    call.model, call.price = payload["model"], config.prices.get(payload["model"])
     call.stream = endpoint.streams and payload.get("stream") is True
-    plan = routing.plan(config, token, call.model)
-    estimate = metering.hold_amount(
-        plan.price,
-        plan.line,
-        metering.estimate_prompt_tokens(payload, endpoint.path),
-        metering.completion_allowance(payload, endpoint.path),
-    )
-    await gateway.hold(call, token, plan, estimate)
-    forwarded = await gateway.router.forward(
-        plan.channels, endpoint.path, payload, stream=call.stream
-    )
+    forwarded = await forward(gateway, call, token, config, payload, endpoint.path)
     reply = forwarded.reply
     if reply is None:
-        return Outcome.of_error(
-            errors.upstream_failed(forwarded.tries),
-            channel_id=forwarded.channel_id,
-            retries=forwarded.retries,
-        )
+        return failed(forwarded)
     if call.stream and reply.status == 200:
         return await stream(call, forwarded, reply, payload, endpoint.path)
     return passed_on(forwarded, reply.status, payload, endpoint.path)
+
+
+async def forward(
+    gateway: "Gateway",
+    call: Call,
+    token: TokenSnapshot,
+    config: RelayConfig,
+    payload: Payload,
+    path: str,
+) -> Forwarded:
+    """Holds the most the request can cost, then sends it to `path` of the channels that serve
+    its model, failing over from one to the next. Every protocol's requests go this way: the
+    same model and usage cost the same whichever protocol the client speaks."""
+    call.model, call.price = payload["model"], config.prices.get(payload["model"])
+    plan = routing.plan(config, token, call.model)
+    if (plan.price.kind == "image") != (path == IMAGES):
+        raise errors.wrong_endpoint(call.model, plan.price.kind)
+    estimate = metering.hold_amount(
+        plan.price,
+        plan.line,
+        metering.estimate_prompt_tokens(payload, path),
+        metering.completion_allowance(payload, path),
+    )
+    await gateway.hold(call, token, plan, estimate)
+    return await gateway.router.forward(plan.channels, path, payload, stream=call.stream)
+
+
+async def forward_as_chat(
+    gateway: "Gateway", call: Call, to_chat: Callable[[Payload], Payload]
+) -> tuple[Payload, Payload, Forwarded]:
+    """A bridged protocol's request: authenticated, made into a chat completion request by
+    `to_chat`, and forwarded as chat is. Returns (the request, the chat request, forwarded)."""
+    token, config = await gateway.admit(call)
+    request = parsing.bridged(await http.read_body(call.scope, call.receive))
+    chat = to_chat(request)
+    call.stream = chat.get("stream") is True
+    forwarded = await forward(gateway, call, token, config, chat, CHAT.path)
+    return request, chat, forwarded
+
+
+def failed(forwarded: Forwarded) -> Outcome:
+    """Every channel failed before answering: nothing is charged."""
+    return Outcome.of_error(
+        errors.upstream_failed(forwarded.tries),
+        channel_id=forwarded.channel_id,
+        retries=forwarded.retries,
+    )
 
 
 CHAT = Endpoint("chat/completions", parsing.chat_completions, streams=True)
@@ -114,61 +152,83 @@ async def stream(
     Its closing `data: [DONE]` is the outcome's body, sent once the answer is charged."""
     await http.start_stream(call.send, call.id)
     wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-    usage, content_chunks, first_byte, tail, error_code = await _pass_events(
-        call, reply, wants_usage, forwarded.channel_id
-    )
+    events = ChatEvents(wants_usage)
+    relayed = await relay_stream(call, reply, forwarded.channel_id, events.feed)
     return Outcome(
         200,
-        b"".join(tail),
-        error_code=error_code,
-        usage=metering.stream_usage(usage, content_chunks, payload, path),
+        BROKEN if relayed.error_code == "stream_broken" else b"".join(events.tail),
+        error_code=relayed.error_code,
+        usage=metering.stream_usage(events.usage, events.content_chunks, payload, path),
         channel_id=forwarded.channel_id,
         retries=forwarded.retries,
-        ttft_ms=int((first_byte - call.started) * 1000) if first_byte else None,
+        ttft_ms=relayed.ttft_ms,
         streamed=True,
     )
 
 
-async def _pass_events(
-    call: Call, reply: Reply, wants_usage: bool, channel_id: int | None
-) -> tuple[object, int, float | None, list[bytes], str]:
-    """Sends the events up to `data: [DONE]`, reading the usage chunk on the way (and leaving
-    it out if only we asked for it). Returns (usage, content chunks, time of the first byte,
-    the events from `data: [DONE]` on, error code)."""
-    send = call.send
+class ChatEvents:
+    """A chat stream's events as they pass: those up to `data: [DONE]` go on as they are, but
+    for the usage chunk when only we asked for it; `data: [DONE]` and what follows wait in
+    `tail`. Reads the usage and counts the content chunks on the way."""
+
+    def __init__(self, wants_usage: bool) -> None:
+        self.wants_usage = wants_usage
+        self.usage: object = None
+        self.content_chunks = 0
+        self.tail: list[bytes] = []
+
+    def feed(self, line: bytes) -> bytes:
+        if self.tail or line.startswith(b"data: [DONE]"):
+            self.tail.append(line)
+            return b""
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            if b'"usage"' in data and not _usage_is_null(data):
+                chunk = metering.json_object(data)
+                if chunk and chunk.get("usage"):
+                    self.usage = chunk["usage"]
+                    if not self.wants_usage and not chunk.get("choices"):
+                        return b""  # asked for by us, not by the client
+            if b'"content"' in data and b'"content":""' not in data:
+                self.content_chunks += 1
+        return line
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """How a stream's relay ended: "" (the channel ended it), "client_disconnected" or
+    "stream_broken"; and the time to its first byte."""
+
+    error_code: str
+    ttft_ms: int | None
+
+
+async def relay_stream(
+    call: Call, reply: Reply, channel_id: int | None, translate: Callable[[bytes], bytes]
+) -> Relayed:
+    """Sends what `translate` makes of each line of a channel's stream (in the client's
+    protocol; nothing to send is b""), as the lines come, until the channel ends the stream,
+    breaks it off (the channel is marked for it) or the client goes away."""
     disconnected = asyncio.ensure_future(http.wait_disconnect(call.receive))
-    usage: object = None
-    content_chunks, first_byte, error_code = 0, None, ""
-    tail: list[bytes] = []
+    first_byte: float | None = None
+    error_code = ""
     try:
         async for line in reply.lines():
             if disconnected.done():
                 error_code = "client_disconnected"
                 reply.close()
                 break
-            if tail or line.startswith(b"data: [DONE]"):
-                tail.append(line)
-                continue
-            if line.startswith(b"data:"):
-                data = line[5:].strip()
-                if b'"usage"' in data and not _usage_is_null(data):
-                    chunk = metering.json_object(data)
-                    if chunk and chunk.get("usage"):
-                        usage = chunk["usage"]
-                        if not wants_usage and not chunk.get("choices"):
-                            continue  # asked for by us, not by the client
-                if b'"content"' in data and b'"content":""' not in data:
-                    content_chunks += 1
-            if first_byte is None:
-                first_byte = time.perf_counter()
-            await send({"type": "http.response.body", "body": line, "more_body": True})
+            sent = translate(line)
+            if sent:
+                first_byte = first_byte or time.perf_counter()
+                await call.send({"type": "http.response.body", "body": sent, "more_body": True})
     except adapters.UpstreamError as error:
         error_code = "stream_broken"
         routing.broke_off(channel_id, str(error))
-        tail = [BROKEN]
     finally:
         disconnected.cancel()
-    return usage, content_chunks, first_byte, tail, error_code
+    ttft_ms = int((first_byte - call.started) * 1000) if first_byte else None
+    return Relayed(error_code, ttft_ms)
 
 
 def _usage_is_null(data: bytes) -> bool:

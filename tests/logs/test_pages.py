@@ -182,6 +182,7 @@ def test_the_csv_export_follows_the_filters(alice_client, logged):
     assert rows[0][13] == "line_multiplier"
     assert len(rows) == 2
     assert rows[1][3] == "gpt-4o" and rows[1][5] == "502" and rows[1][16] == "198.51.100.7"
+    assert (rows[0][18], rows[1][18]) == ("endpoint", "chat")
 
 
 def test_the_ip_view_lists_every_address_with_the_disable_action(alice_client, logged, token):

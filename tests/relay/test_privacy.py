@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 
+import anthropic
 import openai
 import pytest
 import redis
@@ -15,7 +16,7 @@ from django.core.management import call_command
 
 from accounts.models import NotificationSettings
 from billing import services
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, ModelPrice
 from logs.models import RequestLog
 from tests.relay.conftest import make_channel, wait_until
 from tests.relay.processes import GatewayProcess
@@ -56,10 +57,15 @@ def test_a_canary_reaches_no_store_of_a_gateway_in_production_shape(
 ):
     """A gateway process of its own with DEBUG off, Redis and a real Celery queue (no worker:
     its messages stay in Redis to be read), logging at DEBUG: the canary travels in prompts,
-    answers, streams, embeddings and upstream errors, and is found in none of the database,
+    answers, streams, embeddings and upstream errors, through every protocol (chat, Anthropic
+    Messages and token counts, the Responses API, images), and is found in none of the database,
     Redis (every key and value, Celery's messages decoded), the process's output, its journal
     or MEDIA_ROOT."""
     make_channel(upstream)
+    ModelPrice.objects.create(
+        model="dall-e-3", vendor="OpenAI", kind="image", pricing="per_call", call_price=40_000
+    )
+    make_channel(upstream, "images", models=["dall-e-3"])
     upstream.behaviour["echo"] = True
     services.balance_credit(user=alice, amount=2_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
     # A low-balance alert to be queued by the settlement: a Celery message to look into.
@@ -79,9 +85,9 @@ def test_a_canary_reaches_no_store_of_a_gateway_in_production_shape(
     try:
         api = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
         canary = send_canaries(api, upstream)
-        wait_until(lambda: RequestLog.objects.count() == 4, message="the requests logged")
+        wait_until(lambda: RequestLog.objects.count() == 10, message="the requests logged")
         journal = b"".join(p.read_bytes() for p in settings.GATEWAY_JOURNAL_DIR.glob("*"))
-        assert journal.count(b"\n") >= 4 + 1, "the journal holds the requests"
+        assert journal.count(b"\n") >= 10 + 1, "the journal holds the requests"
     finally:
         gateway.stop()
     messages = celery_messages()
@@ -99,6 +105,8 @@ def test_a_canary_reaches_no_store_of_a_gateway_in_production_shape(
 
 
 def send_canaries(api, upstream):
+    """The canary through each protocol, whole and streamed, answered and refused upstream:
+    10 requests."""
     canary = f"canary-{uuid.uuid4().hex}"
     reply = api.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": f"Remember {canary}"}]
@@ -113,6 +121,30 @@ def send_canaries(api, upstream):
     )
     assert canary in streamed_text
     api.embeddings.create(model="text-embedding-3-small", input=canary)
+    claude = anthropic.Anthropic(
+        base_url=str(api.base_url).removesuffix("/").removesuffix("/v1"),
+        api_key=api.api_key,
+        max_retries=0,
+    )
+    message = claude.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        system=f"Keep {canary}",
+        messages=[{"role": "user", "content": canary}],
+    )
+    assert canary in message.content[0].text
+    with claude.messages.stream(
+        model="gpt-4o-mini", max_tokens=64, messages=[{"role": "user", "content": canary}]
+    ) as stream:
+        assert canary in stream.get_final_text()
+    claude.messages.count_tokens(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": canary}]
+    )
+    answer = api.responses.create(model="gpt-4o-mini", instructions=canary, input=canary)
+    assert canary in answer.output_text
+    events = list(api.responses.create(model="gpt-4o-mini", input=canary, stream=True))
+    assert canary in events[-1].response.output_text
+    api.images.generate(model="dall-e-3", prompt=canary)
     upstream.behaviour["status"] = 400
     with pytest.raises(openai.BadRequestError) as refused:
         api.chat.completions.create(
