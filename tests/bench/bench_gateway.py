@@ -4,8 +4,10 @@ Side by side in one run, on this machine:
 - the floor: wrk straight to a fixed-answer upstream (tests/bench/upstream.py);
 - the gateway with billing and logging on, against PostgreSQL, one uvicorn worker process,
   without its journal (GATEWAY_JOURNAL=0) and as it runs, with it: what durability costs;
-at concurrency 1, 10 and 50. Then streaming time to first byte (sequential, both ways), and the
-gateway's memory over 100,000 requests. Figures are printed; nothing is asserted.
+at concurrency 1, 10 and 50. Then the same question through each protocol the gateway bridges
+(Anthropic Messages, the Responses API) against chat completions at concurrency 1, streaming
+time to first byte (sequential, both ways), and the gateway's memory over 100,000 requests.
+Figures are printed; nothing is asserted.
 
     .venv/bin/python tests/bench/bench_gateway.py [--seconds 10] [--database postgres://…]
 
@@ -33,6 +35,16 @@ BODY = (
     '{"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}'
 )
 STREAM_BODY = BODY[:-1] + ', "stream": true}'
+# The same question in the bridged protocols: the channel sees the same chat completion.
+PROTOCOLS = [
+    ("chat completions", "chat/completions", BODY),
+    ("messages", "messages", BODY),
+    (
+        "responses",
+        "responses",
+        '{"model": "gpt-4o-mini", "max_output_tokens": 16, "input": "Hello"}',
+    ),
+]
 
 
 def free_port():
@@ -168,6 +180,10 @@ async def first_bytes(url, key, count):
     return times[len(times) // 2], times[int(len(times) * 0.99)]
 
 
+def _mean(results, figure):
+    return sum(r[figure] for r in results) / len(results)
+
+
 def _figures(result, width):
     return f"{result['rps']:>{width}.0f} {result['p50']:>7.2f} {result['p99']:>7.2f}"
 
@@ -265,6 +281,26 @@ def main():
                 )
             bare.terminate()
             bare.wait(timeout=30)
+
+            rounds = 3
+            print(
+                f"\nThe same question through each protocol, concurrency 1, {rounds} alternating "
+                f"rounds of {args.seconds} s (p50 and p99 are the rounds' means)"
+            )
+            print(f"{'protocol':>17} | {'rps':>6} {'p50 ms':>7} {'p99 ms':>7} | added p50 | errors")
+            runs = {name: [] for name, _path, _body in PROTOCOLS}
+            for _round in range(rounds):
+                for name, path, body in PROTOCOLS:
+                    url = f"http://127.0.0.1:{gateway_port}/v1/{path}"
+                    runs[name].append(wrk(url, key, 1, args.seconds, scratch, body=body))
+            base_p50 = _mean(runs["chat completions"], "p50")
+            for name, results in runs.items():
+                p50 = _mean(results, "p50")
+                print(
+                    f"{name:>17} | {_mean(results, 'rps'):>6.0f} {p50:>7.3f} "
+                    f"{_mean(results, 'p99'):>7.2f} | {p50 - base_p50:>+7.3f}ms | "
+                    f"{sum(r['errors'] for r in results)}"
+                )
 
             floor_ttfb = asyncio.run(first_bytes(floor_url, key, 300))
             gateway_ttfb = asyncio.run(first_bytes(gateway_url, key, 300))
