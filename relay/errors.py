@@ -291,7 +291,7 @@ def anthropic_body(status: int, body: bytes) -> bytes:
     refusal passed on): {"type": "error", "error": {"type", "message"}}."""
     try:
         error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         error = None
     message = error.get("message") if isinstance(error, dict) else None
     if not isinstance(message, str) or not message:

@@ -1,9 +1,9 @@
 """Token counts when an upstream gives none, and the estimate money is held for.
 
 The estimate errs on the high side (about three ASCII characters a token, every other character
-a token of its own, a fixed allowance per image), so that the hold covers the real cost; what
-is charged is the real usage whenever the upstream reports it. Estimated usage is marked as
-such in the log.
+a token of its own, a fixed allowance per image or file; tool definitions and earlier tool calls
+count as text), so that the hold covers the real cost; what is charged is the real usage
+whenever the upstream reports it. Estimated usage is marked as such in the log.
 """
 
 import json
@@ -47,10 +47,14 @@ def _text_tokens(text: str) -> int:
 def estimate_prompt_tokens(payload: Payload, path: str) -> int:
     if path == "chat/completions":
         total = 3
+        # Tool definitions are part of the prompt: agents send thousands of tokens of them.
+        tools = payload.get("tools")
+        if isinstance(tools, list) and tools:
+            total += _text_tokens(json.dumps(tools))
         for message in payload.get("messages") or []:
             if not isinstance(message, dict):
                 continue
-            total += MESSAGE_OVERHEAD
+            total += MESSAGE_OVERHEAD + _calls_tokens(message.get("tool_calls"))
             content = message.get("content")
             if isinstance(content, str):
                 total += _text_tokens(content)
@@ -60,7 +64,7 @@ def estimate_prompt_tokens(payload: Payload, path: str) -> int:
                         continue
                     if part.get("type") == "text":
                         total += _text_tokens(str(part.get("text", "")))
-                    elif part.get("type") in {"image_url", "input_image", "input_audio"}:
+                    elif part.get("type") in {"image_url", "input_image", "input_audio", "file"}:
                         total += IMAGE_TOKENS
         return total
     field = {"completions": "prompt", "images/generations": "prompt"}.get(path, "input")
@@ -74,6 +78,20 @@ def estimate_prompt_tokens(payload: Payload, path: str) -> int:
             len(item) if isinstance(item, list) else _text_tokens(str(item)) for item in value
         )
     return 0
+
+
+def _calls_tokens(calls: object) -> int:
+    """An assistant's earlier tool calls: their names and arguments are read again."""
+    if not isinstance(calls, list):
+        return 0
+    total = 0
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            total += MESSAGE_OVERHEAD + _text_tokens(
+                str(function.get("name", "")) + str(function.get("arguments", ""))
+            )
+    return total
 
 
 def completion_allowance(payload: Payload, path: str) -> int:
@@ -174,7 +192,7 @@ def json_object(data: bytes) -> dict[str, Any] | None:
     """`data` as a JSON object, or None when it is not one."""
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -182,7 +200,7 @@ def json_object(data: bytes) -> dict[str, Any] | None:
 def _usage_field(content: bytes) -> object:
     try:
         return json.loads(content).get("usage")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
 
 

@@ -37,7 +37,8 @@ def image_generations(body: bytes) -> Payload:
         raise errors.bad_field("prompt", "'prompt' must be a string describing the image.")
     # An image model is priced per call: one image a request, so that a request costs what
     # the price list says.
-    if payload.get("n") is not None and payload.get("n") != 1:
+    n = payload.get("n")
+    if n is not None and (type(n) is not int or n != 1):
         raise errors.bad_field(
             "n",
             "'n' must be 1: an image is priced per request. Send one request for each image.",

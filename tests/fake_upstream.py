@@ -1,9 +1,10 @@
 """A local stand-in for an OpenAI-compatible provider, on 127.0.0.1, in a thread.
 
-Tests set `behaviour` to make it fail, stall, drop usage, break a stream, end with another
-finish reason, or echo the request in its answers, streams and errors, and read `received` to
-see what the gateway sent upstream. Given tools and a user's message last, it calls the first
-tool (as a model does); given the tool's result, it answers in text.
+Tests set `behaviour` to make it fail, stall, drop usage, break a stream or send junk in it,
+end with another finish reason, or echo the request in its answers, streams and errors, and
+read `received` to see what the gateway sent upstream. Given tools and a user's message last,
+it calls the first tool (as a model does), streamed in pieces or, with `whole_calls`, in one
+chunk; given the tool's result, it answers in text.
 Also used by the benchmarks as the fixed-answer upstream.
 """
 
@@ -142,7 +143,9 @@ class FakeUpstream:
         if self.behaviour.get("echo"):
             words = [json.dumps(payload["messages"]), " and", " that", "."]
         deltas = [{"content": word} for word in words]
-        if tool_call:
+        if tool_call and self.behaviour.get("whole_calls"):  # as vLLM and Ollama send them
+            deltas = [{"tool_calls": [{"index": 0, **tool_call}]}]
+        elif tool_call:
             function = tool_call["function"]
             arguments = function["arguments"]
             half = len(arguments) // 2
@@ -169,6 +172,8 @@ class FakeUpstream:
                 "usage": None,
             }
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if self.behaviour.get("junk_chunk") and i == 0:  # JSON nested past any parser
+                await response.write(b"data: " + b"[" * 100_000 + b"\n\n")
             if self.behaviour.get("break_stream") and i == 1:
                 request.transport.close()
                 return response

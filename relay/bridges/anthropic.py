@@ -44,9 +44,15 @@ def chat_request(request: Payload, *, counting: bool = False) -> Payload:
             "'messages' is required: a list of turns such as "
             '[{"role": "user", "content": "Hello"}].',
         )
-    chat["messages"] = system + [
+    turns = [
         turn for i, message in enumerate(messages) for turn in _turn(message, f"messages[{i}]")
     ]
+    if not turns:  # thinking alone, which no chat channel takes back
+        raise errors.bad_field(
+            "messages",
+            "'messages' holds nothing for the model to answer: add a user turn with text.",
+        )
+    chat["messages"] = system + turns
     if request.get("stream") is not None and not isinstance(request["stream"], bool):
         raise errors.bad_field("stream", "'stream' must be true or false.")
     if request.get("stream"):
@@ -231,6 +237,8 @@ def _tool_result(block: Payload, where: str) -> tuple[Payload, list[Payload]]:
         raise errors.bad_field(
             "messages", f"'{where}.content' must be a string or a list of text and image blocks."
         )
+    if block.get("is_error") is True:  # chat has no flag for it: the model reads it instead
+        texts.insert(0, "The tool reported an error:")
     message = {"role": "tool", "tool_call_id": block["tool_use_id"], "content": "\n".join(texts)}
     return message, images
 
@@ -381,10 +389,10 @@ def message(answer: bytes, chat: Payload, message_id: str, usage: Usage) -> Payl
     }
 
 
-def _json(data: bytes) -> object:
+def _json(data: bytes | str) -> object:
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -407,7 +415,7 @@ def _tool_use_id(call_id: object, message_id: str, index: int) -> str:
 
 def _arguments(arguments: object) -> dict[str, Any]:
     """A tool call's arguments as the object Anthropic's `input` is; {} when they are none."""
-    parsed = _json(arguments.encode()) if isinstance(arguments, str) else None
+    parsed = _json(arguments) if isinstance(arguments, str) else None
     return parsed if isinstance(parsed, dict) else {}
 
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 async def generations(gateway: "Gateway", call: Call) -> Outcome:
+    """Authenticates, parses, holds the image's price and forwards with failover; a channel's
+    refusal is passed on, free."""
     token, config = await gateway.admit(call)
     payload = parsing.image_generations(await http.read_body(call.scope, call.receive))
     forwarded = await openai.forward(gateway, call, token, config, payload, openai.IMAGES)

@@ -9,6 +9,7 @@ usage the channel reports, or our estimate when it reports none (marked as such 
 import asyncio
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from tokens.cache import TokenSnapshot
 if TYPE_CHECKING:
     from relay.gateway import Gateway
 
+
+log = logging.getLogger(__name__)
 
 # The one path that serves the models priced per image; no other path serves them.
 IMAGES = "images/generations"
@@ -218,7 +221,14 @@ async def relay_stream(
                 error_code = "client_disconnected"
                 reply.close()
                 break
-            sent = translate(line)
+            try:
+                sent = translate(line)
+            except Exception as error:  # a chunk no protocol can read: the stream ends broken
+                # The type only: an error's text may quote the answer.
+                log.error("Request %s: unreadable stream chunk (%s)", call.id, type(error).__name__)
+                error_code = "stream_broken"
+                reply.close()
+                break
             if sent:
                 first_byte = first_byte or time.perf_counter()
                 await call.send({"type": "http.response.body", "body": sent, "more_body": True})

@@ -19,7 +19,7 @@ from relay.routing import Forwarded
 if TYPE_CHECKING:
     from relay.gateway import Gateway
 
-CHAT = "chat/completions"
+CHAT = openai.CHAT.path
 
 
 async def create(gateway: "Gateway", call: Call) -> Outcome:

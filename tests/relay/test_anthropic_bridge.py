@@ -236,6 +236,42 @@ def test_a_turn_of_thinking_alone_is_left_out():
     assert chat["messages"] == [{"role": "user", "content": "Hi"}]
 
 
+def test_a_conversation_of_thinking_alone_is_refused_before_it_is_forwarded():
+    says = refusal(
+        max_tokens=10,
+        messages=[{"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"}]}],
+    )
+    assert "nothing for the model to answer" in says
+
+
+def test_a_tool_result_that_is_an_error_says_so_to_the_model():
+    chat = convert(
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "w", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": "timeout",
+                        "is_error": True,
+                    }
+                ],
+            },
+        ]
+    )
+    assert chat["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "The tool reported an error:\ntimeout",
+    }
+
+
 def test_count_tokens_needs_no_max_tokens():
     chat = bridge.chat_request(
         {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}, counting=True

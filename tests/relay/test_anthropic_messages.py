@@ -165,8 +165,8 @@ def test_count_tokens_is_our_estimate_and_costs_nothing(claude, upstream, alice)
     counted = claude.messages.count_tokens(
         model=MODEL, system="Be brief.", messages=HELLO, tools=[WEATHER]
     )
-    # 3 + (4 + 3 for "Be brief.") + (4 + 2 for "Hello")
-    assert counted.input_tokens == 16
+    # 3 + (4 + 3 for "Be brief.") + (4 + 2 for "Hello") + 70 for the tool's definition
+    assert counted.input_tokens == 16 + 70
     assert not upstream.received
     row = wait_until(lambda: RequestLog.objects.first())
     assert (row.endpoint, row.status, row.cost) == ("count", 200, 0)
@@ -227,7 +227,9 @@ def test_a_tool_use_round_trip(claude, upstream):
     ]
 
 
-def test_a_streamed_tool_call_arrives_as_a_tool_use_block(claude):
+@pytest.mark.parametrize("whole_calls", [False, True])
+def test_a_streamed_tool_call_arrives_as_a_tool_use_block(claude, upstream, whole_calls):
+    upstream.behaviour["whole_calls"] = whole_calls  # in pieces, or in one chunk as vLLM does
     with claude.messages.stream(
         model=MODEL,
         max_tokens=256,

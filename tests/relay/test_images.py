@@ -100,7 +100,13 @@ def test_a_text_model_is_not_served_at_the_image_endpoint(api, upstream, alice, 
 
 @pytest.mark.parametrize(
     ("fields", "param"),
-    [({"n": 2}, "n"), ({"prompt": ""}, "prompt"), ({"prompt": 7}, "prompt")],
+    [
+        ({"n": 2}, "n"),
+        ({"n": True}, "n"),
+        ({"n": 1.0}, "n"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": 7}, "prompt"),
+    ],
 )
 def test_a_bad_image_request_names_the_field(api, upstream, alice, image_channel, fields, param):
     request = {"model": "dall-e-3", "prompt": "A cat", **fields}

@@ -212,6 +212,16 @@ def test_a_streamed_function_call(api):
     assert call.id == events[2].item.id == events[6].item.id
 
 
+def test_a_function_call_sent_whole_in_one_chunk_keeps_its_arguments_once(api, upstream):
+    upstream.behaviour["whole_calls"] = True
+    with api.responses.stream(
+        model="gpt-4o-mini", input="Weather in Paris?", tools=[WEATHER]
+    ) as stream:
+        answer = stream.get_final_response()
+    [call] = answer.output
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+
+
 def test_parallel_calls_become_one_assistant_message(api, upstream):
     calls = [
         {"type": "function_call", "call_id": f"call_{city}", "name": "get_weather",

@@ -10,15 +10,7 @@ The gateway keeps no request or response content, so nothing that needs an earli
 client sends the whole conversation as `input` items each time, as Codex does with store false.
 """
 
-from relay.bridges.responses.answer import BROKEN_OFF, ResponseStream, response, response_object
-from relay.bridges.responses.request import chat_request, no_stored_responses, not_stored
+from relay.bridges.responses.answer import BROKEN_OFF, ResponseStream, response
+from relay.bridges.responses.request import chat_request, no_stored_responses
 
-__all__ = [
-    "BROKEN_OFF",
-    "ResponseStream",
-    "chat_request",
-    "no_stored_responses",
-    "not_stored",
-    "response",
-    "response_object",
-]
+__all__ = ["BROKEN_OFF", "ResponseStream", "chat_request", "no_stored_responses", "response"]

@@ -9,8 +9,9 @@ from relay.metering import Payload, Usage
 BROKEN_OFF = "The upstream stream broke off. Retry the request."
 
 
-def response(request: Payload, answer: Payload | None, *, call_id: UUID, created_at: int,
-             usage: Usage) -> bytes:  # fmt: skip
+def response(
+    request: Payload, answer: Payload | None, *, call_id: UUID, created_at: int, usage: Usage
+) -> bytes:
     """The Response object for a whole chat answer (None: not JSON), billed at `usage`."""
     choices = (answer or {}).get("choices")
     choice = _object(choices[0] if isinstance(choices, list) and choices else None)
@@ -150,10 +151,10 @@ class ResponseStream:
     """The Responses events of one streamed answer, made from its chat chunks as they come.
 
     `opening()` first; then `feed()` for each line of the chat stream (or `chunk()` for each
-    chat chunk); then `finished()` once the channel
-    has ended the answer, or `failed()` if it broke off. Each returns server-sent events ready
-    to send. Items are closed as the next begins (the text before the function calls) or at
-    the end; `usage`, `finish_reason` and `chunks` are read for billing."""
+    chat chunk); then `finished()` once the channel has ended the answer, or `failed()` if it
+    broke off. Each returns server-sent events ready to send. Items are closed as the next
+    begins (the text before the function calls) or at the end. `usage` (the channel's) and
+    `chunks` (of text or arguments, about a token each) are read for billing."""
 
     def __init__(self, request: Payload, *, call_id: UUID, created_at: int) -> None:
         self.request = request
@@ -179,7 +180,7 @@ class ResponseStream:
             return b""
         try:
             chunk = json.loads(line[5:])
-        except ValueError:  # data: [DONE], or not JSON
+        except (ValueError, RecursionError):  # data: [DONE], or not JSON
             return b""
         return self.chunk(chunk) if isinstance(chunk, dict) else b""
 
@@ -251,7 +252,10 @@ class ResponseStream:
         item = self.calls.get(index)
         if item is None:
             events += self._close_message("completed")
-            item = _call_item(f"fc_{self.key}_{len(self.output)}", delta.get("id"), function)
+            # Its arguments come as deltas below, this chunk's too (some channels send a whole
+            # call in its first chunk).
+            opening = {**function, "arguments": ""}
+            item = _call_item(f"fc_{self.key}_{len(self.output)}", delta.get("id"), opening)
             self.calls[index] = item
             self.output.append(item)
             events.append(self._item_event("added", len(self.output) - 1, item))
