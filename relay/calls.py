@@ -42,6 +42,7 @@ class Call:
     model: str = ""
     price: Price | None = None  # None: a model we do not price (or not parsed yet)
     stream: bool = False
+    prompt_estimate: int = 0  # the prompt's tokens as estimated for its hold
     reservation: Reservation | None = None  # until the call is charged or let go
 
     @classmethod

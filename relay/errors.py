@@ -65,15 +65,20 @@ def invalid_key(path: str) -> GatewayError:
     )
 
 
+# Where Anthropic's protocol is served: its clients are told what they need (and its errors take
+# its shape, relay.handlers.ERROR_SHAPES).
+ANTHROPIC_PATHS = "/v1/messages"
+
+
 def _base_url(path: str) -> str:
     # Anthropic's clients (Claude Code's ANTHROPIC_BASE_URL) add /v1 themselves.
-    if path.startswith("/v1/messages"):
+    if path.startswith(ANTHROPIC_PATHS):
         return f"{settings.SITE_URL} (without /v1: Anthropic clients add it)"
     return f"{settings.SITE_URL}/v1"
 
 
 def _key_header(path: str) -> str:
-    if path.startswith("/v1/messages"):
+    if path.startswith(ANTHROPIC_PATHS):
         return "'x-api-key: sk-…' or 'Authorization: Bearer sk-…'"
     return "'Authorization: Bearer sk-…'"
 

@@ -188,8 +188,9 @@ def stream_usage(usage: object, content_chunks: int, payload: Payload, path: str
     return Usage(estimate_prompt_tokens(payload, path), content_chunks, True)
 
 
-def json_object(data: bytes) -> dict[str, Any] | None:
-    """`data` as a JSON object, or None when it is not one."""
+def json_object(data: bytes | str) -> dict[str, Any] | None:
+    """`data` as a JSON object, or None when it is not one (nor JSON, or nested past what the
+    parser can follow): what a channel sends is read with this, never trusted to parse."""
     try:
         value = json.loads(data)
     except (ValueError, RecursionError):
@@ -198,10 +199,7 @@ def json_object(data: bytes) -> dict[str, Any] | None:
 
 
 def _usage_field(content: bytes) -> object:
-    try:
-        return json.loads(content).get("usage")
-    except (ValueError, AttributeError, RecursionError):
-        return None
+    return (json_object(content) or {}).get("usage")
 
 
 def _answer_text(content: bytes) -> str:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from relay import errors
-from relay.metering import Payload, Usage
+from relay.metering import Payload, Usage, json_object
 
 # How a chat answer ended, as Anthropic says it.
 STOP_REASONS = {
@@ -359,7 +359,7 @@ def _tools(tools: object, choice: object) -> Payload:
 
 def message(answer: bytes, chat: Payload, message_id: str, usage: Usage) -> Payload:
     """A whole chat answer as a Message; its usage is what the call is billed for."""
-    choice = _first_choice(_json(answer))
+    choice = _first_choice(json_object(answer))
     reply = _object(choice.get("message"))
     content: list[Payload] = []
     text = reply.get("content")
@@ -389,13 +389,6 @@ def message(answer: bytes, chat: Payload, message_id: str, usage: Usage) -> Payl
     }
 
 
-def _json(data: bytes | str) -> object:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-
-
 def _first_choice(answer: object) -> dict[str, Any]:
     choices = _list(_object(answer).get("choices"))
     return _object(choices[0]) if choices else {}
@@ -415,8 +408,8 @@ def _tool_use_id(call_id: object, message_id: str, index: int) -> str:
 
 def _arguments(arguments: object) -> dict[str, Any]:
     """A tool call's arguments as the object Anthropic's `input` is; {} when they are none."""
-    parsed = _json(arguments) if isinstance(arguments, str) else None
-    return parsed if isinstance(parsed, dict) else {}
+    parsed = json_object(arguments) if isinstance(arguments, str) else None
+    return parsed or {}
 
 
 def _stop(choice: dict[str, Any], chat: Payload, called: bool) -> tuple[str, str | None]:
@@ -486,8 +479,8 @@ class MessageStream:
         line = line.strip()
         if not line.startswith(b"data:"):
             return b""
-        chunk = _json(line[5:].strip())  # [DONE] too is no object
-        if not isinstance(chunk, dict):
+        chunk = json_object(line[5:].strip())  # [DONE] too is no object
+        if chunk is None:
             return b""
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]

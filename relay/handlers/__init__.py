@@ -49,7 +49,7 @@ STORED_RESPONSE = Route("", "responses", responses.stored)
 # Error answers in a protocol's own shape, by path prefix (OpenAI's elsewhere), so that each
 # protocol's SDK raises its own error classes.
 ERROR_SHAPES: dict[str, Callable[[int, bytes], bytes]] = {
-    "/v1/messages": errors.anthropic_body,
+    errors.ANTHROPIC_PATHS: errors.anthropic_body,
 }
 
 

@@ -8,10 +8,11 @@ message_stop) go out once the call is charged. Errors are turned into Anthropic'
 gateway (relay.handlers.ERROR_SHAPES).
 """
 
+import functools
 import json
 from typing import TYPE_CHECKING
 
-from relay import http, metering, parsing, routing
+from relay import http, metering, routing
 from relay.adapters import Reply
 from relay.bridges import anthropic as bridge
 from relay.calls import Call, Outcome
@@ -42,9 +43,8 @@ async def messages(gateway: "Gateway", call: Call) -> Outcome:
 
 async def count_tokens(gateway: "Gateway", call: Call) -> Outcome:
     """The prompt's tokens by our estimate (what money is held for); it costs nothing."""
-    token, config = await gateway.admit(call)
-    request = parsing.bridged(await http.read_body(call.scope, call.receive))
-    payload = bridge.chat_request(request, counting=True)
+    counting = functools.partial(bridge.chat_request, counting=True)
+    token, config, _request, payload = await openai.admit_as_chat(gateway, call, counting)
     call.model, call.price = payload["model"], config.prices.get(payload["model"])
     routing.plan(config, token, call.model)  # a model the token cannot call is refused
     tokens = metering.estimate_prompt_tokens(payload, CHAT)
@@ -58,26 +58,15 @@ def _message_id(call: Call) -> str:
 async def _stream(call: Call, forwarded: Forwarded, reply: Reply, payload: Payload) -> Outcome:
     """Sends Anthropic's events as the chat chunks come; it is never retried once its first
     byte went out. Its last events are the outcome's body, sent once the answer is charged."""
-    events = bridge.MessageStream(
-        payload, _message_id(call), metering.estimate_prompt_tokens(payload, CHAT)
-    )
+    events = bridge.MessageStream(payload, _message_id(call), call.prompt_estimate)
     await http.start_stream(call.send, call.id)
     await call.send({"type": "http.response.body", "body": events.start(), "more_body": True})
     relayed = await openai.relay_stream(call, reply, forwarded.channel_id, events.feed)
     usage = metering.stream_usage(events.usage, events.content_chunks, payload, CHAT)
     if relayed.error_code == "stream_broken":
-        tail = bridge.BROKEN
+        last = bridge.BROKEN
     elif relayed.error_code:  # the client went away
-        tail = b""
+        last = b""
     else:
-        tail = events.end(usage)
-    return Outcome(
-        200,
-        tail,
-        error_code=relayed.error_code,
-        usage=usage,
-        channel_id=forwarded.channel_id,
-        retries=forwarded.retries,
-        ttft_ms=relayed.ttft_ms,
-        streamed=True,
-    )
+        last = events.end(usage)
+    return openai.streamed(forwarded, relayed, usage, last)

@@ -19,7 +19,7 @@ from relay import adapters, errors, http, metering, parsing, routing
 from relay.adapters import Reply
 from relay.calls import Call, Outcome
 from relay.config import RelayConfig
-from relay.metering import Payload
+from relay.metering import Payload, Usage
 from relay.routing import Forwarded
 from tokens.cache import TokenSnapshot
 
@@ -70,24 +70,30 @@ async def forward(
     plan = routing.plan(config, token, call.model)
     if (plan.price.kind == "image") != (path == IMAGES):
         raise errors.wrong_endpoint(call.model, plan.price.kind)
+    call.prompt_estimate = metering.estimate_prompt_tokens(payload, path)
     estimate = metering.hold_amount(
-        plan.price,
-        plan.line,
-        metering.estimate_prompt_tokens(payload, path),
-        metering.completion_allowance(payload, path),
+        plan.price, plan.line, call.prompt_estimate, metering.completion_allowance(payload, path)
     )
     await gateway.hold(call, token, plan, estimate)
     return await gateway.router.forward(plan.channels, path, payload, stream=call.stream)
 
 
+async def admit_as_chat(
+    gateway: "Gateway", call: Call, to_chat: Callable[[Payload], Payload]
+) -> tuple[TokenSnapshot, RelayConfig, Payload, Payload]:
+    """A bridged protocol's request, authenticated and made into a chat completion request by
+    `to_chat`. Returns (token, config, the request, the chat request)."""
+    token, config = await gateway.admit(call)
+    request = parsing.bridged(await http.read_body(call.scope, call.receive))
+    return token, config, request, to_chat(request)
+
+
 async def forward_as_chat(
     gateway: "Gateway", call: Call, to_chat: Callable[[Payload], Payload]
 ) -> tuple[Payload, Payload, Forwarded]:
-    """A bridged protocol's request: authenticated, made into a chat completion request by
-    `to_chat`, and forwarded as chat is. Returns (the request, the chat request, forwarded)."""
-    token, config = await gateway.admit(call)
-    request = parsing.bridged(await http.read_body(call.scope, call.receive))
-    chat = to_chat(request)
+    """A bridged protocol's request, forwarded as chat is (see `admit_as_chat`). Returns (the
+    request, the chat request, forwarded)."""
+    token, config, request, chat = await admit_as_chat(gateway, call, to_chat)
     call.stream = chat.get("stream") is True
     forwarded = await forward(gateway, call, token, config, chat, CHAT.path)
     return request, chat, forwarded
@@ -157,16 +163,9 @@ async def stream(
     wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     events = ChatEvents(wants_usage)
     relayed = await relay_stream(call, reply, forwarded.channel_id, events.feed)
-    return Outcome(
-        200,
-        BROKEN if relayed.error_code == "stream_broken" else b"".join(events.tail),
-        error_code=relayed.error_code,
-        usage=metering.stream_usage(events.usage, events.content_chunks, payload, path),
-        channel_id=forwarded.channel_id,
-        retries=forwarded.retries,
-        ttft_ms=relayed.ttft_ms,
-        streamed=True,
-    )
+    usage = metering.stream_usage(events.usage, events.content_chunks, payload, path)
+    last = BROKEN if relayed.error_code == "stream_broken" else b"".join(events.tail)
+    return streamed(forwarded, relayed, usage, last)
 
 
 class ChatEvents:
@@ -239,6 +238,21 @@ async def relay_stream(
         disconnected.cancel()
     ttft_ms = int((first_byte - call.started) * 1000) if first_byte else None
     return Relayed(error_code, ttft_ms)
+
+
+def streamed(forwarded: Forwarded, relayed: Relayed, usage: Usage, last: bytes) -> Outcome:
+    """The outcome of a relayed stream, whatever its protocol: `last` its closing bytes, sent
+    once `usage` is charged."""
+    return Outcome(
+        200,
+        last,
+        error_code=relayed.error_code,
+        usage=usage,
+        channel_id=forwarded.channel_id,
+        retries=forwarded.retries,
+        ttft_ms=relayed.ttft_ms,
+        streamed=True,
+    )
 
 
 def _usage_is_null(data: bytes) -> bool:

@@ -61,17 +61,8 @@ async def _stream(
     relayed = await openai.relay_stream(call, reply, forwarded.channel_id, events.feed)
     usage = metering.stream_usage(events.usage, events.chunks, chat, CHAT)
     endings = {"": events.finished, "stream_broken": events.failed}
-    ending = endings.get(relayed.error_code)
-    return Outcome(
-        200,
-        ending(usage) if ending else b"",
-        error_code=relayed.error_code,
-        usage=usage,
-        channel_id=forwarded.channel_id,
-        retries=forwarded.retries,
-        ttft_ms=relayed.ttft_ms,
-        streamed=True,
-    )
+    ending = endings.get(relayed.error_code)  # none when the client went away
+    return openai.streamed(forwarded, relayed, usage, ending(usage) if ending else b"")
 
 
 async def _send(call: Call, events: bytes) -> None:

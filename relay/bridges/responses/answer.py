@@ -4,7 +4,7 @@ import json
 from typing import Any, TypeIs
 from uuid import UUID
 
-from relay.metering import Payload, Usage
+from relay.metering import Payload, Usage, json_object
 
 BROKEN_OFF = "The upstream stream broke off. Retry the request."
 
@@ -178,11 +178,8 @@ class ResponseStream:
         """The events for one line of the chat stream (b"" for none)."""
         if not line.startswith(b"data:"):
             return b""
-        try:
-            chunk = json.loads(line[5:])
-        except (ValueError, RecursionError):  # data: [DONE], or not JSON
-            return b""
-        return self.chunk(chunk) if isinstance(chunk, dict) else b""
+        chunk = json_object(line[5:])  # data: [DONE] too is no object
+        return self.chunk(chunk) if chunk is not None else b""
 
     def chunk(self, chunk: Payload) -> bytes:
         if isinstance(chunk.get("usage"), dict):
