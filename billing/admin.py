@@ -38,6 +38,7 @@ from billing.models import (
     RedemptionCode,
     UnsettledUsage,
 )
+from billing.pricing import per_million
 from billing.signals import price_adjustments_published
 from console.lib.money import format_usd
 from console.lib.permissions import permission_required
@@ -226,7 +227,7 @@ class PriceChangeAdminForm(forms.ModelForm):
         return {
             PRICE_FIELDS[name]: self.cleaned_data[name]
             for name in PRICE_FIELDS
-            if name in self.changed_data
+            if name in self.changed_data and name in self.cleaned_data
         }
 
     def clean(self):
@@ -337,6 +338,27 @@ class LineGrantAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
+class VendorDefaultsForm(forms.ModelForm):
+    """A new model's cache multipliers, left empty, are its vendor's published ratios."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ModelPrice.vendor_cache_rates(""):
+            if name in self.fields:
+                self.fields[name].required = False
+                self.fields[name].initial = None
+                self.fields[name].help_text += " Empty: the vendor's published ratio."
+
+    def clean(self):
+        cleaned = super().clean() or self.cleaned_data
+        defaults = ModelPrice.vendor_cache_rates(cleaned.get("vendor") or "")
+        for name, value in defaults.items():
+            if cleaned.get(name) is None:
+                cleaned[name] = value
+                setattr(self.instance, name, value)
+        return cleaned
+
+
 @admin.register(ModelPrice)
 class ModelPriceAdmin(PriceChangeAdmin):
     list_display = (
@@ -348,6 +370,7 @@ class ModelPriceAdmin(PriceChangeAdmin):
         "call_price_usd",
         "input_per_m",
         "output_per_m",
+        "cached_per_m",
         "enabled",
     )
     list_filter = ("vendor", "pricing", "enabled")
@@ -361,11 +384,18 @@ class ModelPriceAdmin(PriceChangeAdmin):
         "pricing",
         "model_multiplier",
         "completion_multiplier",
+        *ModelPrice.PART_MULTIPLIERS,
         "call_price",
         "enabled",
         "change_reason",
         "change_effective_at",
     )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is None:
+            form = type("NewModelPriceForm", (VendorDefaultsForm, form), {})
+        return form
 
     @admin.display(description="per call")
     def call_price_usd(self, price):
@@ -378,6 +408,12 @@ class ModelPriceAdmin(PriceChangeAdmin):
     @admin.display(description="output / 1M")
     def output_per_m(self, price):
         return "—" if price.is_per_call else _usd(price.output_per_million())
+
+    @admin.display(description="cached input / 1M")
+    def cached_per_m(self, price):
+        if price.is_per_call:
+            return "—"
+        return _usd(per_million(price.model_multiplier * price.cache_read_multiplier))
 
 
 class PublishForm(forms.Form):

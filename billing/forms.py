@@ -173,4 +173,9 @@ PRICE_FIELDS = {
     "completion_multiplier": PriceAdjustment.Field.COMPLETION_MULTIPLIER,
     "call_price": PriceAdjustment.Field.CALL_PRICE,
     "multiplier": PriceAdjustment.Field.LINE_MULTIPLIER,
+    "cache_read_multiplier": PriceAdjustment.Field.CACHE_READ_MULTIPLIER,
+    "cache_write_5m_multiplier": PriceAdjustment.Field.CACHE_WRITE_5M_MULTIPLIER,
+    "cache_write_1h_multiplier": PriceAdjustment.Field.CACHE_WRITE_1H_MULTIPLIER,
+    "audio_input_multiplier": PriceAdjustment.Field.AUDIO_INPUT_MULTIPLIER,
+    "audio_output_multiplier": PriceAdjustment.Field.AUDIO_OUTPUT_MULTIPLIER,
 }

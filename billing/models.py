@@ -8,13 +8,13 @@ import secrets
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.pricing import per_million
+from billing.pricing import PART_MULTIPLIERS, per_million
 from console.lib.counters import CountersOutOfSave
 
 
@@ -171,6 +171,16 @@ class LineGrant(models.Model):
         return f"{self.user} may use {self.line}"
 
 
+# The vendors' published prices of prompt caching, relative to their input price: a cached read,
+# a write kept 5 minutes, a write kept 1 hour. OpenAI, Google and DeepSeek do not charge writes.
+VENDOR_CACHE_RATES = {
+    "anthropic": ("0.1", "1.25", "2"),
+    "openai": ("0.5", "1", "1"),
+    "google": ("0.25", "1", "1"),
+    "deepseek": ("0.1", "1", "1"),
+}
+
+
 class ModelPrice(models.Model):
     """The published price of one model: token multipliers, or a fixed price per call."""
 
@@ -206,8 +216,48 @@ class ModelPrice(models.Model):
         validators=[MinValueValidator(0)],
         help_text="Micro-dollars per call, for models priced per call.",
     )
+    cache_read_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))],
+        help_text="Price of a cached input token read, relative to an input token (at most 1).",
+    )
+    cache_write_5m_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of an input token written to the cache for 5 minutes, relative to an "
+        "input token.",
+    )
+    cache_write_1h_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of an input token written to the cache for 1 hour, relative to an "
+        "input token.",
+    )
+    audio_input_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of an audio input token, relative to a text input token.",
+    )
+    audio_output_multiplier = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of an audio output token, relative to a text output token.",
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # The multipliers of the parts of a usage priced apart, as CostBreakdown names them.
+    PART_MULTIPLIERS = PART_MULTIPLIERS
 
     class Meta:
         ordering = ["vendor", "model"]
@@ -231,6 +281,35 @@ class ModelPrice(models.Model):
             or "gpt-4o-mini"
         )
 
+    @classmethod
+    def vendor_cache_rates(cls, vendor):
+        """The vendor's published cache prices relative to its input price, as multipliers:
+        {field: value}; empty for a vendor whose ratios we do not know (all stay 1)."""
+        read, write_5m, write_1h = VENDOR_CACHE_RATES.get(vendor.strip().lower(), (1, 1, 1))
+        return {
+            "cache_read_multiplier": Decimal(read),
+            "cache_write_5m_multiplier": Decimal(write_5m),
+            "cache_write_1h_multiplier": Decimal(write_1h),
+        }
+
+    def parts_per_million(self, line_multiplier=Decimal(1)):
+        """Micro-dollars per million tokens of each part priced apart, by name: cache_read,
+        cache_write_5m, cache_write_1h, audio_input, audio_output."""
+        base = self.model_multiplier * line_multiplier
+        output = base * self.completion_multiplier
+        return {
+            "cache_read": per_million(base * self.cache_read_multiplier),
+            "cache_write_5m": per_million(base * self.cache_write_5m_multiplier),
+            "cache_write_1h": per_million(base * self.cache_write_1h_multiplier),
+            "audio_input": per_million(base * self.audio_input_multiplier),
+            "audio_output": per_million(output * self.audio_output_multiplier),
+        }
+
+    @property
+    def prices_audio(self):
+        """Whether audio costs other than text on this model."""
+        return self.audio_input_multiplier != 1 or self.audio_output_multiplier != 1
+
     def input_per_million(self, line_multiplier=Decimal(1)):
         return per_million(self.model_multiplier * line_multiplier)
 
@@ -246,6 +325,11 @@ class PriceAdjustment(models.Model):
         COMPLETION_MULTIPLIER = "completion_multiplier", "Completion multiplier"
         CALL_PRICE = "call_price", "Price per call"
         LINE_MULTIPLIER = "line_multiplier", "Line multiplier"
+        CACHE_READ_MULTIPLIER = "cache_read_multiplier", "Cache read multiplier"
+        CACHE_WRITE_5M_MULTIPLIER = "cache_write_5m_multiplier", "Cache write (5 min) multiplier"
+        CACHE_WRITE_1H_MULTIPLIER = "cache_write_1h_multiplier", "Cache write (1 h) multiplier"
+        AUDIO_INPUT_MULTIPLIER = "audio_input_multiplier", "Audio input multiplier"
+        AUDIO_OUTPUT_MULTIPLIER = "audio_output_multiplier", "Audio output multiplier"
 
     model_price = models.ForeignKey(
         ModelPrice, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
@@ -253,7 +337,7 @@ class PriceAdjustment(models.Model):
     line = models.ForeignKey(
         Line, null=True, blank=True, on_delete=models.CASCADE, related_name="adjustments"
     )
-    field = models.CharField(max_length=24, choices=Field.choices)
+    field = models.CharField(max_length=32, choices=Field.choices)
     old_value = models.DecimalField(
         max_digits=20, decimal_places=6, help_text="A multiplier, or micro-dollars per call."
     )

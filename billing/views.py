@@ -255,6 +255,7 @@ def pricing(request):
             "price": price,
             "input": None if price.is_per_call else price.input_per_million(multiplier),
             "output": None if price.is_per_call else price.output_per_million(multiplier),
+            "parts": {} if price.is_per_call else price.parts_per_million(multiplier),
             "per_call": call_cost(call_price=price.call_price, line_multiplier=multiplier).cost
             if price.is_per_call
             else None,

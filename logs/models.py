@@ -69,6 +69,20 @@ class RequestLog(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     retries = models.PositiveSmallIntegerField(default=0)
+    # The parts of the usage (of prompt_tokens, of completion_tokens) and the multipliers of
+    # those priced apart, as charged.
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0)
+    audio_input_tokens = models.PositiveIntegerField(default=0)
+    audio_output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    image_tokens = models.PositiveIntegerField(default=0)
+    cache_read_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cache_write_5m_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cache_write_1h_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    audio_input_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    audio_output_multiplier = models.DecimalField(max_digits=12, decimal_places=6, default=0)
 
     class Meta:
         indexes = [
@@ -100,6 +114,17 @@ class RequestLog(models.Model):
             call_price=self.call_price,
             per_call=self.per_call,
             cost=self.cost,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_5m_tokens=self.cache_write_5m_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
+            audio_input_tokens=self.audio_input_tokens,
+            audio_output_tokens=self.audio_output_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            cache_read_multiplier=self.cache_read_multiplier,
+            cache_write_5m_multiplier=self.cache_write_5m_multiplier,
+            cache_write_1h_multiplier=self.cache_write_1h_multiplier,
+            audio_input_multiplier=self.audio_input_multiplier,
+            audio_output_multiplier=self.audio_output_multiplier,
         )
 
     @classmethod
@@ -126,9 +151,19 @@ class UsageRollup(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     cost = models.BigIntegerField(default=0)
     latency_ms = models.BigIntegerField(default=0, help_text="Sum, for averages.")
+    cache_read_tokens = models.BigIntegerField(default=0, help_text="Part of prompt_tokens.")
+    cache_write_tokens = models.BigIntegerField(default=0, help_text="Part of prompt_tokens.")
 
     KEY_FIELDS = ("bucket", "user_id", "token_id", "line_id", "model", "ok")
-    SUM_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost", "latency_ms")
+    SUM_FIELDS = (
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "latency_ms",
+        "cache_read_tokens",
+        "cache_write_tokens",
+    )
 
     class Meta:
         abstract = True
@@ -195,6 +230,8 @@ class PlatformMinute(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     cost = models.BigIntegerField(default=0)
     latency_ms = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
 
     KEY_FIELDS = ("bucket", "model", "ok")
     SUM_FIELDS = UsageRollup.SUM_FIELDS

@@ -45,10 +45,19 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: int = 0
+    cache_read_tokens: int = 0  # of prompt_tokens
+    cache_write_tokens: int = 0  # of prompt_tokens
 
     @property
     def tokens(self):
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cached_share(self):
+        """The percentage of prompt tokens read from a vendor's cache; None without any."""
+        if not self.prompt_tokens:
+            return None
+        return 100 * self.cache_read_tokens / self.prompt_tokens
 
     @property
     def success_rate(self):
@@ -85,6 +94,8 @@ _SUMS = {
     "prompt_tokens": Sum("prompt_tokens"),
     "completion_tokens": Sum("completion_tokens"),
     "cost": Sum("cost"),
+    "cache_read_tokens": Sum("cache_read_tokens"),
+    "cache_write_tokens": Sum("cache_write_tokens"),
 }
 
 
@@ -149,6 +160,8 @@ class Card:
     tpm: int
     peak_rpm: int
     success_rate: float | None
+    tokens_today: int = 0
+    cached_share_today: float | None = None  # percent of today's prompt tokens
 
 
 def dashboard_cards(user, balance, tz, now=None):
@@ -186,6 +199,8 @@ def dashboard_cards(user, balance, tz, now=None):
         tpm=tpm,
         peak_rpm=peak,
         success_rate=today.success_rate,
+        tokens_today=today.tokens,
+        cached_share_today=today.cached_share,
     )
 
 

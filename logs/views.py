@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.staff import staff_may_enter
+from billing.pricing import PART_MULTIPLIERS, PRICED_PARTS
 from console.lib.params import id_param
 from console.lib.permissions import permission_required
 from console.lib.streaming import in_chunks
@@ -124,13 +125,22 @@ def _formula_cost(breakdown):
         model_multiplier=breakdown.model_multiplier,
         completion_multiplier=breakdown.completion_multiplier,
         line_multiplier=breakdown.line_multiplier,
+        parts=breakdown.tokens,
+        rates=breakdown.rates,
     ).cost
 
+
+# The usage's parts and their multipliers: last, so that readers of the older columns keep working.
+PART_COLUMNS = [
+    *(f"{part}_tokens" for part in PRICED_PARTS), "reasoning_tokens", "image_tokens",
+    *PART_MULTIPLIERS,
+]  # fmt: skip
 
 CSV_COLUMNS = [
     "request_id", "time", "token", "model", "line", "status", "error", "prompt_tokens",
     "completion_tokens", "estimated", "cost_usd", "model_multiplier", "completion_multiplier",
     "line_multiplier", "latency_ms", "ttft_ms", "client_ip", "stream", "endpoint",
+    *PART_COLUMNS,
 ]  # fmt: skip
 
 
@@ -172,7 +182,7 @@ def _csv_by_copy(rows, tz):
         "id", "x_time", "x_token", "model", "x_line", "status", "error_code", "prompt_tokens",
         "completion_tokens", "x_estimated", "x_cost", "model_multiplier",
         "completion_multiplier", "line_multiplier", "latency_ms", "ttft_ms", "client_ip",
-        "x_stream", "endpoint",
+        "x_stream", "endpoint", *PART_COLUMNS,
     )  # fmt: skip
     sql, params = exported.query.sql_with_params()
     pending, size = [], 0
@@ -201,17 +211,18 @@ def _csv_in_python(rows, user, tz):
         "id", "created_at", "token_id", "model", "line_id", "status", "error_code",
         "prompt_tokens", "completion_tokens", "usage_estimated", "cost", "model_multiplier",
         "completion_multiplier", "line_multiplier", "latency_ms", "ttft_ms", "client_ip",
-        "stream", "endpoint",
+        "stream", "endpoint", *PART_COLUMNS,
     )  # fmt: skip
     for count, row in enumerate(values.iterator(chunk_size=2000), start=1):
         (request_id, created, token_id, model, line_id, status, error, prompt, completion,
-         estimated, cost, mm, cm, lm, latency, ttft, ip, stream, endpoint) = row  # fmt: skip
+         estimated, cost, mm, cm, lm, latency, ttft, ip, stream, endpoint) = row[:19]  # fmt: skip
         writer.writerow([
             request_id, created.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             token_names.get(token_id, ""), model, line_names.get(line_id, ""), status, error,
             prompt, completion, "yes" if estimated else "",
             f"{cost // 1_000_000}.{cost % 1_000_000:06d}", mm, cm, lm, latency,
             "" if ttft is None else ttft, ip or "", "yes" if stream else "", endpoint,
+            *row[19:],
         ])  # fmt: skip
         if count % 1000 == 0:
             yield buffer.getvalue().encode()

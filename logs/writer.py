@@ -78,6 +78,20 @@ class RequestRecord:
     latency_ms: int
     ttft_ms: int | None
     retries: int
+    # The usage's parts priced apart, and their multipliers (0 on rows with no charge). Defaults,
+    # so that a journal written before they existed still replays.
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    reasoning_tokens: int = 0
+    image_tokens: int = 0
+    cache_read_multiplier: object = 0
+    cache_write_5m_multiplier: object = 0
+    cache_write_1h_multiplier: object = 0
+    audio_input_multiplier: object = 0
+    audio_output_multiplier: object = 0
     quota_hold: bool = False
     # False for a refused request past its token's allowance of logged refusals a minute: it
     # counts in the rollups but has no row of its own, so refusals cannot fill the table.
@@ -339,7 +353,15 @@ def _rollups(records):
     for r in records:
         minute = r.created_at.replace(second=0, microsecond=0)
         key = (r.user_id, r.token_id or 0, r.line_id or 0, r.model, r.status < 400)
-        sums = (1, r.prompt_tokens, r.completion_tokens, r.cost, r.latency_ms)
+        sums = (
+            1,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cost,
+            r.latency_ms,
+            r.cache_read_tokens,
+            r.cache_write_5m_tokens + r.cache_write_1h_tokens,
+        )
         for totals in (
             minutes[(minute, *key)],
             hours[(minute.replace(minute=0), *key)],
@@ -376,7 +398,7 @@ def _rollups(records):
 
 
 def _zeros():
-    return [0, 0, 0, 0, 0]
+    return [0] * len(UsageMinute.SUM_FIELDS)
 
 
 def _last_use(records):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
+from billing.pricing import PART_MULTIPLIERS, Rates
 from console.lib import invalidation
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Price:
     completion_multiplier: Decimal
     call_price: int
     created: int
+    rates: Rates  # completion's and the priced-apart parts' multipliers
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,7 @@ def load_config() -> RelayConfig:
             completion_multiplier=p.completion_multiplier,
             call_price=p.call_price,
             created=int(p.updated_at.timestamp()),
+            rates=Rates(p.completion_multiplier, *(getattr(p, n) for n in PART_MULTIPLIERS)),
         )
         for p in billing.ModelPrice.objects.filter(enabled=True)
     }

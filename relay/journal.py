@@ -31,13 +31,14 @@ from pathlib import Path
 from django.db import DatabaseError
 
 from billing.holds import holds_of
+from billing.pricing import PART_MULTIPLIERS
 from logs.models import RequestLog
 from logs.writer import Part, RequestRecord, parts_of, refusals_report, write_each
 
 log = logging.getLogger(__name__)
 
 FIELDS = [f.name for f in fields(RequestRecord)]
-DECIMALS = {"model_multiplier", "completion_multiplier", "line_multiplier"}
+DECIMALS = {"model_multiplier", "completion_multiplier", "line_multiplier", *PART_MULTIPLIERS}
 # Fields renamed since journals were first written, old name → new: a journal left by a crash
 # may be replayed by the next version. (Lines were called groups.)
 RENAMED = {"group_id": "line_id", "group_multiplier": "line_multiplier"}
@@ -69,7 +70,8 @@ def decode(line: bytes, names: list[str]) -> RequestRecord:
     values["id"] = uuid.UUID(values["id"])
     values["created_at"] = EPOCH + values["created_at"] * MICROSECOND
     for name in DECIMALS:
-        values[name] = Decimal(values[name])
+        if name in values:  # a journal of an earlier version may lack the newer ones
+            values[name] = Decimal(values[name])
     return RequestRecord(**values)
 
 

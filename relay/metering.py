@@ -13,6 +13,7 @@ from django.conf import settings
 
 from billing.pricing import (
     CostBreakdown,
+    Tokens,
     call_cost,
     call_cost_ceiling,
     token_cost,
@@ -25,11 +26,35 @@ Payload = dict[str, Any]
 
 
 class Usage(NamedTuple):
-    """What a request is charged for: its tokens, and whether we estimated them."""
+    """What a request is charged for: its tokens, and whether we estimated them.
+
+    prompt_tokens and completion_tokens are totals, whatever the channel's convention: cache
+    reads and writes, audio and image input are parts of prompt_tokens; reasoning and audio
+    output parts of completion_tokens. No part is negative or more than its total."""
 
     prompt_tokens: int
     completion_tokens: int
     estimated: bool
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    reasoning_tokens: int = 0
+    image_tokens: int = 0  # priced as text input: shown, not priced apart
+
+    @property
+    def parts(self) -> Tokens:
+        return Tokens(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cache_read_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.audio_input_tokens,
+            self.audio_output_tokens,
+            self.reasoning_tokens,
+        )
 
 
 NO_USAGE = Usage(0, 0, False)
@@ -117,16 +142,65 @@ def _positive_int(value: object) -> TypeIs[int]:
 MAX_REPORTED_TOKENS = 2**31 - 1
 
 
-def reported_usage(usage: object, *, embeddings: bool = False) -> tuple[int, int] | None:
-    """(prompt, completion) from an upstream's `usage`, or None when it is missing or not
-    believable (not whole numbers from 0 up): then the gateway estimates, and says so."""
+TOTALS = {"prompt_tokens", "completion_tokens", "total_tokens"}
+
+
+def reported_usage(usage: object, *, embeddings: bool = False) -> Usage | None:
+    """The usage an upstream reports in OpenAI's shape, or None when it is missing or not
+    believable (totals not whole numbers from 0 up): then the gateway estimates, and says so.
+
+    The parts are read as OpenAI (prompt_tokens_details, completion_tokens_details), DeepSeek
+    (prompt_cache_hit_tokens) and proxies passing Anthropic's names on (cache_read_input_tokens,
+    cache_creation_input_tokens) report them; prompt_tokens includes them in every one. The
+    gateway's own adapters (relay.adapters) report in this shape too, with cache_write_tokens
+    and cache_write_1h_tokens in prompt_tokens_details. A part that is not a count is 0, and
+    parts are cut to what their total leaves."""
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens")
     completion = usage.get("completion_tokens", 0 if embeddings else None)
-    if _token_count(prompt) and _token_count(completion):
-        return prompt, completion
-    return None
+    if not (_token_count(prompt) and _token_count(completion)):
+        return None
+    if usage.keys() <= TOTALS:  # no parts: the common case
+        return Usage(prompt, completion, False)
+    prompt_details = _details(usage.get("prompt_tokens_details"))
+    completion_details = _details(usage.get("completion_tokens_details"))
+    left = prompt
+    read = _part(
+        prompt_details.get("cached_tokens")
+        or usage.get("prompt_cache_hit_tokens")
+        or usage.get("cache_read_input_tokens"),
+        left,
+    )
+    left -= read
+    writes = _part(
+        prompt_details.get("cache_write_tokens") or usage.get("cache_creation_input_tokens"), left
+    )
+    left -= writes
+    write_1h = _part(prompt_details.get("cache_write_1h_tokens"), writes)
+    audio_input = _part(prompt_details.get("audio_tokens"), left)
+    reasoning = _part(completion_details.get("reasoning_tokens"), completion)
+    return Usage(
+        prompt,
+        completion,
+        False,
+        cache_read_tokens=read,
+        cache_write_5m_tokens=writes - write_1h,
+        cache_write_1h_tokens=write_1h,
+        audio_input_tokens=audio_input,
+        audio_output_tokens=_part(completion_details.get("audio_tokens"), completion - reasoning),
+        reasoning_tokens=reasoning,
+        image_tokens=_part(prompt_details.get("image_tokens"), prompt),
+    )
+
+
+def _details(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _part(value: object, most: int) -> int:
+    """A part of a total: a count, at most `most`; anything else is 0."""
+    return min(value, most) if _token_count(value) else 0
 
 
 def _token_count(value: object) -> TypeIs[int]:
@@ -139,52 +213,56 @@ def estimate_completion_tokens(text: str) -> int:
     return _text_tokens(text) if text else 0
 
 
-def price(price: Price, line: Line, prompt_tokens: int, completion_tokens: int) -> CostBreakdown:
+def price(price: Price, line: Line, usage: Usage) -> CostBreakdown:
     """The cost breakdown of a request on a line, from the gateway's price snapshot."""
     if price.per_call:
         return call_cost(
             call_price=price.call_price,
             line_multiplier=line.multiplier,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
         )
     return token_cost(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
         model_multiplier=price.model_multiplier,
         completion_multiplier=price.completion_multiplier,
         line_multiplier=line.multiplier,
+        parts=usage.parts,
+        rates=price.rates,
     )
 
 
 def hold_amount(price_: Price, line: Line, prompt_tokens: int, completion_tokens: int) -> int:
-    """Micro-dollars to hold for a request: its estimated cost, rounded up."""
+    """Micro-dollars to hold for a request: the most its estimate can cost, rounded up."""
     if price_.per_call:
         return call_cost_ceiling(price_.call_price, line.multiplier)
     return token_cost_ceiling(
         prompt_tokens,
         completion_tokens,
         price_.model_multiplier,
-        price_.completion_multiplier,
         line.multiplier,
+        price_.rates,
     )
 
 
-def answer_usage(content: bytes, payload: Payload, path: str) -> Usage:
-    """The usage of a whole answer: as the upstream reports it, else estimated."""
-    counts = reported_usage(_usage_field(content), embeddings=path == "embeddings")
-    if counts is not None:
-        return Usage(*counts, False)
+def answer_usage(answer: Payload | None, payload: Payload, path: str) -> Usage:
+    """The usage of a whole answer (parsed; None when it is not JSON): as the upstream reports
+    it, else estimated."""
+    answer = answer or {}
+    reported = reported_usage(answer.get("usage"), embeddings=path == "embeddings")
+    if reported is not None:
+        return reported
     prompt_tokens = estimate_prompt_tokens(payload, path)
-    return Usage(prompt_tokens, estimate_completion_tokens(_answer_text(content)), True)
+    return Usage(prompt_tokens, estimate_completion_tokens(_answer_text(answer)), True)
 
 
 def stream_usage(usage: object, content_chunks: int, payload: Payload, path: str) -> Usage:
     """The usage of a streamed answer: from its usage chunk, else estimated (a content chunk
     is about a token)."""
-    counts = reported_usage(usage)
-    if counts is not None:
-        return Usage(*counts, False)
+    reported = reported_usage(usage)
+    if reported is not None:
+        return reported
     return Usage(estimate_prompt_tokens(payload, path), content_chunks, True)
 
 
@@ -198,15 +276,28 @@ def json_object(data: bytes | str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _usage_field(content: bytes) -> object:
-    return (json_object(content) or {}).get("usage")
-
-
-def _answer_text(content: bytes) -> str:
-    answer = json_object(content) or {}
+def _answer_text(answer: Payload) -> str:
     texts = []
     for choice in answer.get("choices") or []:
         if isinstance(choice, dict):
             message = choice.get("message") or {}
             texts.append(str(message.get("content") or choice.get("text") or ""))
     return "".join(texts)
+
+
+def with_cost(answer: Payload, content: bytes, charged: int) -> bytes:
+    """An answer (parsed, and as it came) with what it cost in its usage, in dollars, as
+    OpenRouter reports it (`cost`): an extra field that OpenAI's clients keep and strict ones
+    ignore. An answer that JSON cannot write back as it came (a number past a float) goes on
+    unchanged."""
+    usage = answer.get("usage")
+    if not isinstance(usage, dict):
+        return content
+    try:
+        return json.dumps(
+            {**answer, "usage": {**usage, "cost": charged / 1_000_000}},
+            ensure_ascii=False,
+            allow_nan=False,
+        ).encode()
+    except ValueError:
+        return content

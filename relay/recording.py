@@ -11,7 +11,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from billing.holds import HoldBook
-from billing.pricing import CostBreakdown
+from billing.pricing import PART_MULTIPLIERS, CostBreakdown
 from logs.writer import RequestRecord
 from relay import metering
 from relay.calls import Call, Outcome, Reservation
@@ -24,19 +24,18 @@ ZERO = Decimal(0)
 UNKNOWN_MODEL = "(unknown model)"
 
 
-def settle(book: HoldBook, recorder: Recorder, call: Call, outcome: Outcome) -> None:
-    """Charges the call's outcome from what was held for it, and records it. A call that is
-    not authenticated has nobody to charge and no log row."""
+def settle(book: HoldBook, recorder: Recorder, call: Call, outcome: Outcome) -> int | None:
+    """Charges the call's outcome from what was held for it, and records it. Returns what was
+    charged, in micro-dollars; None when the call had nothing held (nothing to charge). A call
+    that is not authenticated has nobody to charge and no log row."""
     token, reservation = call.token, call.reservation
     if token is None:
-        return
+        return None
     if reservation is None:  # refused before any money was held: it costs nothing
         recorder.add(request_record(call, token, outcome))
-        return
+        return None
     usage = outcome.usage or NO_USAGE
-    breakdown = metering.price(
-        reservation.price, reservation.line, usage.prompt_tokens, usage.completion_tokens
-    )
+    breakdown = metering.price(reservation.price, reservation.line, usage)
     cost = breakdown.cost if outcome.usage is not None else 0
     charged = _finish(book, call, token, reservation, cost)
     from_quota = reservation.limited and charged > 0
@@ -44,6 +43,7 @@ def settle(book: HoldBook, recorder: Recorder, call: Call, outcome: Outcome) -> 
         call, token, outcome, cost=charged, breakdown=breakdown, from_quota=from_quota
     )
     recorder.add(record)
+    return charged
 
 
 def let_go(book: HoldBook, call: Call) -> None:
@@ -107,9 +107,24 @@ def request_record(
         latency_ms=int((time.perf_counter() - call.started) * 1000),
         ttft_ms=outcome.ttft_ms,
         retries=outcome.retries,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        audio_input_tokens=usage.audio_input_tokens,
+        audio_output_tokens=usage.audio_output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        image_tokens=usage.image_tokens,
+        **(_part_multipliers(breakdown) if breakdown else NO_PART_MULTIPLIERS),
         quota_hold=from_quota,
         logged=outcome.logged,
     )
+
+
+NO_PART_MULTIPLIERS = dict.fromkeys(PART_MULTIPLIERS, ZERO)
+
+
+def _part_multipliers(breakdown: CostBreakdown) -> dict[str, Decimal]:
+    return {name: getattr(breakdown, name) for name in PART_MULTIPLIERS}
 
 
 def _model_name(call: Call) -> str:

@@ -109,6 +109,7 @@ def _model_row(price, changes):
     described = "; ".join(
         f"{change.get_field_display().lower()} {_num(change.old_value, change.field)} → "
         f"{_num(change.new_value, change.field)}"
+        + _part_prices(change, (old_mm, old_cm), (new_mm, new_cm))
         for change in changes.values()
     )
     if price.pricing == ModelPrice.Pricing.PER_CALL:
@@ -119,6 +120,31 @@ def _model_row(price, changes):
     return (
         f"| {price.model} | {described} | {format_usd(old_in)} → {format_usd(new_in)} | "
         f"{format_usd(old_out)} → {format_usd(new_out)} |"
+    )
+
+
+# The multipliers of a part of the usage, with what the part is and whether it is output.
+PART_FIELDS = {
+    PriceAdjustment.Field.CACHE_READ_MULTIPLIER: ("cached input", False),
+    PriceAdjustment.Field.CACHE_WRITE_5M_MULTIPLIER: ("cache writes (5 min)", False),
+    PriceAdjustment.Field.CACHE_WRITE_1H_MULTIPLIER: ("cache writes (1 h)", False),
+    PriceAdjustment.Field.AUDIO_INPUT_MULTIPLIER: ("audio input", False),
+    PriceAdjustment.Field.AUDIO_OUTPUT_MULTIPLIER: ("audio output", True),
+}
+
+
+def _part_prices(change, old, new):
+    """For a part's multiplier, what a million of those tokens cost before and after."""
+    if change.field not in PART_FIELDS:
+        return ""
+    what, output = PART_FIELDS[change.field]
+
+    def price(multipliers, rate):
+        model, completion = multipliers
+        return format_usd(per_million(model * (completion if output else 1) * rate))
+
+    return (
+        f" ({what} {price(old, change.old_value)} → {price(new, change.new_value)} per 1M tokens)"
     )
 
 

@@ -40,14 +40,14 @@ def _usage(call: Call, content: bytes, payload: Payload) -> Usage:
         return Usage(0, 0, estimated=False)  # the call is what is charged
     reported = (metering.json_object(content) or {}).get("usage")
     if isinstance(reported, dict):
-        counts = metering.reported_usage(
+        usage = metering.reported_usage(
             {
                 "prompt_tokens": reported.get("input_tokens"),
                 "completion_tokens": reported.get("output_tokens"),
             }
         )
-        if counts is not None:
-            return Usage(*counts, estimated=False)
+        if usage is not None:
+            return usage
     # No count: what was held for, marked as estimated.
     return Usage(
         metering.estimate_prompt_tokens(payload, openai.IMAGES),

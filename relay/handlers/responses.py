@@ -35,8 +35,8 @@ async def create(gateway: "Gateway", call: Call) -> Outcome:
     if call.stream:
         events = bridge.ResponseStream(request, call_id=call.id, created_at=created_at)
         return await _stream(call, forwarded, reply, chat, events)
-    usage = metering.answer_usage(forwarded.content, chat, CHAT)
     answer = metering.json_object(forwarded.content)
+    usage = metering.answer_usage(answer, chat, CHAT)
     body = bridge.response(request, answer, call_id=call.id, created_at=created_at, usage=usage)
     return Outcome(
         200, body, usage=usage, channel_id=forwarded.channel_id, retries=forwarded.retries

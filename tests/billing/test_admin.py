@@ -88,6 +88,7 @@ def price_form(price, **changes):
         "kind": price.kind,
         "model_multiplier": str(price.model_multiplier),
         "completion_multiplier": str(price.completion_multiplier),
+        **{name: str(getattr(price, name)) for name in ModelPrice.PART_MULTIPLIERS},
         "call_price": str(price.call_price),
         "enabled": "on",
         "change_reason": "",
@@ -122,6 +123,38 @@ def test_a_price_change_in_admin_needs_a_reason_and_is_recorded(staff_client, ch
     ]
     assert len({a.batch for a in adjustments}) == 1
     assert all(a.applied_at and a.staff_user == charlie for a in adjustments)
+
+
+def test_a_new_model_gets_its_vendors_cache_prices_unless_staff_set_them(staff_client):
+    add = reverse("admin:billing_modelprice_add")
+    cache_left_empty = dict.fromkeys(ModelPrice.vendor_cache_rates(""), "")
+    form = {
+        "kind": "chat",
+        "pricing": "tokens",
+        "model_multiplier": "1.5",
+        "completion_multiplier": "5",
+        "call_price": "0",
+        "audio_input_multiplier": "1",
+        "audio_output_multiplier": "1",
+        "enabled": "on",
+        **cache_left_empty,
+    }
+    staff_client.post(add, {**form, "model": "claude-x", "vendor": "Anthropic"})
+    claude = ModelPrice.objects.get(model="claude-x")
+    assert (claude.cache_read_multiplier, claude.cache_write_5m_multiplier) == (
+        Decimal("0.1"),
+        Decimal("1.25"),
+    )
+    assert claude.cache_write_1h_multiplier == 2
+    own = {"model": "own-x", "vendor": "Anthropic", "cache_read_multiplier": "0.3"}
+    staff_client.post(add, {**form, **own})
+    assert ModelPrice.objects.get(model="own-x").cache_read_multiplier == Decimal("0.3")
+    staff_client.post(add, {**form, "model": "unknown-x", "vendor": "Acme"})
+    assert ModelPrice.objects.get(model="unknown-x").cache_read_multiplier == 1
+    dear = {"model": "dear-x", "vendor": "Acme", "cache_read_multiplier": "1.5"}
+    refused = staff_client.post(add, {**form, **dear})
+    assert "less than or equal to 1" in refused.content.decode()
+    assert not ModelPrice.objects.filter(model="dear-x").exists()
 
 
 def test_a_scheduled_price_change_applies_when_its_time_comes(staff_client, model_price):

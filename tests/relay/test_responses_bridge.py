@@ -241,7 +241,7 @@ CHAT_ANSWER = {
 }
 
 
-REPORTED = Usage(19, 10, False)
+REPORTED = Usage(19, 10, False, cache_read_tokens=3, reasoning_tokens=2)
 
 
 def made(answer, request=None, usage=REPORTED):

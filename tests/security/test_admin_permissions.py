@@ -476,6 +476,7 @@ def _price_form(price, **changes):
         "pricing": price.pricing,
         "model_multiplier": str(price.model_multiplier),
         "completion_multiplier": str(price.completion_multiplier),
+        **{name: str(getattr(price, name)) for name in ModelPrice.PART_MULTIPLIERS},
         "call_price": str(price.call_price),
         "enabled": "on",
         "change_reason": "upstream costs",

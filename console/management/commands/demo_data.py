@@ -25,18 +25,28 @@ LINES = [
     ("vip", "Priority channels with more headroom.", "1.5", False),
     ("training", "Large batch and training-data workloads. Needs a grant.", "0.6", True),
 ]
-# model, vendor, model multiplier, completion multiplier, per-call price in micro-dollars
+# model, vendor, model multiplier, completion multiplier, per-call price in micro-dollars, and
+# the cache read multiplier where the model's differs from its vendor's (VENDOR_CACHE_RATES)
 MODELS = [
-    ("gpt-4o-mini", "OpenAI", "0.075", "4", None),
-    ("gpt-4o", "OpenAI", "1.25", "4", None),
-    ("gpt-4.1", "OpenAI", "1", "4", None),
-    ("o3-mini", "OpenAI", "0.55", "4", None),
-    ("claude-sonnet-4", "Anthropic", "1.5", "5", None),
-    ("claude-3-5-haiku", "Anthropic", "0.4", "5", None),
-    ("gemini-2.0-flash", "Google", "0.05", "4", None),
-    ("deepseek-chat", "DeepSeek", "0.135", "4", None),
-    ("text-embedding-3-small", "OpenAI", "0.01", "1", None),
-    ("dall-e-3", "OpenAI", "1", "1", 40_000),
+    ("gpt-4o-mini", "OpenAI", "0.075", "4", None, None),
+    ("gpt-4o", "OpenAI", "1.25", "4", None, None),
+    ("gpt-4.1", "OpenAI", "1", "4", None, "0.25"),
+    ("o3-mini", "OpenAI", "0.55", "4", None, None),
+    ("claude-sonnet-4", "Anthropic", "1.5", "5", None, None),
+    ("claude-3-5-haiku", "Anthropic", "0.4", "5", None, None),
+    ("gemini-2.0-flash", "Google", "0.05", "4", None, None),
+    ("deepseek-chat", "DeepSeek", "0.135", "4", None, None),
+    ("text-embedding-3-small", "OpenAI", "0.01", "1", None, "1"),
+    ("dall-e-3", "OpenAI", "1", "1", 40_000, "1"),
+]
+# Audio priced apart: input and output multipliers relative to text (OpenAI's audio preview:
+# $40 / $80 per million audio tokens against $2.50 / $10 for text).
+AUDIO = {"gpt-4o": ("16", "8")}
+# The simulated channels: one per vendor protocol, each serving its vendor's models natively.
+SIMULATORS = [
+    (SIMULATOR, "openai", ("OpenAI", "DeepSeek")),
+    (f"{SIMULATOR} (Anthropic)", "anthropic", ("Anthropic",)),
+    (f"{SIMULATOR} (Gemini)", "gemini", ("Google",)),
 ]
 TIERS = [(500, "5"), (2_000, "8"), (10_000, "10")]
 
@@ -103,12 +113,16 @@ def _prices():
                 "position": position,
             },
         )
-    for model, vendor, multiplier, completion, per_call in MODELS:
+    for model, vendor, multiplier, completion, per_call, cache_read in MODELS:
         kind = ModelPrice.Kind.CHAT
         if "embedding" in model:
             kind = ModelPrice.Kind.EMBEDDING
         elif per_call:
             kind = ModelPrice.Kind.IMAGE
+        rates = ModelPrice.vendor_cache_rates(vendor)
+        if cache_read is not None:
+            rates["cache_read_multiplier"] = Decimal(cache_read)
+        audio_input, audio_output = AUDIO.get(model, ("1", "1"))
         ModelPrice.objects.get_or_create(
             model=model,
             defaults={
@@ -118,6 +132,9 @@ def _prices():
                 "completion_multiplier": Decimal(completion),
                 "pricing": ModelPrice.Pricing.PER_CALL if per_call else ModelPrice.Pricing.TOKENS,
                 "call_price": per_call or 0,
+                "audio_input_multiplier": Decimal(audio_input),
+                "audio_output_multiplier": Decimal(audio_output),
+                **rates,
             },
         )
     for dollars, percent in TIERS:
@@ -127,18 +144,27 @@ def _prices():
 
 
 def _simulator():
-    channel, created = Channel.objects.get_or_create(
-        name=SIMULATOR,
-        defaults={
-            "type": Channel.Type.SIMULATOR,
-            "model_names": [model for model, *_rest in MODELS],
-            "priority": 0,
-            "weight": 10,
-            "simulator": {"latency_ms": 300, "error_rate": 0.0, "completion_tokens": 24},
-        },
-    )
-    if created:
-        channel.lines.set(Line.objects.all())
+    for position, (name, dialect, vendors) in enumerate(SIMULATORS):
+        channel, created = Channel.objects.get_or_create(
+            name=name,
+            defaults={
+                "type": Channel.Type.SIMULATOR,
+                "model_names": [model for model, vendor, *_rest in MODELS if vendor in vendors],
+                # The vendors' own simulators first, should an older demo's serve theirs too.
+                "priority": 1 if position else 0,
+                "weight": 10,
+                "simulator": {
+                    "latency_ms": 300,
+                    "error_rate": 0.0,
+                    "completion_tokens": 24,
+                    "dialect": dialect,
+                    # Small, so that a short conversation's second turn already shows a cache.
+                    "cache_min_tokens": 64,
+                },
+            },
+        )
+        if created:
+            channel.lines.set(Line.objects.all())
 
 
 def _demo_key(demo):

@@ -32,7 +32,6 @@ def response(
         if isinstance(function, dict):
             item = _call_item(f"fc_{key}_{len(output)}", call.get("id"), function)
             output.append({**item, "status": "completed"})
-    reported = (answer or {}).get("usage")
     return json.dumps(
         response_object(
             request,
@@ -40,7 +39,7 @@ def response(
             created_at=created_at,
             status=status,
             output=output,
-            usage=_usage(usage, reported),
+            usage=_usage(usage),
             incomplete=incomplete,
         )
     ).encode()
@@ -96,29 +95,18 @@ def _status(finish_reason: object) -> tuple[str, Payload | None]:
     return "completed", None
 
 
-def _usage(usage: Usage, reported: object) -> Payload:
-    """The billed usage, with the cached and reasoning tokens the channel reported in it."""
-    details = reported if isinstance(reported, dict) and not usage.estimated else {}
-    prompt_details = details.get("prompt_tokens_details")
+def _usage(usage: Usage) -> Payload:
+    """The billed usage, with its cached and reasoning parts."""
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {
-            "cached_tokens": _detail(prompt_details, "cached_tokens"),
-            "cache_write_tokens": _detail(prompt_details, "cache_write_tokens"),
+            "cached_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_5m_tokens + usage.cache_write_1h_tokens,
         },
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {
-            "reasoning_tokens": _detail(
-                details.get("completion_tokens_details"), "reasoning_tokens"
-            )
-        },
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
-
-
-def _detail(details: object, name: str) -> int:
-    value = details.get(name) if isinstance(details, dict) else None
-    return value if _whole(value) and value >= 0 else 0
 
 
 def _output_text(text: str) -> Payload:
@@ -206,14 +194,14 @@ class ResponseStream:
         """The last events: the items closed, then response.completed or .incomplete."""
         status, incomplete = _status(self.finish_reason)
         events = self._close("completed" if status == "completed" else "incomplete")
-        response = self._response(status, usage=_usage(usage, self.usage), incomplete=incomplete)
+        response = self._response(status, usage=_usage(usage), incomplete=incomplete)
         return b"".join(events) + self._event(f"response.{status}", response=response)
 
     def failed(self, usage: Usage) -> bytes:
         """The last events of an answer the channel broke off: response.failed."""
         events = self._close("incomplete")
         error = {"code": "server_error", "message": BROKEN_OFF}
-        response = self._response("failed", usage=_usage(usage, self.usage), error=error)
+        response = self._response("failed", usage=_usage(usage), error=error)
         return b"".join(events) + self._event("response.failed", response=response)
 
     def _text(self, delta: str) -> list[bytes]:
