@@ -7,9 +7,19 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.models import ModelPrice
 from logs.models import ChannelMinute
 from relay.health import channel_test, channels_put_back
 from relay.models import Channel
+
+# The kinds that reach a provider, with an example of their base URL.
+BASE_URLS = {
+    Channel.Type.OPENAI: "https://api.openai.com/v1",
+    Channel.Type.ANTHROPIC: "https://api.anthropic.com/v1",
+    Channel.Type.GEMINI: "https://generativelanguage.googleapis.com/v1beta",
+}
+# The kinds whose protocol has chat alone (no embeddings, no images).
+CHAT_ONLY = {Channel.Type.ANTHROPIC, Channel.Type.GEMINI}
 
 
 class ChannelForm(forms.ModelForm):
@@ -70,8 +80,22 @@ class ChannelForm(forms.ModelForm):
     def clean(self):
         super().clean()
         cleaned = self.cleaned_data
-        if cleaned.get("type") == Channel.Type.OPENAI and not cleaned.get("base_url"):
-            self.add_error("base_url", "An OpenAI-compatible channel needs its base URL.")
+        kind = cleaned.get("type")
+        if kind in BASE_URLS and not cleaned.get("base_url"):
+            self.add_error(
+                "base_url",
+                f"A channel of this kind needs its base URL, such as {BASE_URLS[kind]}.",
+            )
+        if kind in CHAT_ONLY:
+            served = set(cleaned.get("model_list") or ())
+            others = ModelPrice.objects.filter(model__in=served).exclude(kind=ModelPrice.Kind.CHAT)
+            if others.exists():
+                names = ", ".join(sorted(others.values_list("model", flat=True)))
+                self.add_error(
+                    "model_list",
+                    f"This kind of channel serves chat models only; move {names} to an "
+                    "OpenAI-compatible channel.",
+                )
         # The stored key belongs to the address it was entered for: it never follows a new one.
         moved = self.instance.pk and "base_url" in self.changed_data
         if moved and self.instance.key_encrypted and not cleaned.get("api_key", "").strip():

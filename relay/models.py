@@ -22,12 +22,18 @@ class Channel(CountersOutOfSave, models.Model):
 
     class Type(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic (Messages API)"
+        GEMINI = "gemini", "Google Gemini (generateContent)"
         SIMULATOR = "simulator", "Simulator (answers in process)"
 
     name = models.CharField(max_length=100, unique=True)
     type = models.CharField(max_length=20, choices=Type.choices, default=Type.OPENAI)
     base_url = models.URLField(
-        blank=True, help_text="Up to and including /v1, e.g. https://api.openai.com/v1."
+        blank=True,
+        help_text=(
+            "Up to and including the version: https://api.openai.com/v1, "
+            "https://api.anthropic.com/v1, https://generativelanguage.googleapis.com/v1beta."
+        ),
     )
     key_encrypted = models.TextField(blank=True, editable=False)
     key_hint = models.CharField(max_length=12, blank=True, editable=False)

@@ -108,6 +108,12 @@ class Router:
                     channel, f"HTTP {reply.status}: the channel's key was refused", disable=True
                 )
                 continue
+            if reply.status == 402:  # our account at the provider is out of credit
+                reply.close()
+                self.failed(
+                    channel, "HTTP 402: the channel's account has no credit left", disable=True
+                )
+                continue
             self.failures.pop(channel.id, None)
             if stream and reply.status == 200:
                 return Forwarded(channel.id, tries, reply)

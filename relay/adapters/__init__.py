@@ -9,8 +9,9 @@ from typing import Protocol
 
 import aiohttp
 
-from relay.adapters import openai_compatible, simulator
+from relay.adapters import anthropic, gemini, openai_compatible, simulator
 from relay.adapters.base import Reply, UpstreamError
+from relay.bridges.anthropic import CACHE_MARKS
 from relay.config import ChannelSnapshot
 from relay.metering import Payload
 
@@ -27,7 +28,12 @@ class Adapter(Protocol):
     ) -> Reply: ...
 
 
-ADAPTERS: dict[str, Adapter] = {"openai": openai_compatible, "simulator": simulator}
+ADAPTERS: dict[str, Adapter] = {
+    "openai": openai_compatible,
+    "anthropic": anthropic,
+    "gemini": gemini,
+    "simulator": simulator,
+}
 
 
 async def call(
@@ -47,8 +53,11 @@ async def call(
 
 
 def for_channel(payload: Payload, channel: ChannelSnapshot, stream: bool) -> Payload:
-    """The payload for one channel: its model name, and usage asked for on streams."""
+    """The payload for one channel: its model name, usage asked for on streams, and the cache
+    breakpoints a bridged request carries only where the channel reads them."""
     mapped = payload
+    if CACHE_MARKS in payload:
+        mapped = _unmarked(payload, keep=channel.kind in KINDS_WITH_CACHE_CONTROL)
     upstream_model = channel.upstream_model(payload["model"])
     if upstream_model != payload["model"]:
         mapped = {**mapped, "model": upstream_model}
@@ -58,6 +67,34 @@ def for_channel(payload: Payload, channel: ChannelSnapshot, stream: bool) -> Pay
             "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True},
         }
     return mapped
+
+
+# Channel kinds that read cache_control on a message's parts; others may refuse the request.
+KINDS_WITH_CACHE_CONTROL = frozenset({"anthropic", "simulator"})
+
+
+def _unmarked(payload: Payload, *, keep: bool) -> Payload:
+    """A request without the bridge's mark, and without its cache breakpoints unless `keep`."""
+    unmarked = {name: value for name, value in payload.items() if name != CACHE_MARKS}
+    if keep:
+        return unmarked
+    messages = []
+    for message in payload.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            parts = [
+                {k: v for k, v in part.items() if k != "cache_control"}
+                if isinstance(part, dict)
+                else part
+                for part in content
+            ]
+            if all(isinstance(p, dict) and p.get("type") == "text" for p in parts):
+                # Text alone, as the bridge sends it unmarked: for channels that take no parts.
+                message = {**message, "content": "\n\n".join(str(p.get("text")) for p in parts)}
+            else:
+                message = {**message, "content": parts}
+        messages.append(message)
+    return {**unmarked, "messages": messages}
 
 
 __all__ = ["ADAPTERS", "Reply", "UpstreamError", "call", "for_channel"]

@@ -1,3 +1,4 @@
+import json
 from collections.abc import AsyncIterator
 
 
@@ -20,3 +21,24 @@ class Reply:
 
     def close(self) -> None:
         """Frees the connection; the rest of the body is not read."""
+
+
+class LocalReply(Reply):
+    """An answer given without asking the channel: a request its kind cannot take."""
+
+    def __init__(self, status: int, content: bytes) -> None:
+        self.status = status
+        self.content = content
+
+    async def body(self) -> bytes:
+        return self.content
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        yield self.content
+
+
+def error_body(message: str, kind: str, code: str | None, param: str | None = None) -> bytes:
+    """An error in OpenAI's shape, as the adapters of other vendors answer theirs."""
+    return json.dumps(
+        {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    ).encode()

@@ -3,9 +3,13 @@ completion request, and the chat answer made into a Message, whole or as Anthrop
 events (https://docs.anthropic.com/en/api/messages, .../messages-streaming).
 
 What chat completions cannot carry is left out on the way in: thinking blocks (a channel cannot
-take them back), cache_control, top_k, metadata, the `thinking` setting, and Anthropic's server
-tools (web search and the like, which run at Anthropic). A mistake in what we read is refused,
-naming the field and saying what to send.
+take them back), top_k, metadata, the `thinking` setting, and Anthropic's server tools (web
+search and the like, which run at Anthropic). A mistake in what we read is refused, naming the
+field and saying what to send.
+
+cache_control on the system prompt, text and tool results is kept on the chat message's parts,
+where an Anthropic channel reads it back (prompt caching is most of an agent's bill); the
+request is marked (CACHE_MARKS) so that it is taken off for the channels that refuse it.
 """
 
 import json
@@ -24,6 +28,8 @@ STOP_REASONS = {
 }
 # Blocks of an assistant's turn that a chat channel cannot take back: left out.
 DROPPED_BLOCKS = {"thinking", "redacted_thinking"}
+# A chat request's mark that the bridge put cache_control on its parts (see relay.adapters).
+CACHE_MARKS = "_cache_marks"
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -70,7 +76,20 @@ def chat_request(request: Payload, *, counting: bool = False) -> Payload:
     if stops:
         chat["stop"] = stops
     chat.update(_tools(request.get("tools"), request.get("tool_choice")))
+    if any(_marked(message) for message in chat["messages"]):
+        chat[CACHE_MARKS] = True
     return chat
+
+
+def _marked(message: Payload) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any("cache_control" in part for part in content)
+
+
+def _cached(part: Payload, block: Payload) -> Payload:
+    """A chat part with the block's cache breakpoint, if it has one."""
+    mark = block.get("cache_control")
+    return {**part, "cache_control": mark} if isinstance(mark, dict) else part
 
 
 def _max_tokens(value: object) -> int:
@@ -96,6 +115,9 @@ def _system(system: object) -> list[Payload]:
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
     if isinstance(system, list) and all(_is_text_block(block) for block in system):
+        if any("cache_control" in block for block in system):
+            parts = [_cached({"type": "text", "text": block["text"]}, block) for block in system]
+            return [{"role": "system", "content": parts}]
         text = "\n\n".join(block["text"] for block in system)
         return [{"role": "system", "content": text}] if text else []
     raise errors.bad_field(
@@ -173,16 +195,16 @@ def _user(blocks: list[Payload], where: str) -> list[Payload]:
             results.append(result)
             parts += images  # a tool message holds text only: its images follow as the user's
         elif kind == "text":
-            parts.append({"type": "text", "text": _text(block, at)})
+            parts.append(_cached({"type": "text", "text": _text(block, at)}, block))
         elif kind == "image":
-            parts.append(_image(block, at))
+            parts.append(_cached(_image(block, at), block))
         elif kind == "document":
             parts.append(_document(block, at))
         elif kind not in DROPPED_BLOCKS:
             raise _unknown_block(kind, at, "text, image, document or tool_result")
     if not parts:
         return results
-    if all(part["type"] == "text" for part in parts):
+    if all(part["type"] == "text" and "cache_control" not in part for part in parts):
         # Plain text for the many channels that take no list of parts.
         return [*results, {"role": "user", "content": "\n\n".join(p["text"] for p in parts)}]
     return [*results, {"role": "user", "content": parts}]
@@ -239,7 +261,10 @@ def _tool_result(block: Payload, where: str) -> tuple[Payload, list[Payload]]:
         )
     if block.get("is_error") is True:  # chat has no flag for it: the model reads it instead
         texts.insert(0, "The tool reported an error:")
-    message = {"role": "tool", "tool_call_id": block["tool_use_id"], "content": "\n".join(texts)}
+    said: str | list[Payload] = "\n".join(texts)
+    if "cache_control" in block:
+        said = [_cached({"type": "text", "text": "\n".join(texts)}, block)]
+    message = {"role": "tool", "tool_call_id": block["tool_use_id"], "content": said}
     return message, images
 
 
@@ -385,7 +410,23 @@ def message(answer: bytes, chat: Payload, message_id: str, usage: Usage) -> Payl
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
+        "usage": usage_counts(usage),
+    }
+
+
+def usage_counts(usage: Usage) -> Payload:
+    """The billed usage as Anthropic counts it: input_tokens without the cache's reads and
+    writes, which have counts of their own."""
+    writes = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cache_read_tokens - writes,
+        "cache_read_input_tokens": usage.cache_read_tokens,
+        "cache_creation_input_tokens": writes,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        },
+        "output_tokens": usage.completion_tokens,
     }
 
 
@@ -539,9 +580,8 @@ class MessageStream:
         """The last events, with the usage the call is billed for."""
         stop_reason, stop_sequence = _stop(self.finish, self.chat, bool(self.tool_blocks))
         delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
-        counts = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
         return (
             self._close()
-            + event("message_delta", {"delta": delta, "usage": counts})
+            + event("message_delta", {"delta": delta, "usage": usage_counts(usage)})
             + event("message_stop", {})
         )

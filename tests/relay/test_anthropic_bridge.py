@@ -5,11 +5,17 @@ import json
 
 import pytest
 
+from relay.adapters import for_channel
 from relay.bridges import anthropic as bridge
+from relay.config import ChannelSnapshot
 from relay.errors import GatewayError
 from relay.metering import Usage
 
 MODEL = "claude-sonnet-4-5"
+
+
+def channel_of(kind):
+    return ChannelSnapshot(1, "c", kind, "", "", {}, 0, 1, 1.0, 1.0, {})
 
 
 def convert(**request):
@@ -35,7 +41,7 @@ def test_the_basic_example():
     }
 
 
-def test_a_system_prompt_as_blocks_with_cache_control_is_one_system_message():
+def test_a_system_prompt_as_blocks_keeps_its_cache_breakpoint_for_the_channels_that_read_it():
     chat = convert(
         system=[
             {"type": "text", "text": "You are Claude Code."},
@@ -45,8 +51,27 @@ def test_a_system_prompt_as_blocks_with_cache_control_is_one_system_message():
     )
     assert chat["messages"][0] == {
         "role": "system",
+        "content": [
+            {"type": "text", "text": "You are Claude Code."},
+            {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+        ],
+    }
+    assert chat[bridge.CACHE_MARKS] is True
+    # An OpenAI-compatible channel gets one system message of plain text, and no mark.
+    plain = for_channel(chat, channel_of("openai"), stream=False)
+    assert plain["messages"][0] == {
+        "role": "system",
         "content": "You are Claude Code.\n\nBe brief.",
     }
+    assert bridge.CACHE_MARKS not in plain
+    native = for_channel(chat, channel_of("anthropic"), stream=False)
+    assert native["messages"][0] == chat["messages"][0] and bridge.CACHE_MARKS not in native
+
+
+def test_a_request_without_breakpoints_is_not_marked():
+    chat = convert(system="Be brief.", messages=[{"role": "user", "content": "Hi"}])
+    assert bridge.CACHE_MARKS not in chat
+    assert chat["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
 def test_sampling_and_stop_sequences_carry_over_and_anthropic_only_fields_are_dropped():
@@ -204,8 +229,20 @@ def test_a_tool_use_round_trip_with_parallel_calls_and_thinking():
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "15 degrees"},
-        {"role": "tool", "tool_call_id": "toolu_2", "content": "20 degrees"},
+        {
+            "role": "tool",
+            "tool_call_id": "toolu_2",
+            "content": [
+                {"type": "text", "text": "20 degrees", "cache_control": {"type": "ephemeral"}}
+            ],
+        },
     ]
+    plain = for_channel(chat, channel_of("openai"), stream=False)
+    assert plain["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "toolu_2",
+        "content": "20 degrees",
+    }
 
 
 def test_text_after_tool_results_follows_them_as_the_users():
@@ -395,11 +432,31 @@ CHAT_ANSWER = {
 }
 
 
+NO_CACHE = {
+    "cache_read_input_tokens": 0,
+    "cache_creation_input_tokens": 0,
+    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+}
+
+
 def answer(choice=None, *, chat=None):
     body = dict(CHAT_ANSWER, choices=[choice] if choice else CHAT_ANSWER["choices"])
     return bridge.message(
         json.dumps(body).encode(), chat or {"model": MODEL}, "msg_1", Usage(10, 8, False)
     )
+
+
+def test_the_billed_usage_counts_cache_reads_and_writes_apart_as_anthropic_does():
+    usage = Usage(100, 8, False, cache_read_tokens=60, cache_write_5m_tokens=25,
+                  cache_write_1h_tokens=5)  # fmt: skip
+    counted = bridge.message(json.dumps(CHAT_ANSWER).encode(), {"model": MODEL}, "m", usage)
+    assert counted["usage"] == {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 60,
+        "cache_creation_input_tokens": 30,
+        "cache_creation": {"ephemeral_5m_input_tokens": 25, "ephemeral_1h_input_tokens": 5},
+        "output_tokens": 8,
+    }
 
 
 def test_a_text_answer_is_a_message_with_the_billed_usage():
@@ -411,7 +468,7 @@ def test_a_text_answer_is_a_message_with_the_billed_usage():
         "content": [{"type": "text", "text": "Hi! My name is Claude."}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 8},
+        "usage": NO_CACHE | {"input_tokens": 10, "output_tokens": 8},
     }
 
 
@@ -521,7 +578,7 @@ def test_a_text_stream_becomes_anthropics_events():
     assert events[6][1] == {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"input_tokens": 9, "output_tokens": 2},
+        "usage": NO_CACHE | {"input_tokens": 9, "output_tokens": 2},
     }
 
 

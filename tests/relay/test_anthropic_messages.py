@@ -158,7 +158,13 @@ def test_the_stream_on_the_wire(live_site, token_and_key, channel):
         "message_stop",
     ]
     last_delta = json.loads(events[-2][1].removeprefix("data: "))
-    assert last_delta["usage"] == {"input_tokens": 12, "output_tokens": 4}
+    assert last_delta["usage"] | {"cache_creation": None} == {
+        "input_tokens": 12,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_creation": None,
+        "output_tokens": 4,
+    }
 
 
 def test_count_tokens_is_our_estimate_and_costs_nothing(claude, upstream, alice):

@@ -70,6 +70,22 @@ def test_a_refused_channel_key_disables_the_channel_at_once(
     assert "key was refused" in disabled.disabled_reason
 
 
+def test_a_channel_out_of_credit_is_disabled_and_the_request_goes_elsewhere(
+    api, upstream, second_upstream, channel
+):
+    """A 402 from a provider is our account there running dry, not the client's doing."""
+    upstream.behaviour["status"] = 402
+    channel.priority = 10
+    channel.save()
+    make_channel(second_upstream, "backup")
+    reply = api.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    assert reply.choices
+    disabled = wait_until(
+        lambda: Channel.objects.filter(pk=channel.pk, auto_disabled_at__isnull=False).first()
+    )
+    assert "no credit left" in disabled.disabled_reason
+
+
 def test_retries_stop_at_the_configured_number_of_tries(api, upstream, channel, settings):
     settings.GATEWAY_MAX_TRIES = 2
     settings.CHANNEL_FAILURE_THRESHOLD = 100
