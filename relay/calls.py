@@ -2,6 +2,7 @@
 held for it (Reservation), and how it ended (Outcome), which is what its log row says."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -76,6 +77,9 @@ class Outcome:
     ttft_ms: int | None = None
     streamed: bool = False
     logged: bool = True  # False: counted in the rollups, without a log row of its own
+    # The body with the charge in it (micro-dollars → bytes), where the protocol has a place
+    # for it: set by handlers whose answer reports usage to the client.
+    costed: Callable[[int], bytes] | None = None
 
     @classmethod
     def of_error(

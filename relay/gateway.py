@@ -89,20 +89,26 @@ class Gateway:
             recording.let_go(self.book, call)
             raise
         # Charged and in the journal before the answer's last byte goes out.
+        charged = None
         try:
-            recording.settle(self.book, self.recorder, call, outcome)
+            charged = recording.settle(self.book, self.recorder, call, outcome)
         except Exception:  # a bug here must not keep the call's money held until a restart
             log.exception("Gateway error settling request %s", call.id)
             recording.let_go(self.book, call)
             if not outcome.streamed:
                 outcome = Outcome.of_error(errors.internal_error(call.id))
-        if outcome.streamed:
-            await send({"type": "http.response.body", "body": outcome.body, "more_body": False})
-            return
         body = outcome.body
+        if charged is not None and outcome.costed is not None and outcome.status == 200:
+            body = outcome.costed(charged)
+        if outcome.streamed:
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        headers = outcome.headers
+        if charged is not None:  # what the answer cost, on every answer that had money held
+            headers = (*headers, (b"x-request-cost", b"%d" % charged))
         if outcome.status >= 400:
             body = handlers.error_body(scope["path"], outcome.status, body)
-        await http.respond(send, outcome.status, body, call.id, outcome.headers)
+        await http.respond(send, outcome.status, body, call.id, headers)
 
     async def admit(self, call: Call) -> tuple[TokenSnapshot, RelayConfig]:
         """The call's token, checked against the current config; and that config."""

@@ -1,7 +1,8 @@
 """A local stand-in for an OpenAI-compatible provider, on 127.0.0.1, in a thread.
 
 Tests set `behaviour` to make it fail, stall, drop usage, break a stream or send junk in it,
-end with another finish reason, or echo the request in its answers, streams and errors, and
+send a line too long to read, end with another finish reason, or echo the request in its
+answers, streams and errors, and
 read `received` to see what the gateway sent upstream. Given tools and a user's message last,
 it calls the first tool (as a model does), streamed in pieces or, with `whole_calls`, in one
 chunk; given the tool's result, it answers in text.
@@ -174,6 +175,8 @@ class FakeUpstream:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if self.behaviour.get("junk_chunk") and i == 0:  # JSON nested past any parser
                 await response.write(b"data: " + b"[" * 100_000 + b"\n\n")
+            if self.behaviour.get("huge_line") and i == 0:  # past aiohttp's line limit
+                await response.write(b'data: {"text": "' + b"PRIVATE " * 100_000 + b'"}\n\n')
             if self.behaviour.get("break_stream") and i == 1:
                 request.transport.close()
                 return response

@@ -4,6 +4,7 @@ import json
 from collections.abc import AsyncIterator
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.adapters.base import Reply, UpstreamError
 from relay.config import ChannelSnapshot
@@ -27,7 +28,8 @@ class HttpReply(Reply):
         try:
             async for line in self.response.content:
                 yield line
-        except (TimeoutError, aiohttp.ClientError) as error:
+        # A line past aiohttp's limit (LineTooLong, whose text quotes the line): unreadable.
+        except (TimeoutError, aiohttp.ClientError, HttpProcessingError) as error:
             raise UpstreamError(f"stream broke off: {type(error).__name__}") from None
         finally:
             self.response.release()

@@ -52,7 +52,9 @@ async def serve(gateway: "Gateway", call: Call, *, endpoint: Endpoint) -> Outcom
         return failed(forwarded)
     if call.stream and reply.status == 200:
         return await stream(call, forwarded, reply, payload, endpoint.path)
-    return passed_on(forwarded, reply.status, payload, endpoint.path)
+    # Embeddings' answers are large: their cost is in the header alone.
+    tell_cost = endpoint is not EMBEDDINGS
+    return passed_on(forwarded, reply.status, payload, endpoint.path, tell_cost=tell_cost)
 
 
 async def forward(
@@ -116,9 +118,11 @@ completions = functools.partial(serve, endpoint=COMPLETIONS)
 embeddings = functools.partial(serve, endpoint=EMBEDDINGS)
 
 
-def passed_on(forwarded: Forwarded, status: int, payload: Payload, path: str) -> Outcome:
-    """A whole answer. Not a 200: the request's own fault (a 4xx the channel would give again),
-    returned as it is, and it costs nothing."""
+def passed_on(
+    forwarded: Forwarded, status: int, payload: Payload, path: str, *, tell_cost: bool = False
+) -> Outcome:
+    """A whole answer; `tell_cost`: with what it cost in its usage. Not a 200: the request's
+    own fault (a 4xx the channel would give again), returned as it is, and it costs nothing."""
     content = forwarded.content
     if status != 200:
         if metering.json_object(content) is None:
@@ -131,12 +135,16 @@ def passed_on(forwarded: Forwarded, status: int, payload: Payload, path: str) ->
             channel_id=forwarded.channel_id,
             retries=forwarded.retries,
         )
+    answer = metering.json_object(content)
     return Outcome(
         200,
         content,
-        usage=metering.answer_usage(content, payload, path),
+        usage=metering.answer_usage(answer, payload, path),
         channel_id=forwarded.channel_id,
         retries=forwarded.retries,
+        costed=functools.partial(metering.with_cost, answer, content)
+        if tell_cost and answer
+        else None,
     )
 
 
@@ -164,8 +172,12 @@ async def stream(
     events = ChatEvents(wants_usage)
     relayed = await relay_stream(call, reply, forwarded.channel_id, events.feed)
     usage = metering.stream_usage(events.usage, events.content_chunks, payload, path)
-    last = BROKEN if relayed.error_code == "stream_broken" else b"".join(events.tail)
-    return streamed(forwarded, relayed, usage, last)
+    if relayed.error_code == "stream_broken":
+        return streamed(forwarded, relayed, usage, BROKEN)
+    outcome = streamed(forwarded, relayed, usage, b"".join(events.tail))
+    if events.usage_line is not None:
+        outcome.costed = functools.partial(events.last_with_cost, events.usage_line)
+    return outcome
 
 
 class ChatEvents:
@@ -178,6 +190,8 @@ class ChatEvents:
         self.usage: object = None
         self.content_chunks = 0
         self.tail: list[bytes] = []
+        # The client's usage chunk, held back (at `tail[0]`) to go out with its cost.
+        self.usage_line: Payload | None = None
 
     def feed(self, line: bytes) -> bytes:
         if self.tail or line.startswith(b"data: [DONE]"):
@@ -189,11 +203,22 @@ class ChatEvents:
                 chunk = metering.json_object(data)
                 if chunk and chunk.get("usage"):
                     self.usage = chunk["usage"]
-                    if not self.wants_usage and not chunk.get("choices"):
+                    if not chunk.get("choices"):
+                        if self.wants_usage:  # the last chunk but [DONE]: it waits for its cost
+                            self.usage_line = chunk
+                            self.tail.append(line)
                         return b""  # asked for by us, not by the client
             if b'"content"' in data and b'"content":""' not in data:
                 self.content_chunks += 1
         return line
+
+    def last_with_cost(self, chunk: Payload, charged: int) -> bytes:
+        """The stream's last bytes, its usage chunk with what the answer cost."""
+        first, rest = self.tail[0], self.tail[1:]
+        if rest and not rest[0].strip():  # the blank line that ended the usage chunk's event
+            rest = rest[1:]
+        costed = metering.with_cost(chunk, first[5:].strip(), charged)
+        return b"data: " + costed + b"\n\n" + b"".join(rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,26 +239,31 @@ async def relay_stream(
     disconnected = asyncio.ensure_future(http.wait_disconnect(call.receive))
     first_byte: float | None = None
     error_code = ""
+    lines = aiter(reply.lines())
     try:
-        async for line in reply.lines():
-            if disconnected.done():
-                error_code = "client_disconnected"
-                reply.close()
-                break
+        while True:
             try:
+                line = await anext(lines)
                 sent = translate(line)
+            except StopAsyncIteration:
+                break
+            except adapters.UpstreamError as error:
+                error_code = "stream_broken"
+                routing.broke_off(channel_id, str(error))
+                break
             except Exception as error:  # a chunk no protocol can read: the stream ends broken
                 # The type only: an error's text may quote the answer.
                 log.error("Request %s: unreadable stream chunk (%s)", call.id, type(error).__name__)
                 error_code = "stream_broken"
                 reply.close()
                 break
+            if disconnected.done():
+                error_code = "client_disconnected"
+                reply.close()
+                break
             if sent:
                 first_byte = first_byte or time.perf_counter()
                 await call.send({"type": "http.response.body", "body": sent, "more_body": True})
-    except adapters.UpstreamError as error:
-        error_code = "stream_broken"
-        routing.broke_off(channel_id, str(error))
     finally:
         disconnected.cancel()
     ttft_ms = int((first_byte - call.started) * 1000) if first_byte else None

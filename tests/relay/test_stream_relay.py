@@ -6,6 +6,8 @@ free and a second response head."""
 import asyncio
 
 import anthropic
+import openai
+import pytest
 
 from logs.models import RequestLog
 from relay.adapters import Reply
@@ -70,3 +72,46 @@ def test_a_chunk_the_relay_cannot_handle_ends_the_stream_as_broken():
     assert relayed.error_code == "stream_broken"
     assert sent == [b"data: one\n\n"] and reply.closed
     assert relayed.ttft_ms is not None
+
+
+class Failing(Lines):
+    """A channel's reply whose reading fails after its first line, as an adapter's bug would."""
+
+    async def lines(self):
+        yield self._lines[0]
+        raise TypeError(f"unhashable: {self._lines[1]!r}")
+
+
+def test_a_reply_that_fails_while_read_ends_the_stream_broken_and_logs_no_content(caplog):
+    sent = []
+
+    async def send(message):
+        sent.append(message["body"])
+
+    async def receive():
+        await asyncio.Event().wait()
+
+    async def relay():
+        scope = {"type": "http", "client": ("127.0.0.1", 1), "headers": []}
+        call = Call.of(scope, receive, send)
+        reply = Failing([b"data: one\n\n", b"PRIVATE answer text"])
+        return await relay_stream(call, reply, None, lambda line: line), reply
+
+    relayed, reply = asyncio.run(relay())
+    assert relayed.error_code == "stream_broken"
+    assert sent == [b"data: one\n\n"] and reply.closed
+    assert "TypeError" in caplog.text and "PRIVATE" not in caplog.text
+
+
+def test_a_line_too_long_to_read_ends_the_stream_broken_and_billed(api, upstream, alice):
+    """aiohttp refuses a line past its limit, quoting it: the stream ends broken, billed as
+    estimated, and the quote is in no log."""
+    upstream.behaviour["huge_line"] = True
+    chunks = []
+    with pytest.raises(openai.APIError):
+        for chunk in api.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True):
+            chunks.append(chunk)
+    assert chunks and chunks[0].choices[0].delta.content == "Hello"
+    row = wait_until(lambda: RequestLog.objects.filter(stream=True).first(), message="log row")
+    assert (row.status, row.error_code, row.usage_estimated) == (200, "stream_broken", True)
+    assert row.cost > 0
