@@ -2,7 +2,16 @@
 a configurable latency and error rate; an image model gets a small PNG of one colour, from the
 prompt. Its settings live in Channel.simulator:
 
-    {"latency_ms": 0, "error_rate": 0.0, "completion_tokens": 24}
+    {"latency_ms": 0, "error_rate": 0.0, "completion_tokens": 24,
+     "dialect": "openai", "cache_min_tokens": 1024}
+
+`dialect` is the vendor it speaks as: "openai", or "anthropic" / "gemini", whose native answers
+go through those channel kinds' own conversion (relay.adapters.anthropic, .gemini), as a real
+vendor's would. It caches prompts as the vendors do: a conversation's earlier turns (its prefix,
+from cache_min_tokens up) are read from the cache when the same prefix came within five minutes
+(an hour when a breakpoint asks for "ttl": "1h"); otherwise Anthropic writes them, where the
+request marks a breakpoint (cache_control), and the others cache them for free. A request with
+reasoning_effort spends half its answer on reasoning.
 """
 
 import asyncio
@@ -18,9 +27,13 @@ from typing import Any
 
 import aiohttp
 
+from relay.adapters import anthropic, gemini
 from relay.adapters.base import Reply
 from relay.config import ChannelSnapshot
 from relay.metering import Payload, estimate_prompt_tokens
+
+# The vendors whose native answers the simulator can give, as those channel kinds read them.
+NATIVE = {"anthropic": anthropic, "gemini": gemini}
 
 WORDS = [
     "This",
@@ -61,7 +74,7 @@ class SimulatedReply(Reply):
     def __init__(
         self,
         status: int,
-        payload: dict[str, Any] | None = None,
+        payload: dict[str, Any] | bytes | None = None,
         chunks: list[bytes] | None = None,
         delay: float = 0.0,
     ) -> None:
@@ -73,6 +86,8 @@ class SimulatedReply(Reply):
     async def body(self) -> bytes:
         if self._delay:
             await asyncio.sleep(self._delay)
+        if isinstance(self._payload, bytes):
+            return self._payload
         return json.dumps(self._payload).encode()
 
     async def lines(self) -> AsyncIterator[bytes]:
@@ -90,6 +105,56 @@ def _settings(channel: ChannelSnapshot) -> tuple[float, float, int]:
         min(max(float(config.get("error_rate", 0)), 0), 1),
         max(int(config.get("completion_tokens", 24)), 1),
     )
+
+
+CACHE_MIN_TOKENS = 1024  # the vendors' smallest cacheable prompt
+CACHE_SECONDS = {"5m": 300, "1h": 3600}
+
+
+class PromptCache:
+    """The prefixes this process has seen, by a digest of their text, until they expire."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.expiry: dict[bytes, float] = {}
+
+    def look_up(self, key: bytes, ttl: float) -> bool:
+        """Whether `key` is cached; it is cached for `ttl` seconds from now either way."""
+        now = time.monotonic()
+        hit = self.expiry.get(key, 0.0) > now
+        if len(self.expiry) >= self.size and key not in self.expiry:
+            self.expiry = {k: t for k, t in self.expiry.items() if t > now}
+            if len(self.expiry) >= self.size:
+                self.expiry.clear()
+        self.expiry[key] = max(self.expiry.get(key, 0.0), now + ttl)
+        return hit
+
+
+PROMPT_CACHE = PromptCache()
+
+
+def _cache_counts(
+    channel: ChannelSnapshot, payload: Payload, prompt_tokens: int, dialect: str
+) -> tuple[int, int, int]:
+    """(cache read, 5-minute write, 1-hour write) for a chat request's prompt: its prefix is
+    everything but the last message."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or len(messages) < 2:
+        return 0, 0, 0
+    prefix = {**payload, "messages": messages[:-1]}
+    prefix_tokens = min(estimate_prompt_tokens(prefix, "chat/completions"), prompt_tokens)
+    config = channel.simulator or {}
+    if prefix_tokens < int(config.get("cache_min_tokens", CACHE_MIN_TOKENS)):
+        return 0, 0, 0
+    ttl = "1h" if '"ttl": "1h"' in json.dumps(messages[:-1]) else "5m"
+    key = hashlib.sha256(
+        json.dumps([channel.id, payload.get("model"), prefix["messages"]], sort_keys=True).encode()
+    ).digest()
+    if PROMPT_CACHE.look_up(key, CACHE_SECONDS[ttl]):
+        return prefix_tokens, 0, 0
+    if dialect == "anthropic" and "cache_control" in json.dumps(messages[:-1]):
+        return (0, prefix_tokens, 0) if ttl == "5m" else (0, 0, prefix_tokens)
+    return 0, 0, 0  # written for free, as OpenAI and Gemini cache
 
 
 async def call(
@@ -114,11 +179,37 @@ async def call(
         completion_tokens = min(completion_tokens, limit)
     words = [WORDS[i % len(WORDS)].format(model=model) for i in range(completion_tokens)]
     prompt_tokens = estimate_prompt_tokens(payload, path)
-    usage = {
+    dialect = str((channel.simulator or {}).get("dialect", "openai"))
+    read, write_5m, write_1h = (
+        _cache_counts(channel, payload, prompt_tokens, dialect)
+        if path == "chat/completions"
+        else (0, 0, 0)
+    )
+    reasoning = completion_tokens // 2 if payload.get("reasoning_effort") else 0
+    if dialect in {"anthropic", "gemini"} and path == "chat/completions":
+        counts = {
+            "input": prompt_tokens - read - write_5m - write_1h,
+            "cache_read": read,
+            "cache_write_5m": write_5m,
+            "cache_write_1h": write_1h,
+            "output": completion_tokens,
+            "reasoning": reasoning,
+        }
+        vendor = NATIVE[dialect]
+        native = vendor.simulated(model, words, counts, stream=stream)
+        if isinstance(native, list):
+            raw = SimulatedReply(200, chunks=native, delay=delay)
+        else:
+            raw = SimulatedReply(200, native, delay=delay)
+        return vendor.reply_of(raw, payload, stream=stream)
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if path == "chat/completions":  # as OpenAI reports a chat answer's usage
+        usage["prompt_tokens_details"] = {"cached_tokens": read}
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
     created = int(time.time())
     answer_id = f"chatcmpl-sim{created}"
     if stream and path == "chat/completions":
@@ -150,7 +241,7 @@ def _stream(
     created: int,
     model: str,
     words: list[str],
-    usage: dict[str, int],
+    usage: dict[str, Any],
     payload: Payload,
 ) -> list[bytes]:
     def event(delta: dict[str, str], finish: str | None = None, with_usage: bool = False) -> bytes:
