@@ -38,6 +38,26 @@ class HttpReply(Reply):
         self.response.close()
 
 
+async def post(
+    session: aiohttp.ClientSession,
+    channel: ChannelSnapshot,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+) -> aiohttp.ClientResponse:
+    """POSTs to a channel, within its timeouts; a channel that cannot be reached raises
+    UpstreamError. Every kind that speaks HTTP sends this way."""
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=channel.connect_timeout, sock_read=channel.read_timeout
+    )
+    try:
+        return await session.post(
+            url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+        )
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise UpstreamError(f"{type(error).__name__}: {error}") from None
+
+
 async def call(
     session: aiohttp.ClientSession,
     channel: ChannelSnapshot,
@@ -46,22 +66,10 @@ async def call(
     *,
     stream: bool,
 ) -> Reply:
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=channel.connect_timeout, sock_read=channel.read_timeout
-    )
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if channel.key:
         headers["Authorization"] = f"Bearer {channel.key}"
     if stream:
         headers["Accept"] = "text/event-stream"
-    try:
-        response = await session.post(
-            f"{channel.base_url}/{path}",
-            data=json.dumps(payload).encode(),
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    except (TimeoutError, aiohttp.ClientError) as error:
-        raise UpstreamError(f"{type(error).__name__}: {error}") from None
-    return HttpReply(response)
+    body = json.dumps(payload).encode()
+    return HttpReply(await post(session, channel, f"{channel.base_url}/{path}", body, headers))

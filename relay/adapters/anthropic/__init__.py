@@ -24,7 +24,7 @@ from relay.adapters.anthropic.answer import chat_completion, error_of, usage_of
 from relay.adapters.anthropic.request import Refused, messages_request
 from relay.adapters.anthropic.stream import ChatChunks, EventReader
 from relay.adapters.base import LocalReply, Reply, UpstreamError, error_body
-from relay.adapters.openai_compatible import HttpReply
+from relay.adapters.openai_compatible import HttpReply, post
 from relay.config import ChannelSnapshot
 from relay.metering import Payload, json_object
 
@@ -70,9 +70,6 @@ async def call(
                 refused.message, "invalid_request_error", "unsupported_value", refused.param
             ),
         )
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=channel.connect_timeout, sock_read=channel.read_timeout
-    )
     headers = {
         "x-api-key": channel.key,
         "anthropic-version": VERSION,
@@ -82,16 +79,7 @@ async def call(
     body = json.dumps(request).encode()
     if b'"ttl": "1h"' in body:  # hour-long cache writes were a beta: asked for by name
         headers["anthropic-beta"] = EXTENDED_CACHE_TTL
-    try:
-        response = await session.post(
-            f"{channel.base_url}/messages",
-            data=body,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    except (TimeoutError, aiohttp.ClientError) as error:
-        raise UpstreamError(f"{type(error).__name__}: {error}") from None
+    response = await post(session, channel, f"{channel.base_url}/messages", body, headers)
     reply = reply_of(HttpReply(response), payload, stream=stream)
     if not stream and reply.status == 200:
         # Read now, so that an answer we cannot read is a 502 the gateway fails over from.

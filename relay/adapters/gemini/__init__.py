@@ -29,7 +29,7 @@ from relay.adapters.gemini.answer import (
 )
 from relay.adapters.gemini.request import Refused, request_of
 from relay.adapters.gemini.stream import ChunkStream, events
-from relay.adapters.openai_compatible import HttpReply
+from relay.adapters.openai_compatible import HttpReply, post
 from relay.config import ChannelSnapshot
 from relay.metering import Payload, json_object
 
@@ -144,19 +144,7 @@ async def call(
         "Accept": "text/event-stream" if stream else "application/json",
         "x-goog-api-key": channel.key,
     }
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=channel.connect_timeout, sock_read=channel.read_timeout
-    )
-    try:
-        response = await session.post(
-            url,
-            data=json.dumps(native).encode(),
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-        )
-    except (TimeoutError, aiohttp.ClientError) as error:
-        raise UpstreamError(f"{type(error).__name__}: {error}") from None
+    response = await post(session, channel, url, json.dumps(native).encode(), headers)
     reply = reply_of(EventReply(response), payload, stream=stream)
     await reply.settle()
     return reply
