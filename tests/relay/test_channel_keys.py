@@ -149,3 +149,23 @@ def test_other_changes_keep_the_saved_key(staff_client, keyed_channel, old_addre
     assert staff_client.post(url, channel_form(keyed_channel, priority="5")).status_code == 302
     keyed_channel.refresh_from_db()
     assert (keyed_channel.priority, keyed_channel.get_key()) == (5, OLD_KEY)
+
+
+def test_a_vendor_channel_needs_its_base_url_and_serves_chat_models_only(
+    staff_client, keyed_channel, prices
+):
+    url = reverse("admin:relay_channel_change", args=[keyed_channel.pk])
+    form = channel_form(keyed_channel, type="anthropic", base_url="", api_key=NEW_KEY)
+    page = staff_client.post(url, form).content.decode()
+    assert "needs its base URL, such as https://api.anthropic.com/v1" in page
+    form = channel_form(
+        keyed_channel,
+        type="gemini",
+        base_url="https://generativelanguage.googleapis.com/v1beta",
+        api_key=NEW_KEY,
+        model_list="gpt-4o-mini\ntext-embedding-3-small",
+    )
+    page = staff_client.post(url, form).content.decode()
+    assert "serves chat models only; move text-embedding-3-small" in page
+    keyed_channel.refresh_from_db()
+    assert keyed_channel.type == "openai"
