@@ -146,13 +146,11 @@ def _cache_counts(
     config = channel.simulator or {}
     if prefix_tokens < int(config.get("cache_min_tokens", CACHE_MIN_TOKENS)):
         return 0, 0, 0
-    ttl = "1h" if '"ttl": "1h"' in json.dumps(messages[:-1]) else "5m"
-    key = hashlib.sha256(
-        json.dumps([channel.id, payload.get("model"), prefix["messages"]], sort_keys=True).encode()
-    ).digest()
-    if PROMPT_CACHE.look_up(key, CACHE_SECONDS[ttl]):
+    text = json.dumps([channel.id, payload.get("model"), prefix["messages"]], sort_keys=True)
+    ttl = "1h" if '"ttl": "1h"' in text else "5m"
+    if PROMPT_CACHE.look_up(hashlib.sha256(text.encode()).digest(), CACHE_SECONDS[ttl]):
         return prefix_tokens, 0, 0
-    if dialect == "anthropic" and "cache_control" in json.dumps(messages[:-1]):
+    if dialect == "anthropic" and '"cache_control"' in text:
         return (0, prefix_tokens, 0) if ttl == "5m" else (0, 0, prefix_tokens)
     return 0, 0, 0  # written for free, as OpenAI and Gemini cache
 

@@ -203,11 +203,11 @@ class ChatEvents:
                 chunk = metering.json_object(data)
                 if chunk and chunk.get("usage"):
                     self.usage = chunk["usage"]
-                    if not chunk.get("choices"):
-                        if self.wants_usage:  # the last chunk but [DONE]: it waits for its cost
+                    if not chunk.get("choices"):  # the usage chunk, the last but [DONE]
+                        if self.wants_usage:  # the client's: it waits for its cost
                             self.usage_line = chunk
                             self.tail.append(line)
-                        return b""  # asked for by us, not by the client
+                        return b""  # held back, or asked for by us alone
             if b'"content"' in data and b'"content":""' not in data:
                 self.content_chunks += 1
         return line
