@@ -23,6 +23,7 @@ is one fraction N / D, rounded once. Exact, and fast enough for the gateway's ho
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 # A multiplier: a Decimal (as the database keeps it) or a whole number; never a float.
 Multiplier = Decimal | int
@@ -98,6 +99,21 @@ class Tokens:
         object.__setattr__(self, "audio_output", min(self.audio_output, self.completion))
         object.__setattr__(self, "reasoning", min(self.reasoning, self.completion))
 
+    @classmethod
+    def of(cls, counted: Any) -> "Tokens":
+        """The tokens of anything that names them as a log row does (prompt_tokens,
+        cache_read_tokens, …): a usage, a breakdown."""
+        return cls(
+            counted.prompt_tokens,
+            counted.completion_tokens,
+            counted.cache_read_tokens,
+            counted.cache_write_5m_tokens,
+            counted.cache_write_1h_tokens,
+            counted.audio_input_tokens,
+            counted.audio_output_tokens,
+            counted.reasoning_tokens,
+        )
+
     @property
     def uncached_input(self) -> int:
         return (
@@ -168,16 +184,7 @@ class CostBreakdown:
 
     @property
     def tokens(self) -> Tokens:
-        return Tokens(
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.cache_read_tokens,
-            self.cache_write_5m_tokens,
-            self.cache_write_1h_tokens,
-            self.audio_input_tokens,
-            self.audio_output_tokens,
-            self.reasoning_tokens,
-        )
+        return Tokens.of(self)
 
     @property
     def rates(self) -> Rates:

@@ -45,16 +45,7 @@ class Usage(NamedTuple):
 
     @property
     def parts(self) -> Tokens:
-        return Tokens(
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.cache_read_tokens,
-            self.cache_write_5m_tokens,
-            self.cache_write_1h_tokens,
-            self.audio_input_tokens,
-            self.audio_output_tokens,
-            self.reasoning_tokens,
-        )
+        return Tokens.of(self)
 
 
 NO_USAGE = Usage(0, 0, False)
