@@ -3,6 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The site's links (SITE_URL, unless set) follow where `make run` serves, in development.
+export HOST PORT
 
 .PHONY: run test lint format install migrate demo clean
 
@@ -21,7 +23,8 @@ migrate: install
 demo: migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py demo_data
 
-# Serves the console and the gateway on one ASGI server, with the embedded defaults.
+# Serves the console and the gateway on one ASGI server, with the embedded defaults: without
+# REDIS_URL the server also runs the periodic jobs that Celery beat runs in production.
 run: demo
 	DEBUG=$${DEBUG:-1} $(PY) -m uvicorn console.asgi:application --host $(HOST) --port $(PORT) --no-access-log --no-proxy-headers
 

@@ -55,7 +55,15 @@ if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
 # Rotation: the new key in SECRET_KEY, the old ones here until what they signed has expired.
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 SITE_NAME = env("SITE_NAME", "Switchboard")
-SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# In development, where `make run` serves: its HOST and PORT (a server listening on every
+# interface is linked to by this machine's own address).
+_dev_host = env("HOST", "127.0.0.1")
+_dev_host = "127.0.0.1" if _dev_host in {"0.0.0.0", "::"} else _dev_host  # noqa: S104 (read)
+_dev_host = f"[{_dev_host}]" if ":" in _dev_host else _dev_host
+_default_site_url = (
+    f"http://{_dev_host}:{env('PORT', '8000')}" if DEBUG else "http://127.0.0.1:8000"
+)
+SITE_URL = env("SITE_URL", _default_site_url).rstrip("/")
 _site = urlsplit(SITE_URL)
 SITE_IS_HTTPS = _site.scheme == "https"
 
@@ -85,15 +93,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "allauth",
-    "allauth.account",
-    "allauth.mfa",
+    "accounts.apps.SignInEmailsConfig",  # allauth.account, named for the staff console
+    "accounts.apps.SignInTwoFactorConfig",  # allauth.mfa, likewise
     "django_htmx",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "console.lib.staticfiles.StaticFilesMiddleware",  # WhiteNoise, streaming under ASGI
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,7 +187,9 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# Without Redis, tasks run eagerly; the in-memory transport is named only because Celery opens
+# a connection to the broker even then (a URL with a host, so that kombu does not complain).
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -195,16 +205,26 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "global_keyprefix": f"{REDIS_PREFIX}:",
 }
 CELERY_TIMEZONE = "UTC"
+# How often the periodic jobs below run (log pruning: hourly), with beat or in process.
+PERIODIC_JOB_SECONDS = float(env("PERIODIC_JOB_SECONDS", "60"))
 CELERY_BEAT_SCHEDULE = {
-    "reconcile-recharge-orders": {"task": "billing.tasks.reconcile_orders", "schedule": 60.0},
+    "reconcile-recharge-orders": {
+        "task": "billing.tasks.reconcile_orders",
+        "schedule": PERIODIC_JOB_SECONDS,
+    },
     "apply-due-price-adjustments": {
         "task": "billing.tasks.apply_due_price_adjustments",
-        "schedule": 60.0,
+        "schedule": PERIODIC_JOB_SECONDS,
     },
-    "retest-disabled-channels": {"task": "relay.tasks.retest_channels", "schedule": 60.0},
-    "release-abandoned-holds": {"task": "relay.tasks.reap_holds", "schedule": 60.0},
+    "retest-disabled-channels": {
+        "task": "relay.tasks.retest_channels",
+        "schedule": PERIODIC_JOB_SECONDS,
+    },
+    "release-abandoned-holds": {"task": "relay.tasks.reap_holds", "schedule": PERIODIC_JOB_SECONDS},
     "prune-old-logs": {"task": "logs.tasks.prune_logs", "schedule": 3600.0},
 }
+# Without a broker there is no beat: the web process runs the schedule itself (console.asgi).
+PERIODIC_JOBS_IN_PROCESS = env_bool("PERIODIC_JOBS_IN_PROCESS", CELERY_TASK_ALWAYS_EAGER)
 
 # Email: printed to the terminal unless a mail server is configured.
 _email_host = env("EMAIL_HOST")
@@ -272,6 +292,12 @@ ACCOUNT_RATE_LIMITS = {
     "change_password": "5/m/user",
 }
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+# allauth's forms whose labels we write in sentence case, like the rest of the site.
+ACCOUNT_FORMS = {
+    "login": "accounts.forms.LoginForm",
+    "change_password": "accounts.forms.ChangePasswordForm",
+    "reset_password_from_key": "accounts.forms.ResetPasswordKeyForm",
+}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = SITE_NAME
 # Accept the codes of the neighbouring 30-second steps: phone clocks drift.
