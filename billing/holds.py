@@ -53,11 +53,14 @@ SHORT_SECONDS = 1.0
 
 class Refused(Exception):
     """A request the money does not cover. `code` is "insufficient_quota" (the balance) or
-    "token_quota_exceeded" (the token's own limit)."""
+    "token_quota_exceeded" (the token's own limit); `available` what the request could have
+    had of it, `held` what other requests in flight hold of it (free again once they end)."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, *, available: int = 0, held: int = 0) -> None:
         super().__init__(code)
         self.code = code
+        self.available = available
+        self.held = held
 
 
 @dataclass
@@ -67,12 +70,21 @@ class Lease:
     reserved: int = 0  # estimates of requests in flight
     spent: int = 0  # charged, not yet settled
     short_until: float = 0.0  # the database said "not enough" until then
+    # What the database had left, and what other processes held, when last asked.
+    outside: int = 0
+    elsewhere: int = 0
     last_active: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def free(self) -> int:
         return self.held - self.reserved - self.spent
+
+
+def _short(lease: Lease, amount: int) -> bool:
+    """Whether the database said a moment ago that it has less than what `amount` lacks (the
+    least a request can be served with: one that can be fitted to what is left still asks)."""
+    return lease.short_until > time.monotonic() and amount - lease.free > lease.outside
 
 
 @dataclass
@@ -112,21 +124,32 @@ class HoldBook:
         self.quotas: dict[int, Lease] = {}  # by token id
 
     async def reserve(
-        self, *, user_id: int, token_id: int | None, limited: bool, amount: int
-    ) -> None:
-        """Holds `amount` for one request on the account and, if limited, the token quota."""
-        account = await self._reserve(self.accounts, user_id, None, user_id, amount)
-        if account is None:
-            raise Refused("insufficient_quota")
+        self,
+        *,
+        user_id: int,
+        token_id: int | None,
+        limited: bool,
+        amount: int,
+        least: int | None = None,
+    ) -> int:
+        """Holds `amount` for one request on the account and, if limited, the token quota; or,
+        given `least`, as much of `amount` as the funds cover, if that is `least` or more.
+        Returns what it held; raises Refused when even `least` is not there."""
+        least = amount if least is None else min(least, amount)
+        account, taken = await self._reserve(
+            self.accounts, user_id, None, user_id, amount, least, "insufficient_quota"
+        )
         if limited and token_id is not None:
             try:
-                quota = await self._reserve(self.quotas, token_id, token_id, user_id, amount)
-            except BaseException:  # the database failed, or the request was cancelled
-                account.reserved -= amount
+                _quota, quota_taken = await self._reserve(
+                    self.quotas, token_id, token_id, user_id, taken, least, "token_quota_exceeded"
+                )
+            except BaseException:  # refused, the database failed, or the request was cancelled
+                account.reserved -= taken
                 raise
-            if quota is None:
-                account.reserved -= amount
-                raise Refused("token_quota_exceeded")
+            account.reserved -= taken - quota_taken
+            taken = quota_taken
+        return taken
 
     async def _reserve(
         self,
@@ -135,43 +158,48 @@ class HoldBook:
         token_id: int | None,
         user_id: int,
         amount: int,
-    ) -> Lease | None:
+        least: int,
+        code: str,
+    ) -> tuple[Lease, int]:
         lease = leases.get(key)
         if lease is None:
             lease = leases[key] = Lease(user_id=user_id)
-        now = time.monotonic()
-        lease.last_active = now
-        if lease.free < amount:
-            if lease.short_until > now:
-                return None
+        lease.last_active = time.monotonic()
+        if lease.free < amount and not _short(lease, least):
             async with lease.lock:  # one database top-up at a time per lease
-                if lease.free < amount and not await self._top_up(lease, user_id, token_id, amount):
-                    return None
-        lease.reserved += amount
-        return lease
+                if lease.free < amount and not _short(lease, least):
+                    await self._top_up(lease, user_id, token_id, amount, least)
+        if lease.free < least:
+            held = lease.elsewhere + lease.reserved
+            raise Refused(code, available=max(lease.free, 0) + lease.outside, held=held)
+        taken = min(amount, lease.free)
+        lease.reserved += taken
+        return lease, taken
 
-    async def _top_up(self, lease: Lease, user_id: int, token_id: int | None, amount: int) -> bool:
-        """Asks the database for more money; asks other processes to give some back if it is
-        short while they hold some. True when the lease now covers `amount`."""
-        if lease.short_until > time.monotonic():
-            return False
+    async def _top_up(
+        self, lease: Lease, user_id: int, token_id: int | None, amount: int, least: int
+    ) -> None:
+        """Asks the database for more money, to cover `amount` or at least `least`; asks other
+        processes to give some back if it is short while they hold some."""
         for attempt in range(2):
-            granted, others = await self.run_db(
+            free = max(lease.free, 0)
+            acquired = await self.run_db(
                 hold_acquire,
                 owner=self.owner,
                 user_id=user_id,
                 token_id=token_id,
-                minimum=amount - max(lease.free, 0),
+                minimum=max(least - free, 0),
+                wanted=amount - free,
             )
-            lease.held += granted
+            lease.held += acquired.granted
+            lease.outside, lease.elsewhere = acquired.left, acquired.held_elsewhere
             if lease.free >= amount:
-                return True
-            if not others or self.ask_others is None or attempt:
+                return
+            if not acquired.others or self.ask_others is None or attempt:
                 break
-            await self.ask_others(user_id, token_id, others)
-        if not others:  # really gone: do not ask the database again for a while
+            await self.ask_others(user_id, token_id, acquired.others)
+        if not acquired.others:  # really gone: do not ask the database again for a while
             lease.short_until = time.monotonic() + SHORT_SECONDS
-        return False
 
     def funds_changed(self, user_ids: Iterable[int]) -> None:
         """A credit, or a token's limit, changed for these users: ask the database again."""
@@ -275,23 +303,44 @@ def _target(user_id: int, token_id: int | None) -> dict[str, Any]:
     return {"token_id": token_id}
 
 
-def hold_acquire(
-    *, owner: str, user_id: int, token_id: int | None, minimum: int
-) -> tuple[int, tuple[str, ...]]:
-    """Holds more money for `owner`: at least `minimum`, more when funds allow.
+class Acquired(NamedTuple):
+    """What hold_acquire held, and what it saw: what is left available after it, what other
+    owners hold, and those of them to ask to give back."""
 
-    Returns (amount held, other owners): the amount is 0 when the available balance (or token
-    quota) is below `minimum`; the other owners are named only then, and only if what they
-    hold would make up the difference.
+    granted: int
+    others: tuple[str, ...] = ()
+    left: int = 0
+    held_elsewhere: int = 0
+
+
+def hold_acquire(
+    *, owner: str, user_id: int, token_id: int | None, minimum: int, wanted: int | None = None
+) -> Acquired:
+    """Holds more money for `owner`: at least `minimum` (and `wanted`, if given), more when
+    funds allow; when they are short of `wanted`, all that is left if that is `minimum` or more.
+
+    The amount is 0 when the available balance (or token quota) is below `minimum`; the other
+    owners are named when what they hold would make up the difference (to `wanted`, when only
+    part of it was held).
     """
+    wanted = max(minimum, wanted or 0)
     with transaction.atomic():
         available = _available(user_id, token_id)
-        if available >= minimum:
-            for amount in dict.fromkeys((_lease_size(available, minimum), minimum)):
-                if held_take(user_id=user_id, token_id=token_id, amount=amount):
+        if available >= wanted:
+            for amount in dict.fromkeys((_lease_size(available, wanted), wanted)):
+                if amount and held_take(user_id=user_id, token_id=token_id, amount=amount):
                     _add_to_hold(owner, user_id, token_id, amount)
-                    return amount, ()
-        return 0, _owners_to_ask(owner, user_id, token_id, max(available, 0), minimum)
+                    return Acquired(amount, left=available - amount)
+        granted = 0
+        partly = minimum <= available < wanted and available > 0
+        if partly and held_take(user_id=user_id, token_id=token_id, amount=available):
+            _add_to_hold(owner, user_id, token_id, available)
+            granted = available
+        others = _held_by_others(owner, user_id, token_id)
+        short = minimum if not granted else wanted
+        ask = tuple(sorted(others)) if max(available, 0) + sum(others.values()) >= short else ()
+        left = max(available - granted, 0)
+        return Acquired(granted, ask, left, sum(others.values()))
 
 
 def _available(user_id: int, token_id: int | None) -> int:
@@ -307,19 +356,13 @@ def _available(user_id: int, token_id: int | None) -> int:
     return (quota[0] or 0) - quota[1] - quota[2] if quota else 0
 
 
-def _owners_to_ask(
-    owner: str, user_id: int, token_id: int | None, available: int, minimum: int
-) -> tuple[str, ...]:
-    """The other processes holding money of the account (or quota), if with what they hold
-    `minimum` would be there."""
-    others = dict(
+def _held_by_others(owner: str, user_id: int, token_id: int | None) -> dict[str, int]:
+    """What the other processes hold of the account (or quota), by owner."""
+    return dict(
         Hold.objects.filter(amount__gt=0, **_target(user_id, token_id))
         .exclude(owner=owner)
         .values_list("owner", "amount")
     )
-    if available + sum(others.values()) < minimum:
-        return ()
-    return tuple(sorted(others))
 
 
 def held_take(*, user_id: int, token_id: int | None, amount: int) -> bool:

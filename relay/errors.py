@@ -5,6 +5,8 @@ from uuid import UUID
 
 from django.conf import settings
 
+from console.lib.money import format_usd_price
+
 
 class GatewayError(Exception):
     """An answer in the OpenAI error shape: {"error": {"message", "type", "code", "param"}}."""
@@ -182,6 +184,51 @@ def insufficient_balance() -> GatewayError:
     )
 
 
+def hold_refused(
+    *,
+    token_name: str | None,
+    needed: int,
+    available: int,
+    held: int,
+    output_tokens: int,
+    explicit: bool,
+    fitting_max_tokens: int,
+    limit_field: str = "max_tokens",
+) -> GatewayError:
+    """A request refused because what it needs held is more than what is left, while some is:
+    `token_name` names the token whose quota is short (None: the balance). Says what the hold
+    is for, what is left, what other requests hold, and what to do (`limit_field`: the name of
+    the answer's limit in the client's protocol)."""
+    if token_name is not None:
+        code, whose = "token_quota_exceeded", f"the API token “{token_name}” has"
+        more = (
+            f"raise the token's limit (or set it to unlimited quota) at {settings.SITE_URL}/tokens/"
+        )
+        anchor = "token-quota"
+    else:
+        code, whose = "insufficient_quota", "your balance has"
+        more = f"recharge at {settings.SITE_URL}/billing/recharge/"
+        anchor = "insufficient-balance"
+    what = f"up to {output_tokens:,} output tokens" + (
+        f" (its {limit_field})" if explicit else f" (the default when {limit_field} is not set)"
+    )
+    message = (
+        f"This request needs {format_usd_price(needed)} held for its prompt and {what}, "
+        f"but {whose} only {format_usd_price(available)} left"
+    )
+    if held:
+        message += (
+            f" ({format_usd_price(held)} more is held for requests in progress, free again"
+            " once they end: within a few minutes at most)"
+        )
+    message += ". Nothing was charged. "
+    if fitting_max_tokens > 0:
+        message += f"Set {limit_field} to {fitting_max_tokens:,} or less, or {more}."
+    else:
+        message += f"Send a shorter prompt, or {more}."
+    return GatewayError(429, code, f"{message} See {help_link(anchor)}", type="insufficient_quota")
+
+
 def bad_json(detail: str) -> GatewayError:
     return GatewayError(
         400,
@@ -204,13 +251,35 @@ def body_too_large(limit: int) -> GatewayError:
     )
 
 
+SERVED_PATHS = (
+    "/v1/chat/completions, /v1/responses, /v1/messages, /v1/completions, /v1/embeddings, "
+    "/v1/images/generations and /v1/models"
+)
+
+
 def unknown_path(method: str, path: str) -> GatewayError:
     return GatewayError(
         404,
         "unknown_url",
-        f"Unknown API path {method} {path}. This gateway serves /v1/chat/completions, "
-        "/v1/responses, /v1/messages, /v1/completions, /v1/embeddings, "
-        "/v1/images/generations and /v1/models.",
+        f"Unknown API path {method} {path}. This gateway serves {SERVED_PATHS}, "
+        f"at the base URL {settings.SITE_URL}/v1. See {help_link('base-url')}",
+    )
+
+
+def wrong_base_url(method: str, path: str, served: str, *, anthropic: bool) -> GatewayError:
+    """An API call sent past the base URL's /v1 (or with another prefix): `served` is the path
+    it meant, which the gateway serves at /v1/…; `anthropic`: Anthropic's Messages API, whose
+    clients add /v1 themselves."""
+    if anthropic:
+        base = f"{settings.SITE_URL} (without /v1: Anthropic clients add it themselves)"
+    else:
+        base = f"{settings.SITE_URL}/v1 (with /v1, and nothing after it)"
+    return GatewayError(
+        404,
+        "wrong_base_url",
+        f"{method} {path} is not an API path: the base URL is set wrong. Set your client's "
+        f"base URL to {base}; this call is served at {settings.SITE_URL}{served}. "
+        f"See {help_link('base-url')}",
     )
 
 

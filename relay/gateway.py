@@ -30,6 +30,7 @@ from relay.calls import Call, Outcome, Reservation
 from relay.config import ConfigCache, RelayConfig, load_config
 from relay.database import DatabaseThreads
 from relay.errors import GatewayError
+from relay.metering import HoldAsk
 from relay.peers import Peers
 from relay.recorder import Recorder
 from relay.routing import Plan, Router
@@ -41,6 +42,38 @@ log = logging.getLogger(__name__)
 # up: all requests when it is away, one account's when it refuses that account's usage.
 MAX_PENDING_RECORDS = 200_000
 MAX_SET_ASIDE_RECORDS = 20_000
+# Funds below this (micro-dollars) that cannot pay for a request are "used up"; above it, the
+# refusal says what the request needs held and what is left.
+USED_UP_BELOW = 10_000
+
+
+def _hold_refused(
+    refusal: Refused, token: TokenSnapshot, ask: HoldAsk, endpoint: str
+) -> GatewayError:
+    """The error of a request the money does not cover: the quota or balance is used up, or
+    what this request needs held is more than what is left."""
+    on_token = refusal.code == "token_quota_exceeded"
+    available = max(refusal.available, 0)
+    fitting = ask.each_covered(available)
+    # Used up: less than a cent left, and not enough for this prompt and one output token.
+    if not refusal.held and (not available or (not fitting and available < USED_UP_BELOW)):
+        return (
+            errors.token_quota_exceeded(token.name) if on_token else errors.insufficient_balance()
+        )
+    return errors.hold_refused(
+        token_name=token.name if on_token else None,
+        needed=ask.amount,
+        available=available,
+        held=refusal.held,
+        output_tokens=ask.allowance.tokens,
+        explicit=ask.allowance.explicit,
+        fitting_max_tokens=fitting,
+        limit_field=LIMIT_FIELDS.get(endpoint, "max_tokens"),
+    )
+
+
+# The answer's limit as a protocol names it, where not max_tokens.
+LIMIT_FIELDS = {"responses": "max_output_tokens"}
 
 
 def _process_name() -> str:
@@ -117,24 +150,30 @@ class Gateway:
         auth.check(token, config, now=call.created_at, client_ip=call.client_ip)
         return token, config
 
-    async def hold(self, call: Call, token: TokenSnapshot, plan: Plan, amount: int) -> None:
-        """Holds `amount` for the call from the account's funds (and a limited token's quota),
-        or refuses it, as it does when the records of answers cannot be written."""
+    async def hold(self, call: Call, token: TokenSnapshot, plan: Plan, ask: HoldAsk) -> int:
+        """Holds what `ask` needs for the call from the account's funds (and a limited token's
+        quota), or refuses it, as it does when the records of answers cannot be written.
+        Returns the tokens each answer may have for what was held: the allowance's, or fewer
+        for a request without max_tokens when the funds are short (fitted to what is left)."""
         if (
             self.recorder.backlog > MAX_PENDING_RECORDS
             or self.recorder.waiting_of.get(token.user_id, 0) > MAX_SET_ASIDE_RECORDS
         ):
             raise errors.busy()
         limited = not token.unlimited_quota
+        amount = ask.amount
         try:
-            await self.book.reserve(
-                user_id=token.user_id, token_id=token.id, limited=limited, amount=amount
+            held = await self.book.reserve(
+                user_id=token.user_id,
+                token_id=token.id,
+                limited=limited,
+                amount=amount,
+                least=ask.least,
             )
         except Refused as refusal:
-            if refusal.code == "token_quota_exceeded":
-                raise errors.token_quota_exceeded(token.name) from None
-            raise errors.insufficient_balance() from None
-        call.reservation = Reservation(amount, limited, plan.price, plan.line)
+            raise _hold_refused(refusal, token, ask, call.endpoint) from None
+        call.reservation = Reservation(held, limited, plan.price, plan.line)
+        return ask.allowance.each if held >= amount else ask.each_covered(held)
 
     def refused(self, call: Call, error: GatewayError) -> Outcome:
         outcome = Outcome.of_error(error)

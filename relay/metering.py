@@ -7,6 +7,7 @@ whenever the upstream reports it. Estimated usage is marked as such in the log.
 """
 
 import json
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeIs
 
 from django.conf import settings
@@ -110,19 +111,96 @@ def _calls_tokens(calls: object) -> int:
     return total
 
 
-def completion_allowance(payload: Payload, path: str) -> int:
+LIMITED_PATHS = frozenset({"chat/completions", "completions"})
+
+
+class Allowance(NamedTuple):
+    """The completion tokens to hold money for: `each` answer's limit, times the `answers`
+    billed; `explicit`: the request set the limit (else it is GATEWAY_DEFAULT_MAX_TOKENS, and
+    the gateway may lower it to what the funds cover, and send it upstream)."""
+
+    each: int
+    answers: int
+    explicit: bool
+
+    @property
+    def tokens(self) -> int:
+        return self.each * self.answers
+
+
+def output_allowance(payload: Payload, path: str) -> Allowance:
     """The most completion tokens a request can produce, for holding money: the limit of one
     answer, times the answers asked for (n; and best_of on completions, all of them billed)."""
     if path == "embeddings":
-        return 0
-    each = settings.GATEWAY_DEFAULT_MAX_TOKENS
+        return Allowance(0, 1, True)
+    # Only text answers can be given a limit of ours (an image request has none to set).
+    each, explicit = settings.GATEWAY_DEFAULT_MAX_TOKENS, path not in LIMITED_PATHS
     for field in ("max_completion_tokens", "max_tokens"):
         value = payload.get(field)
         if _positive_int(value):
-            each = value
+            each, explicit = value, True
             break
     counts = [payload.get("n"), payload.get("best_of") if path == "completions" else None]
-    return each * max([c for c in counts if _positive_int(c)], default=1)
+    return Allowance(each, max([c for c in counts if _positive_int(c)], default=1), explicit)
+
+
+def completion_allowance(payload: Payload, path: str) -> int:
+    return output_allowance(payload, path).tokens
+
+
+# The shortest answer a request without max_tokens is fitted down to when funds are short.
+LEAST_FITTED_TOKENS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAsk:
+    """The money a request asks to have held: `amount` for its prompt and its allowance;
+    `least`, down to which a request without max_tokens is fitted to what the funds cover."""
+
+    price: Price
+    line: Line
+    prompt_tokens: int
+    allowance: Allowance
+
+    @property
+    def amount(self) -> int:
+        return hold_amount(self.price, self.line, self.prompt_tokens, self.allowance.tokens)
+
+    @property
+    def fits(self) -> bool:
+        """Whether the answers' limit may be lowered to what the funds cover."""
+        return not (self.allowance.explicit or self.price.per_call)
+
+    @property
+    def least(self) -> int:
+        if not self.fits:
+            return self.amount
+        each = min(LEAST_FITTED_TOKENS, self.allowance.each)
+        return hold_amount(self.price, self.line, self.prompt_tokens, each * self.allowance.answers)
+
+    def each_covered(self, held: int) -> int:
+        """The most tokens each answer may have for `held` to cover the request (0: not even
+        its prompt), at most the allowance's."""
+        if self.price.per_call:
+            return self.allowance.each if held >= self.amount else 0
+        low, high = 0, self.allowance.each
+        if hold_amount(self.price, self.line, self.prompt_tokens, 0) > held:
+            return 0
+        while low < high:  # the cost grows with the tokens: the last count `held` covers
+            middle = (low + high + 1) // 2
+            tokens = middle * self.allowance.answers
+            if hold_amount(self.price, self.line, self.prompt_tokens, tokens) <= held:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+
+def with_output_limit(payload: Payload, path: str, each: int) -> Payload:
+    """The request with its answers limited to `each` tokens, as the channel reads it: what the
+    gateway held money for, when the request set no limit of its own."""
+    field = "max_tokens" if path == "completions" else "max_completion_tokens"
+    return {**payload, field: each}
 
 
 def _positive_int(value: object) -> TypeIs[int]:

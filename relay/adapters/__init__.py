@@ -5,7 +5,9 @@ gateway can fail over to another channel before a single byte has gone to the cl
 A new kind (Anthropic, Gemini) is a module of its own next to these, in ADAPTERS.
 """
 
+import functools
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -61,12 +63,34 @@ def for_channel(payload: Payload, channel: ChannelSnapshot, stream: bool) -> Pay
     upstream_model = channel.upstream_model(payload["model"])
     if upstream_model != payload["model"]:
         mapped = {**mapped, "model": upstream_model}
+    if _limit_as_max_tokens(payload, channel):
+        # Most OpenAI-compatible servers read an answer's limit as max_tokens only (DeepSeek
+        # ignores max_completion_tokens), and the money held counts on that limit; OpenAI's
+        # own reasoning models take max_completion_tokens alone.
+        limit = mapped["max_completion_tokens"]
+        mapped = {k: v for k, v in mapped.items() if k != "max_completion_tokens"}
+        mapped["max_tokens"] = limit
     if stream and not (payload.get("stream_options") or {}).get("include_usage"):
         mapped = {
             **mapped,
             "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True},
         }
     return mapped
+
+
+def _limit_as_max_tokens(payload: Payload, channel: ChannelSnapshot) -> bool:
+    return (
+        "max_completion_tokens" in payload
+        and "max_tokens" not in payload
+        and channel.kind == "openai"
+        and not _openai_itself(channel.base_url)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _openai_itself(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
 
 
 # Channel kinds that read cache_control on a message's parts; others may refuse the request.

@@ -35,39 +35,41 @@ from relay.metering import Payload, estimate_prompt_tokens
 # The vendors whose native answers the simulator can give, as those channel kinds read them.
 NATIVE = {"anthropic": anthropic, "gemini": gemini}
 
-WORDS = [
-    "This",
-    "is",
-    "a",
-    "simulated",
-    "answer",
-    "from",
-    "the",
-    "{model}",
-    "model.",
-    "It",
-    "costs",
-    "what",
-    "a",
-    "real",
-    "answer",
-    "of",
-    "the",
-    "same",
-    "length",
-    "would,",
-    "so",
-    "that",
-    "you",
-    "can",
-    "try",
-    "the",
-    "console",
-    "without",
-    "a",
-    "provider",
-    "key.",
+# The answer, in whole sentences: as many of these as fit in its length, then the one of
+# SHORT_SENTENCES that makes up the rest, so that an answer ends at a sentence's end unless
+# max_tokens cut it (then its finish reason says "length"). A word is a token.
+SENTENCES = [
+    "This is a simulated answer.",
+    "It comes from the {model} model.",
+    "It costs what a real answer would.",
+    "Try the console without a provider key.",
 ]
+SHORT_SENTENCES = {
+    1: "Done.",
+    2: "That's all.",
+    3: "Ask me more.",
+    4: "I hope this helps.",
+    5: "Thank you for the question.",
+    6: "Tell me what else you need.",
+}
+
+
+def answer_words(model: str, count: int) -> list[str]:
+    """An answer of `count` words that ends at the end of a sentence."""
+    words: list[str] = []
+    index = 0
+    while True:
+        sentence = SENTENCES[index % len(SENTENCES)].format(model=model).split()
+        if len(words) + len(sentence) > count:
+            break
+        words += sentence
+        index += 1
+    left = count - len(words)
+    while left:
+        filler = SHORT_SENTENCES[min(left, len(SHORT_SENTENCES))].split()
+        words += filler
+        left -= len(filler)
+    return words
 
 
 class SimulatedReply(Reply):
@@ -172,10 +174,12 @@ async def call(
         return SimulatedReply(200, _embeddings(payload, model), delay=delay)
     if path == "images/generations":
         return SimulatedReply(200, _image(payload), delay=delay)
+    words = answer_words(model, completion_tokens)
     limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    if isinstance(limit, int) and limit > 0:
-        completion_tokens = min(completion_tokens, limit)
-    words = [WORDS[i % len(WORDS)].format(model=model) for i in range(completion_tokens)]
+    cut = isinstance(limit, int) and 0 < limit < completion_tokens
+    if cut:
+        words = words[:limit]
+        completion_tokens = len(words)
     prompt_tokens = estimate_prompt_tokens(payload, path)
     dialect = str((channel.simulator or {}).get("dialect", "openai"))
     read, write_5m, write_1h = (
@@ -194,7 +198,7 @@ async def call(
             "reasoning": reasoning,
         }
         vendor = NATIVE[dialect]
-        native = vendor.simulated(model, words, counts, stream=stream)
+        native = vendor.simulated(model, words, counts, stream=stream, cut=cut)
         if isinstance(native, list):
             raw = SimulatedReply(200, chunks=native, delay=delay)
         else:
@@ -211,9 +215,9 @@ async def call(
     created = int(time.time())
     answer_id = f"chatcmpl-sim{created}"
     if stream and path == "chat/completions":
-        chunks = _stream(answer_id, created, model, words, usage, payload)
+        chunks = _stream(answer_id, created, model, words, usage, payload, cut=cut)
         return SimulatedReply(200, chunks=chunks, delay=delay)
-    kind, choices = _choices(path, " ".join(words))
+    kind, choices = _choices(path, " ".join(words), "length" if cut else "stop")
     answer = {
         "id": answer_id,
         "object": kind,
@@ -225,13 +229,13 @@ async def call(
     return SimulatedReply(200, answer, delay=delay)
 
 
-def _choices(path: str, text: str) -> tuple[str, list[dict[str, Any]]]:
+def _choices(path: str, text: str, finish: str) -> tuple[str, list[dict[str, Any]]]:
     """The answer's object type, and its one choice."""
     if path == "completions":
-        choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         return "text_completion", [choice]
     message = {"role": "assistant", "content": text}
-    return "chat.completion", [{"index": 0, "message": message, "finish_reason": "stop"}]
+    return "chat.completion", [{"index": 0, "message": message, "finish_reason": finish}]
 
 
 def _stream(
@@ -241,6 +245,8 @@ def _stream(
     words: list[str],
     usage: dict[str, Any],
     payload: Payload,
+    *,
+    cut: bool,
 ) -> list[bytes]:
     def event(delta: dict[str, str], finish: str | None = None, with_usage: bool = False) -> bytes:
         chunk = {
@@ -257,7 +263,7 @@ def _stream(
 
     chunks = [event({"role": "assistant", "content": ""})]
     chunks += [event({"content": (" " if i else "") + word}) for i, word in enumerate(words)]
-    chunks.append(event({}, finish="stop"))
+    chunks.append(event({}, finish="length" if cut else "stop"))
     if (payload.get("stream_options") or {}).get("include_usage"):
         chunks.append(event({}, with_usage=True))
     chunks.append(b"data: [DONE]\n\n")

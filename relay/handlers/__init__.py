@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.urls import Resolver404, resolve
+
 from relay import errors
 from relay.calls import Call, Outcome
 from relay.handlers import anthropic, images, model_list, openai, responses
@@ -54,23 +56,97 @@ ERROR_SHAPES: dict[str, Callable[[int, bytes], bytes]] = {
 
 
 def route(method: str, path: str) -> Route:
-    """The route of a request; refuses a path or a method the API does not have. A model's
-    page, /v1/models/{model}, is the list's (a model's name may hold slashes)."""
+    """The route of a request; refuses a path or a method the API does not have, and an API
+    call sent with a wrong base URL (/chat/completions, /v1/v1/…, /api/v1/…) says which base
+    URL to use. A model's page, /v1/models/{model}, is the list's (a model's name may hold
+    slashes)."""
     stripped = path.rstrip("/")
-    found = ROUTES.get(stripped)
-    if found is None and stripped.startswith("/v1/models/"):
-        found = ROUTES["/v1/models"]
-    if found is None and stripped.startswith("/v1/responses/"):
-        found = STORED_RESPONSE
+    found = _served(stripped)
     if found is None:
+        meant = api_call(path)
+        if meant is not None and _served("/v1" + meant[1]) is not None:
+            anthropic = meant[1].startswith("/messages")
+            raise errors.wrong_base_url(method, path, "/v1" + meant[1], anthropic=anthropic)
         raise errors.unknown_path(method, path)
     if found.method and method != found.method:
         raise errors.method_not_allowed(method, stripped)
     return found
 
 
+def _served(path: str) -> Route | None:
+    found = ROUTES.get(path)
+    if found is None and path.startswith("/v1/models/"):
+        found = ROUTES["/v1/models"]
+    if found is None and path.startswith("/v1/responses/"):
+        found = STORED_RESPONSE
+    return found
+
+
+# What API clients call after their base URL: OpenAI's and Anthropic's endpoints, served here
+# or not. A path that ends in one of them is an API call, whatever comes before.
+API_CALLS = frozenset(
+    {
+        "chat/completions",
+        "completions",
+        "embeddings",
+        "responses",
+        "messages",
+        "messages/count_tokens",
+        "models",
+        "images/generations",
+        "images/edits",
+        "images/variations",
+        "audio/speech",
+        "audio/transcriptions",
+        "audio/translations",
+        "moderations",
+        "rerank",
+    }
+)
+# Followed by a name of their own: /models/{model} (which may hold slashes), /responses/{id}/….
+API_CALLS_WITH_NAME = frozenset({"models", "responses"})
+MOST_SEGMENTS = 12  # a longer path is no API call
+
+
+def api_call(path: str) -> tuple[str, str] | None:
+    """(prefix, call) when `path` ends in an API call: ("/v1/v1", "/chat/completions"),
+    ("", "/models/gpt-4o"); None otherwise."""
+    segments = path.strip("/").split("/")
+    if len(segments) > MOST_SEGMENTS:
+        return None
+    for start in range(len(segments)):
+        tail = "/".join(segments[start:])
+        named = segments[start] in API_CALLS_WITH_NAME and ":" not in tail  # not Gemini's
+        if tail in API_CALLS or named:
+            return "/" + "/".join(segments[:start]) if start else "", "/" + tail
+    return None
+
+
+def misdirected(path: str) -> bool:
+    """Whether a path outside /v1 is an API call sent with a wrong base URL, rather than a page
+    of the console: the gateway answers it with an error its client can show (which base URL
+    to use), where Django's page would leave the client with a bare 404. Nothing under a
+    section of the console (/logs/…, /admin/…) is taken for one."""
+    meant = api_call(path)
+    if meant is None:
+        return False
+    section = "/" + path.lstrip("/").split("/", 1)[0] + "/"
+    for console_path in (path, section):
+        try:
+            resolve(console_path)
+        except Resolver404:
+            continue
+        return False
+    return True
+
+
 def error_body(path: str, status: int, body: bytes) -> bytes:
-    """An error answer (ours, or a channel's passed on) in the shape of the path's protocol."""
+    """An error answer (ours, or a channel's passed on) in the shape of the path's protocol
+    (for an API call sent with a wrong base URL, of the call it meant)."""
+    if not path.startswith("/v1/") or path.startswith("/v1/v1/"):
+        meant = api_call(path)
+        if meant is not None:
+            path = "/v1" + meant[1]
     for prefix, shape in ERROR_SHAPES.items():
         if path.startswith(prefix):
             return shape(status, body)

@@ -73,10 +73,11 @@ async def forward(
     if (plan.price.kind == "image") != (path == IMAGES):
         raise errors.wrong_endpoint(call.model, plan.price.kind)
     call.prompt_estimate = metering.estimate_prompt_tokens(payload, path)
-    estimate = metering.hold_amount(
-        plan.price, plan.line, call.prompt_estimate, metering.completion_allowance(payload, path)
-    )
-    await gateway.hold(call, token, plan, estimate)
+    allowance = metering.output_allowance(payload, path)
+    ask = metering.HoldAsk(plan.price, plan.line, call.prompt_estimate, allowance)
+    each = await gateway.hold(call, token, plan, ask)
+    if each < allowance.each:  # fitted to the funds: the answer cannot cost more than held
+        payload = metering.with_output_limit(payload, path, each)
     return await gateway.router.forward(plan.channels, path, payload, stream=call.stream)
 
 

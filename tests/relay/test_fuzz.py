@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from billing.models import Account, Hold, LedgerEntry
 from logs.models import RequestLog
+from relay.handlers import api_call
 from tests.conftest import balance_of, ledger_sum
 from tests.fuzzing import fuzz_settings
 from tests.relay.conftest import wait_until
@@ -932,6 +933,9 @@ def test_unknown_paths_and_methods(probe):
         error = probe.refused(response, before, logged=False)
         if path.rstrip("/") in ENDPOINTS:
             assert (response.status_code, error["code"]) == (405, "method_not_allowed"), error
+        elif (api_call(path) or ("/v1",))[0] != "/v1":  # a call past a wrong base URL
+            assert response.status_code == 404, error
+            assert error["code"] in {"wrong_base_url", "unknown_url"}, error
         else:
             assert (response.status_code, error["code"]) == (404, "unknown_url"), error
 

@@ -110,7 +110,7 @@ def test_instructions_and_settings_reach_the_channel_as_chat_fields(api, upstrea
         {"role": "system", "content": "Speak French."},
         {"role": "user", "content": "Hi"},
     ]
-    assert (payload["max_completion_tokens"], payload["temperature"]) == (50, 0.2)
+    assert (payload["max_tokens"], payload["temperature"]) == (50, 0.2)
     assert (payload["response_format"], payload["reasoning_effort"]) == (
         {"type": "json_object"},
         "low",

@@ -149,9 +149,11 @@ def simulated(
     *,
     stream: bool,
     tool_call: tuple[str, str] | None = None,
+    cut: bool = False,
 ) -> bytes | list[bytes]:
     """An answer as Anthropic would send it: the Message, or the events of its stream. With
-    reasoning counted, a thinking block comes first; with `tool_call`, the answer is a call."""
+    reasoning counted, a thinking block comes first; with `tool_call`, the answer is a call;
+    `cut`: max_tokens cut it."""
     message_id = f"msg_sim{uuid.uuid4().hex[:20]}"
     writes_5m, writes_1h = counts.get("cache_write_5m", 0), counts.get("cache_write_1h", 0)
     usage = {
@@ -190,7 +192,7 @@ def simulated(
         "role": "assistant",
         "model": model,
         "content": blocks,
-        "stop_reason": "tool_use" if tool_call else "end_turn",
+        "stop_reason": "max_tokens" if cut else "tool_use" if tool_call else "end_turn",
         "stop_sequence": None,
         "usage": usage,
     }

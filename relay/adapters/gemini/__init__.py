@@ -160,9 +160,11 @@ def simulated(
     *,
     stream: bool,
     tool_call: tuple[str, str] | None = None,
+    cut: bool = False,
 ) -> bytes | list[bytes]:
     """A native answer as Gemini sends it: the whole body, or the stream's SSE items (text a
-    word a chunk, usage on every chunk and complete on the last, as Gemini does)."""
+    word a chunk, usage on every chunk and complete on the last, as Gemini does); `cut`:
+    maxOutputTokens cut it."""
     reasoning = counts.get("reasoning", 0)
     prompt = sum(
         counts.get(k, 0) for k in ("input", "cache_read", "cache_write_5m", "cache_write_1h")
@@ -192,7 +194,7 @@ def simulated(
         candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         partial = {k: usage[k] for k in ("promptTokenCount", "promptTokensDetails")}
         if last:
-            candidate["finishReason"] = "STOP"
+            candidate["finishReason"] = "MAX_TOKENS" if cut else "STOP"
         return {
             "candidates": [candidate],
             "usageMetadata": usage if last else {**partial, "totalTokenCount": prompt},
