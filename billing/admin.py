@@ -11,16 +11,19 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from billing import services
 from billing.forms import (
     PRICE_FIELDS,
     BalanceAdjustForm,
+    CallPriceField,
+    FailOrderForm,
     PriceChangeFields,
     RedemptionBatchForm,
     RefundForm,
-    StaffReasonForm,
+    StaffNoteForm,
 )
 from billing.models import (
     Account,
@@ -39,8 +42,7 @@ from billing.models import (
     UnsettledUsage,
 )
 from billing.pricing import per_million
-from billing.signals import price_adjustments_published
-from console.lib.money import format_usd
+from console.lib.money import format_dollars_plain, format_usd, format_usd_cost, format_usd_price
 from console.lib.permissions import permission_required
 from console.lib.streaming import in_chunks
 
@@ -109,6 +111,7 @@ class LedgerInline(admin.TabularInline):
         "order",
         "staff_user",
         "reason",
+        "note",
     )
     readonly_fields = fields
     ordering = ("-id",)
@@ -125,11 +128,11 @@ class LedgerInline(admin.TabularInline):
 
     @admin.display(description="amount")
     def amount_usd(self, entry):
-        return _usd(entry.amount)
+        return format_usd_cost(entry.amount)
 
     @admin.display(description="balance after")
     def balance_after_usd(self, entry):
-        return _usd(entry.balance_after)
+        return format_usd_cost(entry.balance_after)
 
 
 @admin.register(Account)
@@ -174,6 +177,7 @@ class AccountAdmin(admin.ModelAdmin):
                 amount=data["amount"],
                 staff_user=request.user,
                 reason=data["reason"],
+                note=data["note"],
             )
 
         return ask_then(
@@ -183,7 +187,10 @@ class AccountAdmin(admin.ModelAdmin):
             title="Adjust balance",
             action="adjust_balance",
             apply=apply,
-            description="The change and its reason are written to each user's ledger.",
+            description=(
+                "The change is written to each user's ledger. The user sees the amount and the "
+                "note in their balance history; the internal reason stays among staff."
+            ),
         )
 
 
@@ -205,18 +212,19 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def amount_usd(self, entry):
-        return _usd(entry.amount)
+        return format_usd_cost(entry.amount)
 
     @admin.display(description="balance after")
     def balance_after_usd(self, entry):
-        return _usd(entry.balance_after)
+        return format_usd_cost(entry.balance_after)
 
 
 # Prices
 
 
 class PriceChangeAdminForm(forms.ModelForm):
-    """A price edit form that also asks why and from when, and records the adjustment."""
+    """A price edit form that also asks why and from when: saving a changed price publishes it
+    in an announcement, and it applies from that time (services.price_change)."""
 
     change_reason = PriceChangeFields.base_fields["change_reason"]
     change_effective_at = PriceChangeFields.base_fields["change_effective_at"]
@@ -233,41 +241,93 @@ class PriceChangeAdminForm(forms.ModelForm):
     def clean(self):
         super().clean()
         cleaned = self.cleaned_data
-        if self.changed_prices() and not (cleaned.get("change_reason") or "").strip():
-            self.add_error("change_reason", "Say why the price changes: it is published.")
+        if self.changed_prices():
+            if not (cleaned.get("change_reason") or "").strip():
+                self.add_error("change_reason", "Say why the price changes: it is published.")
+            when = cleaned.get("change_effective_at")
+            if when and when < timezone.now().replace(second=0, microsecond=0):
+                self.add_error(
+                    "change_effective_at",
+                    "That time has passed: leave it empty for now, or choose a later time.",
+                )
         return cleaned
 
 
 class PriceChangeAdmin(admin.ModelAdmin):
     """Prices (multipliers, a call's price) are set only by staff who may set prices: they
-    alone add a priced row; others may edit the rest of a row and see its prices read-only."""
+    alone add a priced row. Changing the prices of a row publishes the change, so it takes
+    both setting and publishing prices; others may edit the rest of a row and see its prices
+    read-only. A changed price is saved as announced adjustments, never written directly."""
 
     form = PriceChangeAdminForm
     # Fields that decide what a request costs without being a price themselves.
     pricing_fields: tuple[str, ...] = ()
+    # The fields that ask why and from when a price changes.
+    change_fields = ("change_reason", "change_effective_at")
 
     def has_set_prices_permission(self, request):
         return request.user.has_perm("billing.set_prices")
 
+    def may_change_prices(self, request, obj):
+        """A new row's first prices are no price change; an existing row's are published."""
+        if obj is None:
+            return self.has_set_prices_permission(request)
+        return request.user.has_perms(["billing.set_prices", "billing.publish_prices"])
+
     def has_add_permission(self, request):
         return super().has_add_permission(request) and self.has_set_prices_permission(request)
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None or not self.may_change_prices(request, obj):
+            fields = [name for name in fields if name not in self.change_fields]
+        if obj is not None:
+            fields = [*fields, "upcoming_changes"]
+        return fields
+
     def get_readonly_fields(self, request, obj=None):
-        readonly = super().get_readonly_fields(request, obj)
-        if self.has_set_prices_permission(request):
+        readonly = (*super().get_readonly_fields(request, obj), "upcoming_changes")
+        if self.may_change_prices(request, obj):
             return readonly
         priced = {*PRICE_FIELDS, *self.pricing_fields}
         return (*readonly, *(name for name in self.fields or () if name in priced))
+
+    @admin.display(description="announced changes")
+    def upcoming_changes(self, obj):
+        pending = obj.adjustments.filter(applied_at__isnull=True).select_related("announcement")
+        if not pending:
+            return "None. A changed price is announced, and applies from the time you choose."
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {} → {} from {} — {}",
+            (
+                (
+                    adjustment.get_field_display(),
+                    _price_value(adjustment.field, adjustment.old_value),
+                    _price_value(adjustment.field, adjustment.new_value),
+                    f"{timezone.localtime(adjustment.effective_at):%Y-%m-%d %H:%M %Z}",
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        adjustment.announcement.get_absolute_url(),
+                        adjustment.announcement,
+                    )
+                    if adjustment.announcement
+                    else "not announced: it waits until published",
+                )
+                for adjustment in pending.order_by("effective_at", "id")
+            ),
+        )
 
     def save_model(self, request, obj, form, change):
         new_prices = form.changed_prices()
         if not new_prices:
             return super().save_model(request, obj, form, change)
         with transaction.atomic():
+            # The row's other fields are saved as typed; its prices stay as they are until the
+            # adjustments apply.
             current = type(obj).objects.select_for_update().get(pk=obj.pk)
-            for name in PRICE_FIELDS:
-                if hasattr(current, name):
-                    setattr(obj, name, getattr(current, name))
+            for name in obj.PRICES:
+                setattr(obj, name, getattr(current, name))
             super().save_model(request, obj, form, change)
             adjustments = services.price_change(
                 target=current,
@@ -277,13 +337,33 @@ class PriceChangeAdmin(admin.ModelAdmin):
                 effective_at=form.cleaned_data["change_effective_at"],
             )
         obj.refresh_from_db()
-        when = adjustments[0].effective_at if adjustments else None
-        if when and when > timezone.now():
-            messages.info(request, f"Price change of {obj} scheduled for {when:%Y-%m-%d %H:%M %Z}.")
+        if not adjustments:
+            return None
+        announcement = adjustments[0].announcement
+        when = adjustments[0].effective_at
+        if adjustments[0].applied_at:
+            done = "applies now"
         else:
-            messages.info(
-                request, f"Price change of {obj} recorded as {len(adjustments)} adjustment(s)."
+            done = f"applies from {timezone.localtime(when):%Y-%m-%d %H:%M %Z}"
+        if announcement is not None:
+            messages.success(
+                request,
+                format_html(
+                    'Price change of {} published in <a href="{}">{}</a>; it {}.',
+                    obj,
+                    announcement.get_absolute_url(),
+                    announcement,
+                    done,
+                ),
             )
+        return None
+
+
+def _price_value(field, value):
+    """A price as staff type it: a multiplier, or a call's price in dollars."""
+    if field == PriceAdjustment.Field.CALL_PRICE:
+        return format_usd_price(int(value))
+    return format(value.normalize(), "f")
 
 
 class LineGrantInline(admin.TabularInline):
@@ -397,23 +477,44 @@ class ModelPriceAdmin(PriceChangeAdmin):
             form = type("NewModelPriceForm", (VendorDefaultsForm, form), {})
         return form
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if not self.may_change_prices(request, obj):
+            fields = ["call_price_usd" if name == "call_price" else name for name in fields]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = (*super().get_readonly_fields(request, obj), "call_price_usd")
+        if obj is not None:  # see ModelPrice.PRICES: another model or pricing is a new row
+            readonly = (*readonly, *(name for name in ("model", "pricing") if name not in readonly))
+        return readonly
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "call_price":
+            return CallPriceField(
+                label="Price per call (USD)",
+                help_text="Dollars, to the micro-dollar ($0.000001), e.g. 0.04; "
+                "for models priced per call.",
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     @admin.display(description="per call")
     def call_price_usd(self, price):
-        return _usd(price.call_price) if price.is_per_call else "—"
+        return format_usd_price(price.call_price) if price.is_per_call else "—"
 
     @admin.display(description="input / 1M")
     def input_per_m(self, price):
-        return "—" if price.is_per_call else _usd(price.input_per_million())
+        return "—" if price.is_per_call else format_usd_price(price.input_per_million())
 
     @admin.display(description="output / 1M")
     def output_per_m(self, price):
-        return "—" if price.is_per_call else _usd(price.output_per_million())
+        return "—" if price.is_per_call else format_usd_price(price.output_per_million())
 
     @admin.display(description="cached input / 1M")
     def cached_per_m(self, price):
         if price.is_per_call:
             return "—"
-        return _usd(per_million(price.model_multiplier * price.cache_read_multiplier))
+        return format_usd_price(per_million(price.model_multiplier * price.cache_read_multiplier))
 
 
 class PublishForm(forms.Form):
@@ -426,8 +527,12 @@ class PublishForm(forms.Form):
 
 @admin.register(PriceAdjustment)
 class PriceAdjustmentAdmin(ReadOnlyAdmin):
+    """Every price change, as recorded by services.price_change: published with it. The action
+    publishes those left unannounced (recorded before every change was announced); an
+    adjustment applies only once published."""
+
     list_display = (
-        "created_at", "target", "field", "old_value", "new_value", "effective_at", "applied_at",
+        "created_at", "target", "field", "old", "new", "effective_at", "applied_at",
         "announcement", "staff_user", "reason",
     )  # fmt: skip
     list_filter = (
@@ -442,6 +547,14 @@ class PriceAdjustmentAdmin(ReadOnlyAdmin):
 
     def has_publish_prices_permission(self, request):
         return request.user.has_perm("billing.publish_prices")
+
+    @admin.display(description="old value", ordering="old_value")
+    def old(self, adjustment):
+        return _price_value(adjustment.field, adjustment.old_value)
+
+    @admin.display(description="new value", ordering="new_value")
+    def new(self, adjustment):
+        return _price_value(adjustment.field, adjustment.new_value)
 
     @admin.action(
         description="Publish selected as one announcement (emails subscribers)",
@@ -458,28 +571,21 @@ class PriceAdjustmentAdmin(ReadOnlyAdmin):
                 action="publish",
                 description="One announcement lists every selected change with its old and new "
                 "price per million tokens and when it applies; price-change subscribers are "
-                "emailed.",
+                "emailed. Changes whose time has passed apply once published.",
             )
-        fresh = list(queryset.filter(announcement__isnull=True))
-        if not fresh:
-            messages.error(request, "The selected adjustments are all published already.")
-            return None
-        with transaction.atomic():
-            # The announcements app announces them (it sits above billing, which sends this).
-            price_adjustments_published.send(
-                sender=PriceAdjustment,
-                adjustments=fresh,
-                staff_user=request.user,
-                note=form.cleaned_data["note"],
+        selected = list(queryset)
+        try:
+            announcement = services.price_adjustments_announce(
+                adjustments=selected, staff_user=request.user, note=form.cleaned_data["note"]
             )
-        fresh[0].refresh_from_db(fields=["announcement"])
-        announcement = fresh[0].announcement
-        if announcement is None:
-            messages.error(request, "Nothing announced them: install console.announcements.")
+        except services.BillingError as error:
+            messages.error(request, str(error))
             return None
-        left_out = queryset.count() - len(fresh)
+        applied = services.price_adjustments_apply_due()
+        left_out = sum(1 for a in selected if a.announcement != announcement)
         note = f" ({left_out} published before, left out)" if left_out else ""
-        messages.success(request, f"Published “{announcement}”{note}.")
+        now = f"; {applied} applied now, their time having come" if applied else ""
+        messages.success(request, f"Published “{announcement}”{note}{now}.")
         return None
 
 
@@ -654,7 +760,7 @@ class RechargeOrderAdmin(admin.ModelAdmin):
     def credit_by_hand(self, request, queryset):
         def apply(order, data):
             if not services.order_credit(
-                order=order, staff_user=request.user, reason=data["reason"]
+                order=order, staff_user=request.user, reason=data["reason"], note=data["note"]
             ):
                 raise services.OrderStateError(
                     f"already {order.get_status_display().lower()}, nothing done"
@@ -663,25 +769,28 @@ class RechargeOrderAdmin(admin.ModelAdmin):
         return ask_then(
             request,
             queryset,
-            form_class=StaffReasonForm,
+            form_class=StaffNoteForm,
             title="Credit by hand",
             action="credit_by_hand",
             apply=apply,
             description=(
                 "Credits each order's amount and bonus once; "
-                "an order already credited is left alone."
+                "an order already credited is left alone. The user sees the note in their "
+                "balance history; the internal reason stays among staff."
             ),
         )
 
     @admin.action(description="Mark failed", permissions=["fail_order"])
     def mark_failed(self, request, queryset):
         def apply(order, data):
-            services.order_mark_failed(order=order, staff_user=request.user, reason=data["reason"])
+            services.order_mark_failed(
+                order=order, staff_user=request.user, reason=data["reason"], note=data["note"]
+            )
 
         return ask_then(
             request,
             queryset,
-            form_class=StaffReasonForm,
+            form_class=FailOrderForm,
             title="Mark failed",
             action="mark_failed",
             apply=apply,
@@ -691,7 +800,11 @@ class RechargeOrderAdmin(admin.ModelAdmin):
     def refund(self, request, queryset):
         def apply(order, data):
             services.order_refund(
-                order=order, staff_user=request.user, reason=data["reason"], force=data["force"]
+                order=order,
+                staff_user=request.user,
+                reason=data["reason"],
+                note=data["note"],
+                force=data["force"],
             )
 
         return ask_then(
@@ -733,8 +846,8 @@ class RechargeOrderAdmin(admin.ModelAdmin):
                     [
                         order.number,
                         order.user.email,
-                        _usd(order.amount).lstrip("$"),
-                        _usd(order.bonus).lstrip("$"),
+                        format_dollars_plain(order.amount),
+                        format_dollars_plain(order.bonus),
                         order.provider,
                         order.provider_reference,
                         order.status,

@@ -10,8 +10,10 @@ from billing.providers import enabled_providers
 from console.lib.fields import DateTimeInRangeField
 from console.lib.money import (
     MAX_DOLLARS,
+    MICRO,
     AmountError,
     dollars_to_micros,
+    format_dollars_plain,
     format_usd,
     parse_dollars,
 )
@@ -101,19 +103,48 @@ class LedgerFilterForm(forms.Form):
 
 
 class StaffReasonForm(forms.Form):
-    """Asks staff why, before an admin action that moves money."""
+    """Asks staff why, before an admin action that moves money. The reason stays among staff."""
 
-    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(
+        label="Internal reason — staff only",
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Kept in the ledger and the order's history for staff. The user never sees it.",
+    )
 
 
-class RefundForm(StaffReasonForm):
+class StaffNoteForm(StaffReasonForm):
+    """A reason for staff, and a note for the user, who reads it where the money moved."""
+
+    note = forms.CharField(
+        label="Note to the customer — shown in their balance history",
+        max_length=200,
+        required=False,
+        help_text="Optional: plain words the user reads next to the amount. Empty: a short "
+        "default that says support did it, such as “Added by support.”",
+    )
+    field_order = ["note", "reason"]
+
+
+class FailOrderForm(StaffReasonForm):
+    note = forms.CharField(
+        label="Note to the customer — shown on their order page",
+        max_length=200,
+        required=False,
+        help_text="Optional: plain words the user reads on the order. Empty: “Closed by support.”",
+    )
+    field_order = ["note", "reason"]
+
+
+class RefundForm(StaffNoteForm):
     force = forms.BooleanField(
         required=False,
         label="Refund even if the balance no longer covers it (the balance goes to zero)",
     )
 
 
-class BalanceAdjustForm(StaffReasonForm):
+class BalanceAdjustForm(StaffNoteForm):
+    field_order = ["amount", "note", "reason"]
     amount = forms.CharField(
         max_length=20,
         help_text="Dollars; negative to take money off, e.g. -5 or 12.50.",
@@ -152,20 +183,53 @@ class RedemptionBatchForm(forms.Form):
 
 
 class PriceChangeFields(forms.Form):
-    """The reason and effective time every price edit in admin asks for."""
+    """What every price edit in admin asks: why, which the announcement publishes, and from
+    when the new prices apply."""
 
     change_reason = forms.CharField(
         required=False,
         max_length=500,
-        label="Reason for a price change",
-        help_text="Required when a multiplier or per-call price changes; it is published.",
+        label="Why the prices change (published)",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required when a price changes. Saving a new price publishes an announcement "
+        "that opens with these words, emails the price-change subscribers, and applies the "
+        "new price at the time below, not before.",
     )
     change_effective_at = DateTimeInRangeField(
         required=False,
-        label="Price change takes effect",
+        label="New prices apply from",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        help_text="Leave empty for now. A future time schedules the change.",
+        help_text="Empty: now. A later time schedules the change: it is announced now and "
+        "shown on the pricing page until it applies.",
     )
+
+
+class CallPriceField(forms.CharField):
+    """A price per call in dollars ("0.04", "$0.04"), kept as micro-dollars: shown from
+    micro-dollars, cleaned to them exactly, never rounded."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal"}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        return format_dollars_plain(value) if isinstance(value, int) else value
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return None
+        try:
+            dollars = parse_dollars(value)
+        except AmountError:
+            raise forms.ValidationError("Enter a price in dollars, such as 0.04.") from None
+        if dollars < 0:
+            raise forms.ValidationError("A price cannot be below zero.")
+        if dollars != dollars.quantize(MICRO):
+            raise forms.ValidationError(
+                "Use at most six decimals: a price is kept to the micro-dollar ($0.000001)."
+            )
+        return dollars_to_micros(dollars)
 
 
 PRICE_FIELDS = {

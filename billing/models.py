@@ -11,10 +11,12 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import pre_save
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.pricing import PART_MULTIPLIERS, per_million
+from billing.pricing import PART_MULTIPLIERS, call_cost, per_million
 from console.lib.counters import CountersOutOfSave
 
 
@@ -38,6 +40,9 @@ class Account(CountersOutOfSave, models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # "Balances" in the staff console: "Accounts" is the users' sign-in elsewhere.
+        verbose_name = "balance"
+        verbose_name_plural = "balances"
         permissions = [("adjust_balance", "Can adjust a user's balance (a ledger entry)")]
         constraints = [
             models.CheckConstraint(
@@ -82,7 +87,12 @@ class LedgerEntry(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
-    reason = models.CharField(max_length=500, blank=True)
+    reason = models.CharField(
+        max_length=500, blank=True, help_text="Why staff did it: for staff only, never shown."
+    )
+    note = models.CharField(
+        max_length=200, blank=True, help_text="Shown to the user in their balance history."
+    )
     request_count = models.PositiveIntegerField(
         null=True, blank=True, help_text="For usage: how many requests this entry settles."
     )
@@ -104,8 +114,105 @@ class LedgerEntry(models.Model):
         return self.amount > 0
 
 
-class Line(models.Model):
+class PriceChangeRefused(ValueError):
+    """A price was about to change without an announced price adjustment."""
+
+
+class PricedQuerySet(models.QuerySet["PricesOutOfSave"]):
+    """A queryset whose update() never writes a price: prices change by announced adjustment."""
+
+    def update(self, **kwargs):
+        if written := self.model.PRICES.intersection(kwargs):
+            raise PriceChangeRefused(_refusal(self.model.__name__, written))
+        return super().update(**kwargs)
+
+    def update_announced(self, **prices):
+        """Writes prices of an adjustment whose announcement is published: for
+        billing.services, which applies adjustments, and nothing else."""
+        return super().update(**prices)
+
+
+def _refusal(what, fields):
+    return (
+        f"{what}: {', '.join(sorted(fields))} change only through an announced price "
+        "adjustment: billing.services.price_change(target=…, new_values=…, reason=…, "
+        "staff_user=…, effective_at=…) records it, publishes its announcement and applies it "
+        "from its time."
+    )
+
+
+class PricesOutOfSave(models.Model):
+    """A row whose `PRICES` are written when it is created, then only by applying an announced
+    price adjustment (billing.services.price_change): never by save(), a form, the admin, a
+    fixture or QuerySet.update().
+
+    save() of an existing row refuses a price that differs from the one read from the
+    database, and leaves the prices out of what it writes, so that a row read before an
+    adjustment applied never writes the old price back. A fixture (loaddata saves "raw",
+    past save()) is checked against the database by a pre_save receiver below."""
+
+    PRICES: frozenset[str] = frozenset()
+
+    objects = PricedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not kwargs.get("force_insert"):
+            self.refuse_price_changes()
+            if not self._state.adding:
+                named = kwargs.get("update_fields")
+                if named is None:
+                    named = [f.name for f in self._meta.concrete_fields if not f.primary_key]
+                kwargs["update_fields"] = [name for name in named if name not in self.PRICES]
+        super().save(*args, **kwargs)
+        self._remember_prices()
+
+    @classmethod
+    def from_db(cls, db, field_names, values, **kwargs):
+        instance = super().from_db(db, field_names, values, **kwargs)
+        instance._remember_prices()
+        return instance
+
+    def refresh_from_db(self, *args, **kwargs):
+        super().refresh_from_db(*args, **kwargs)
+        self._remember_prices()
+
+    def _remember_prices(self):
+        self._stored_prices = {
+            name: self.__dict__[name] for name in self.PRICES if name in self.__dict__
+        }
+
+    def refuse_price_changes(self):
+        """Raises PriceChangeRefused if a price of this row differs from the database's."""
+        if self.pk is None:
+            return
+        stored = dict(getattr(self, "_stored_prices", {}))
+        if self._state.adding or stored.keys() != self.PRICES:
+            row = type(self)._default_manager.filter(pk=self.pk).values(*self.PRICES).first()
+            if row is None:
+                return  # a new row: its first prices are no change
+            stored = row
+        changed = {
+            name
+            for name in self.PRICES
+            if name in self.__dict__ and _differs(self.__dict__[name], stored[name])
+        }
+        if changed:
+            raise PriceChangeRefused(_refusal(f"{type(self).__name__} {self}", changed))
+
+
+def _differs(value, stored) -> bool:
+    if isinstance(stored, str):  # a name, not a number
+        return str(value) != stored
+    return Decimal(str(value)) != Decimal(stored)
+
+
+class Line(PricesOutOfSave):
     """A line: the route class a token calls through, with its own price multiplier."""
+
+    PRICES = frozenset({"multiplier"})
 
     name = models.SlugField(max_length=50, unique=True)
     description = models.CharField(max_length=300, blank=True)
@@ -136,6 +243,13 @@ class Line(models.Model):
             return lines.filter(requires_grant=False)
         granted = LineGrant.objects.filter(user=user).values("line_id")
         return lines.filter(Q(requires_grant=False) | Q(pk__in=granted))
+
+    @staticmethod
+    def shown_first(lines, wanted=None):
+        """Of `lines`, the one whose prices a page shows: the one named `wanted`, else
+        "default", else the first (None when there are none)."""
+        by_name = {line.name: line for line in lines}
+        return by_name.get(wanted) or by_name.get("default") or next(iter(lines), None)
 
     def is_available_to(self, user):
         if not self.is_active:
@@ -181,8 +295,16 @@ VENDOR_CACHE_RATES = {
 }
 
 
-class ModelPrice(models.Model):
+class ModelPrice(PricesOutOfSave):
     """The published price of one model: token multipliers, or a fixed price per call."""
+
+    # With the prices, what decides which of them a request pays: which model a row prices,
+    # and whether per token or per call (a model switched to per call with no call price would
+    # be free at once). Those two are set when the row is created, and stay.
+    PRICES = frozenset(
+        {"model_multiplier", "completion_multiplier", "call_price", *PART_MULTIPLIERS}
+        | {"model", "pricing"}
+    )
 
     class Pricing(models.TextChoices):
         TOKENS = "tokens", "Per token"
@@ -310,6 +432,26 @@ class ModelPrice(models.Model):
         """Whether audio costs other than text on this model."""
         return self.audio_input_multiplier != 1 or self.audio_output_multiplier != 1
 
+    def prices_on(self, line_multiplier=Decimal(1)):
+        """What this model costs on a line of this multiplier, as the pages show it: per 1M
+        tokens of each kind, or per call (micro-dollars)."""
+        if self.is_per_call:
+            per_call = call_cost(call_price=self.call_price, line_multiplier=line_multiplier)
+            return {
+                "price": self,
+                "input": None,
+                "output": None,
+                "parts": {},
+                "per_call": per_call.cost,
+            }
+        return {
+            "price": self,
+            "input": self.input_per_million(line_multiplier),
+            "output": self.output_per_million(line_multiplier),
+            "parts": self.parts_per_million(line_multiplier),
+            "per_call": None,
+        }
+
     def input_per_million(self, line_multiplier=Decimal(1)):
         return per_million(self.model_multiplier * line_multiplier)
 
@@ -385,6 +527,14 @@ class PriceAdjustment(models.Model):
     @staticmethod
     def new_batch():
         return secrets.token_hex(8)
+
+
+@receiver(pre_save, sender=Line)
+@receiver(pre_save, sender=ModelPrice)
+def refuse_fixture_price_changes(sender, instance, raw=False, **kwargs):
+    """loaddata saves rows "raw", past save(): its fixture may add a price, not change one."""
+    if raw:
+        instance.refuse_price_changes()
 
 
 class BonusTier(models.Model):

@@ -8,6 +8,7 @@ so concurrent debits can never take a balance below zero.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import hmac
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -49,8 +50,9 @@ from billing.models import (
     RedemptionBatch,
     RedemptionCode,
 )
+from billing.signals import price_adjustments_published
 from console.lib import invalidation
-from console.lib.money import format_usd
+from console.lib.money import format_dollars_plain, format_usd, format_usd_price
 from console.lib.ratelimit import limit_reached
 
 if TYPE_CHECKING:
@@ -116,13 +118,33 @@ def balance_charge(*, user: User, amount: int, kind: str, **cause: Unpack[Cause]
         return ledger_post(funds=funds, kind=kind, amount=-debit_amount(funds, amount), **cause)
 
 
-def balance_adjust(*, user: User, amount: int, staff_user: User, reason: str) -> LedgerEntry:
-    """A staff correction of a balance, up or down, with the reason in the ledger."""
+# What the user reads in their balance history when staff wrote no note of their own. Staff's
+# reason is theirs alone: it stays in the ledger and the order's actions, never shown to the user.
+NOTE_ADDED = "Added by support."
+NOTE_TAKEN_OFF = "Corrected by support."
+NOTE_CREDITED = "Credited by support once your payment was confirmed."
+NOTE_REFUNDED = "Refunded by support."
+NOTE_FAILED = "Closed by support."
+
+
+def _note(note: str, default: str) -> str:
+    return " ".join(note.split())[:200] or default
+
+
+def balance_adjust(
+    *, user: User, amount: int, staff_user: User, reason: str, note: str = ""
+) -> LedgerEntry:
+    """A staff correction of a balance, up or down. The reason stays among staff; the user
+    reads `note` (or a plain default) in their balance history."""
     if not reason.strip():
         raise BillingError("Give a reason: it is kept in the ledger.")
     if amount == 0:
         raise BillingError("The amount cannot be zero.")
-    cause: Cause = {"staff_user": staff_user, "reason": reason.strip()}
+    cause: Cause = {
+        "staff_user": staff_user,
+        "reason": reason.strip(),
+        "note": _note(note, NOTE_ADDED if amount > 0 else NOTE_TAKEN_OFF),
+    }
     if amount > 0:
         return balance_credit(user=user, amount=amount, kind=Kind.ADJUSTMENT, **cause)
     return balance_charge(user=user, amount=-amount, kind=Kind.ADJUSTMENT, **cause)
@@ -198,9 +220,13 @@ def order_credit(
     order: RechargeOrder,
     staff_user: User | None = None,
     reason: str = "",
+    note: str = "",
     payment_reference: str = "",
 ) -> bool:
-    """Credits an order's amount and bonus, exactly once. Returns False if already done."""
+    """Credits an order's amount and bonus, exactly once. Returns False if already done.
+
+    Staff crediting by hand give a reason, kept among staff, and may give the user a note for
+    their balance history."""
     if staff_user is not None and not reason.strip():
         raise BillingError("Give a reason for crediting by hand.")
     now = timezone.now()
@@ -223,6 +249,7 @@ def order_credit(
         if staff_user is not None:
             cause["staff_user"] = staff_user
             cause["reason"] = reason.strip()
+            cause["note"] = _note(note, NOTE_CREDITED)
         balance_credit(user=order.user, amount=order.amount, kind=Kind.RECHARGE, **cause)
         if order.bonus:
             balance_credit(user=order.user, amount=order.bonus, kind=Kind.BONUS, **cause)
@@ -237,13 +264,18 @@ def order_credit(
     return True
 
 
-def order_mark_failed(*, order: RechargeOrder, reason: str, staff_user: User | None = None) -> None:
+def order_mark_failed(
+    *, order: RechargeOrder, reason: str, staff_user: User | None = None, note: str = ""
+) -> None:
+    """Fails a pending or expired order. `failure_reason` is what the user reads on the order:
+    the reason itself when the code fails it, the note (or a default) when staff do."""
     if staff_user is not None and not reason.strip():
         raise BillingError("Give a reason for marking the order failed.")
+    shown = reason if staff_user is None else _note(note, NOTE_FAILED)
     with transaction.atomic():
         moved = RechargeOrder.objects.filter(
             pk=order.pk, status__in=[Status.PENDING, Status.EXPIRED]
-        ).update(status=Status.FAILED, failed_at=timezone.now(), failure_reason=reason[:500])
+        ).update(status=Status.FAILED, failed_at=timezone.now(), failure_reason=shown[:500])
         if not moved:
             raise OrderStateError(
                 f"Order {order.number} is {order.get_status_display().lower()}; "
@@ -284,7 +316,7 @@ class RefundClaim:
 
 
 def order_refund(
-    *, order: RechargeOrder, staff_user: User, reason: str, force: bool = False
+    *, order: RechargeOrder, staff_user: User, reason: str, force: bool = False, note: str = ""
 ) -> None:
     """Takes a credited order's amount and bonus back, and refunds it at the provider.
 
@@ -327,7 +359,7 @@ def order_refund(
             "unknown. The order stays “refund pending” with its money held; refund it again "
             f"in {REFUND_PATIENCE.seconds // 60} minutes to ask once more (it refunds once)."
         ) from error
-    _refund_finish(claim, staff_user=staff_user, reason=reason)
+    _refund_finish(claim, staff_user=staff_user, reason=reason, note=_note(note, NOTE_REFUNDED))
     order.refresh_from_db()
 
 
@@ -364,8 +396,8 @@ def _refund_hold(order: RechargeOrder, force: bool) -> int:
         take_back = debit_amount(funds, order.total, partial=force)
     except InsufficientBalance:
         raise RefundRefused(
-            f"The user's available balance is {format_usd(funds.available)}, "
-            f"below the {format_usd(order.total)} this order credited. "
+            f"The user's available balance is {format_usd_price(funds.available)}, "
+            f"below the {format_usd_price(order.total)} this order credited. "
             "Refund anyway with “force” and a reason; the balance will go to zero."
         ) from None
     if take_back and not held_take(user_id=order.user_id, token_id=None, amount=take_back):
@@ -389,7 +421,7 @@ def _refund_claim_again(order: RechargeOrder, staff_user: User, now: datetime) -
     return RefundClaim(order=order, take_back=order.refund_held, claimed_at=now)
 
 
-def _refund_finish(claim: RefundClaim, *, staff_user: User, reason: str) -> None:
+def _refund_finish(claim: RefundClaim, *, staff_user: User, reason: str, note: str) -> None:
     """Step 3, refunded: debits the held money, with its ledger entry, once."""
     order = claim.order
     with transaction.atomic():
@@ -414,6 +446,7 @@ def _refund_finish(claim: RefundClaim, *, staff_user: User, reason: str) -> None
                 order=order,
                 staff_user=staff_user,
                 reason=reason,
+                note=note,
             )
         Account.objects.filter(user_id=order.user_id).update(
             total_recharged=F("total_recharged") - order.amount
@@ -421,7 +454,8 @@ def _refund_finish(claim: RefundClaim, *, staff_user: User, reason: str) -> None
         detail = ""
         if claim.take_back < order.total:
             detail = (
-                f"Took back {format_usd(claim.take_back)} of {format_usd(order.total)} (forced)."
+                f"Took back {format_usd_price(claim.take_back)} of "
+                f"{format_usd_price(order.total)} (forced)."
             )
         OrderAction.objects.create(
             order=order,
@@ -527,8 +561,8 @@ def _apply_update(provider: str, update: PaymentUpdate) -> tuple[str, RechargeOr
             return (
                 Outcome.AMOUNT_MISMATCH,
                 order,
-                f"Paid {format_usd(update.amount or 0)} for an order of "
-                f"{format_usd(order.amount)}; not credited. Check with the provider.",
+                f"Paid {format_usd_price(update.amount or 0)} for an order of "
+                f"{format_usd_price(order.amount)}; not credited. Check with the provider.",
             )
         if order_credit(order=order, payment_reference=update.payment_reference):
             return Outcome.CREDITED, order, ""
@@ -611,7 +645,7 @@ def redemption_batch_create(
         writer.writerow(
             [
                 code,
-                format_usd(amount).lstrip("$"),
+                format_dollars_plain(amount),
                 name,
                 expires_at.isoformat() if expires_at else "",
             ]
@@ -645,56 +679,115 @@ def code_redeem(*, user: User, code: str) -> LedgerEntry:
 
 
 # Prices
+#
+# A price of a model or a line (a multiplier, the price of a call) changes only by price
+# adjustments published in an announcement. price_change records them and announces them in one
+# transaction, and applies those due at once; the others apply from their time
+# (price_adjustments_apply_due, run every minute by beat), and only once their announcement is
+# public. The models refuse every other write of a price (billing.models.PricesOutOfSave).
+
+# The largest value each kind of price takes: a multiplier's column has 6 whole digits; a call's
+# price, in micro-dollars, fits the adjustment's columns.
+MAX_MULTIPLIER = Decimal(10**6)
+MAX_CALL_PRICE = 10**14
+
+Field = PriceAdjustment.Field
 
 
 def price_change(
     *,
     target: ModelPrice | Line,
-    new_values: Mapping[str, Decimal | int],
+    new_values: Mapping[str, Decimal | int | str],
     reason: str,
     staff_user: User | None,
     effective_at: datetime | None = None,
-    batch: str | None = None,
+    note: str = "",
 ) -> list[PriceAdjustment]:
-    """Records the changes of a model's or a line's prices and applies those due now.
+    """Changes a model's or a line's prices: records one adjustment per changed value, publishes
+    them in one announcement (emailed to subscribers once committed), and applies them now, or
+    from `effective_at` if it is later.
 
-    `target` is a ModelPrice or a Line; `new_values` maps PriceAdjustment.Field values to the
-    new numbers. Unchanged values are skipped. Returns the adjustments written.
+    `new_values` maps PriceAdjustment.Field values to the new numbers (a call's price in
+    micro-dollars). Unchanged values are skipped; nothing changed, nothing is announced. The
+    announcement starts with `note`, or the reason if there is none. Returns the adjustments,
+    each linked to its announcement.
     """
     now = timezone.now()
-    effective_at = effective_at or now
-    batch = batch or PriceAdjustment.new_batch()
-    if not reason.strip():
+    effective_at = max(effective_at or now, now)
+    reason = reason.strip()
+    if not reason:
         raise BillingError("Give a reason for the price change; it is published.")
-    adjustments = []
+    values = {field: _price_value(target, field, value) for field, value in new_values.items()}
+    batch = PriceAdjustment.new_batch()
     with transaction.atomic():
-        for field, new_value in new_values.items():
-            old_value = getattr(target, _attribute(field))
-            if Decimal(old_value) == Decimal(new_value):
-                continue
-            adjustments.append(
-                PriceAdjustment.objects.create(
-                    model_price=target if isinstance(target, ModelPrice) else None,
-                    line=target if isinstance(target, Line) else None,
-                    field=field,
-                    old_value=old_value,
-                    new_value=new_value,
-                    effective_at=effective_at,
-                    reason=reason.strip(),
-                    batch=batch,
-                    staff_user=staff_user,
-                )
+        target = type(target)._default_manager.select_for_update().get(pk=target.pk)
+        adjustments = [
+            PriceAdjustment.objects.create(
+                model_price=target if isinstance(target, ModelPrice) else None,
+                line=target if isinstance(target, Line) else None,
+                field=field,
+                old_value=getattr(target, _attribute(field)),
+                new_value=value,
+                effective_at=effective_at,
+                reason=reason,
+                batch=batch,
+                staff_user=staff_user,
             )
+            for field, value in values.items()
+            if Decimal(getattr(target, _attribute(field))) != value
+        ]
+        if not adjustments:
+            return []
+        price_adjustments_announce(
+            adjustments=adjustments, staff_user=staff_user, note=note.strip() or reason
+        )
         if effective_at <= now:
             for adjustment in adjustments:
                 _apply_adjustment(adjustment, now)
     return adjustments
 
 
+def price_adjustments_announce(
+    *, adjustments: list[PriceAdjustment], staff_user: User | None, note: str = ""
+) -> Any:
+    """Publishes adjustments not yet announced in one announcement, which the announcements app
+    writes (it sits above billing and answers billing.signals.price_adjustments_published).
+    Raises BillingError, undoing everything, if none of them is left to announce or if nothing
+    published them. Returns the announcement."""
+    with transaction.atomic():
+        fresh = list(
+            PriceAdjustment.objects.select_for_update()
+            .filter(pk__in=[a.pk for a in adjustments], announcement__isnull=True)
+            .order_by("id")
+        )
+        if not fresh:
+            raise BillingError("These price adjustments are all published already.")
+        price_adjustments_published.send(
+            sender=PriceAdjustment, adjustments=fresh, staff_user=staff_user, note=note
+        )
+        published = PriceAdjustment.objects.filter(
+            pk__in=[a.pk for a in fresh], announcement__published_at__isnull=False
+        )
+        if published.count() != len(fresh):
+            raise BillingError(
+                "Nothing published these price adjustments (is console.announcements "
+                "installed?); nothing was changed."
+            )
+    for adjustment in adjustments:
+        adjustment.refresh_from_db(fields=["announcement"])
+    fresh[0].refresh_from_db(fields=["announcement"])
+    return fresh[0].announcement
+
+
 def price_adjustments_apply_due(*, now: datetime | None = None, dry_run: bool = False) -> int:
-    """Applies scheduled adjustments whose time has come. Safe to run again."""
+    """Applies the announced adjustments whose time has come. Safe to run again. An adjustment
+    that no announcement published waits (staff publish it from the admin)."""
     now = now or timezone.now()
-    due = PriceAdjustment.objects.filter(applied_at__isnull=True, effective_at__lte=now)
+    due = PriceAdjustment.objects.filter(
+        applied_at__isnull=True,
+        effective_at__lte=now,
+        announcement__published_at__lte=timezone.now(),
+    )
     applied = 0
     for adjustment in due.order_by("effective_at", "id"):
         if dry_run:
@@ -710,17 +803,104 @@ def price_adjustments_apply_due(*, now: datetime | None = None, dry_run: bool = 
     return applied
 
 
+@dataclass(frozen=True, slots=True)
+class UpcomingPrice:
+    """A model's price from an announced change on: `price` and `line_multiplier` as they
+    will be (the price is a copy, never saved)."""
+
+    effective_at: datetime
+    announcement_id: int | None
+    price: ModelPrice
+    line_multiplier: Decimal
+
+
+def prices_upcoming(
+    *, prices: list[ModelPrice], line: Line | None, now: datetime | None = None
+) -> dict[int, list[UpcomingPrice]]:
+    """The announced changes not yet applied of these models' prices and of the line's
+    multiplier: for each model (by id), its price from each change on, soonest first."""
+    now = now or timezone.now()
+    targets = Q(model_price__in=[price.pk for price in prices])
+    if line is not None:
+        targets |= Q(line=line)
+    pending = list(
+        PriceAdjustment.objects.filter(
+            targets, applied_at__isnull=True, announcement__published_at__lte=now
+        ).order_by("effective_at", "id")
+    )
+    if not pending:
+        return {}
+    upcoming: dict[int, list[UpcomingPrice]] = {}
+    for price in prices:
+        mine = [a for a in pending if a.model_price_id in (None, price.pk)]
+        projected, line_multiplier = copy.copy(price), line.multiplier if line else Decimal(1)
+        steps = upcoming.setdefault(price.pk, [])
+        for adjustment in mine:
+            if adjustment.field == Field.LINE_MULTIPLIER:
+                line_multiplier = adjustment.new_value
+            else:
+                projected = copy.copy(projected)
+                setattr(
+                    projected, adjustment.field, _stored(adjustment.field, adjustment.new_value)
+                )
+            step = UpcomingPrice(
+                adjustment.effective_at, adjustment.announcement_id, projected, line_multiplier
+            )
+            if steps and steps[-1].effective_at == adjustment.effective_at:
+                steps[-1] = step
+            else:
+                steps.append(step)
+        if not steps:
+            del upcoming[price.pk]
+    return upcoming
+
+
 def _attribute(field: str) -> str:
-    return "multiplier" if field == PriceAdjustment.Field.LINE_MULTIPLIER else field
+    return "multiplier" if field == Field.LINE_MULTIPLIER else field
+
+
+def _stored(field: str, value: Decimal) -> Decimal | int:
+    return int(value) if field == Field.CALL_PRICE else value
+
+
+def _price_value(target: ModelPrice | Line, field: str, value: Decimal | int | str) -> Decimal:
+    """The new value of a price, checked as its column would: a number, not below zero, a
+    multiplier to the millionth, a call's price in whole micro-dollars."""
+    if field not in Field.values:
+        raise BillingError(f"{field!r} is not a price; prices are {', '.join(Field.values)}.")
+    if (field == Field.LINE_MULTIPLIER) != isinstance(target, Line):
+        raise BillingError(f"{target} has no {Field(field).label.lower()}.")
+    label = Field(field).label
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        raise BillingError(f"{label}: {value!r} is not a number.") from None
+    if not number.is_finite() or number < 0:
+        raise BillingError(f"{label}: {value!r} must be a number not below zero.")
+    if field == Field.CALL_PRICE:
+        if number != number.to_integral_value() or number >= MAX_CALL_PRICE:
+            raise BillingError(f"{label}: {value!r} is not a whole number of micro-dollars.")
+        return Decimal(int(number))
+    if number != number.quantize(Decimal("0.000001")) or number >= MAX_MULTIPLIER:
+        raise BillingError(
+            f"{label}: {value!r} needs at most 6 decimals and must be below {MAX_MULTIPLIER}."
+        )
+    if field == Field.CACHE_READ_MULTIPLIER and number > 1:
+        raise BillingError(f"{label}: a cached read costs at most an input token (at most 1).")
+    return number
 
 
 def _apply_adjustment(adjustment: PriceAdjustment, now: datetime, claimed: bool = False) -> None:
+    """Writes an adjustment's new value on its model or line. Its callers apply only what an
+    announcement published: price_change once it announced it, price_adjustments_apply_due
+    what a public announcement names."""
     target = adjustment.target
-    value: Decimal | int = adjustment.new_value
-    if adjustment.field == PriceAdjustment.Field.CALL_PRICE:
-        value = int(value)
-    type(target).objects.filter(pk=target.pk).update(**{_attribute(adjustment.field): value})
+    value = _stored(adjustment.field, adjustment.new_value)
+    type(target).objects.filter(pk=target.pk).update_announced(
+        **{_attribute(adjustment.field): value}
+    )
     # The gateway prices from a snapshot: tell it, in every process, once this commits.
     transaction.on_commit(lambda: invalidation.publish(config=True))
     if not claimed:
         PriceAdjustment.objects.filter(pk=adjustment.pk).update(applied_at=now)
+    adjustment.applied_at = now

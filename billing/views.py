@@ -18,8 +18,13 @@ from django.views.decorators.http import require_GET, require_POST
 from billing import services
 from billing.forms import AmountField, LedgerFilterForm, RechargeForm, RedeemForm
 from billing.models import BillingSettings, BonusTier, Line, ModelPrice, RechargeOrder
-from billing.pricing import call_cost
-from billing.providers import PROVIDERS, InvalidSignature, SandboxProvider, get_provider
+from billing.providers import (
+    PROVIDERS,
+    InvalidSignature,
+    SandboxProvider,
+    enabled_providers,
+    get_provider,
+)
 from console.lib.money import format_usd
 from console.lib.pagination import keyset_page
 from console.lib.params import text_param
@@ -64,18 +69,8 @@ def recharge(request):
         except services.BillingError as error:
             form.add_error("amount", str(error))
         else:
-            try:
-                return redirect(provider.start(order, request))
-            except Exception:
-                log.exception("Could not start a %s payment for %s", provider.name, order.number)
-                services.order_mark_failed(
-                    order=order, reason="The payment provider did not answer."
-                )
-                messages.error(
-                    request,
-                    f"{provider.label} did not answer, so nothing was charged. "
-                    "Try again in a minute, or choose another way to pay.",
-                )
+            if paying := _payment_start(request, order, provider):
+                return paying
     status = services.tier_status(request.user)
     context = {
         "form": form,
@@ -88,6 +83,22 @@ def recharge(request):
         "providers": form.providers,
     }
     return render(request, "billing/recharge.html", context)
+
+
+def _payment_start(request, order, provider):
+    """Sends the user to the provider to pay `order`; None, with the order failed and a message
+    saying so, when the provider does not answer."""
+    try:
+        return redirect(provider.start(order, request))
+    except Exception:
+        log.exception("Could not start a %s payment for %s", provider.name, order.number)
+        services.order_mark_failed(order=order, reason="The payment provider did not answer.")
+        messages.error(
+            request,
+            f"{provider.label} did not answer, so nothing was charged. "
+            "Try again in a minute, or choose another way to pay.",
+        )
+        return None
 
 
 def _enterprise_note(user, total_recharged):
@@ -171,10 +182,46 @@ def order_detail(request, number):
         {
             "order": order,
             "can_pay": can_pay,
+            "can_retry": order.status in RETRYABLE,
             "late": order.is_late(),
             "tickets": order.tickets.filter(user=request.user),
         },
     )
+
+
+# Orders that ended without money: the user may try again with the same amount and method.
+RETRYABLE = {RechargeOrder.Status.FAILED, RechargeOrder.Status.EXPIRED}
+
+
+@login_required
+@require_POST
+def order_retry(request, number):
+    """A failed or expired order tried again: a new order of the same amount, paid the same
+    way. The old order stays as it was, in the history."""
+    order = _get_order_for_user(request, number)
+    if order.status not in RETRYABLE:
+        messages.info(
+            request,
+            f"Order {order.number} is {order.get_status_display().lower()}: "
+            "there is nothing to try again.",
+        )
+        return redirect(order)
+    provider = PROVIDERS.get(order.provider)
+    if provider is None or provider not in enabled_providers():
+        messages.warning(
+            request,
+            f"{provider.label if provider else order.provider.capitalize()} is not available "
+            f"any more. Recharge {format_usd(order.amount)} with another way to pay.",
+        )
+        return redirect("billing:recharge")
+    try:
+        again = services.order_create(
+            user=request.user, amount=order.amount, provider=provider.name
+        )
+    except services.BillingError as error:
+        messages.error(request, str(error))
+        return redirect("billing:recharge")
+    return _payment_start(request, again, provider) or redirect(again)
 
 
 @login_required
@@ -239,9 +286,7 @@ def pricing(request):
     lines = list(Line.available_to(request.user))
     # ?group= is what the page sent before lines had one name: old links keep working.
     wanted = request.GET.get("line") or request.GET.get("group")
-    selected = next((line for line in lines if line.name == wanted), None)
-    selected = selected or next((line for line in lines if line.name == "default"), None)
-    selected = selected or (lines[0] if lines else None)
+    selected = Line.shown_first(lines, wanted)
     prices = ModelPrice.objects.filter(enabled=True)
     query = text_param(request.GET.get("q", "")[:100]) or ""
     vendor = text_param(request.GET.get("vendor")) or ""
@@ -250,22 +295,28 @@ def pricing(request):
     if vendor:
         prices = prices.filter(vendor=vendor)
     multiplier = selected.multiplier if selected else 1
+    on_sale = list(prices)
+    # Announced changes not yet applied: each row shows its price from each on.
+    upcoming = services.prices_upcoming(prices=on_sale, line=selected)
     rows = [
         {
-            "price": price,
-            "input": None if price.is_per_call else price.input_per_million(multiplier),
-            "output": None if price.is_per_call else price.output_per_million(multiplier),
-            "parts": {} if price.is_per_call else price.parts_per_million(multiplier),
-            "per_call": call_cost(call_price=price.call_price, line_multiplier=multiplier).cost
-            if price.is_per_call
-            else None,
+            **price.prices_on(multiplier),
+            "upcoming": [
+                {
+                    **step.price.prices_on(step.line_multiplier),
+                    "when": step.effective_at,
+                    "announcement_id": step.announcement_id,
+                }
+                for step in upcoming.get(price.pk, ())
+            ],
         }
-        for price in prices
+        for price in on_sale
     ]
     context = {
         "lines": lines,
         "selected": selected,
         "rows": rows,
+        "any_upcoming": bool(upcoming),
         "query": query,
         "vendor": vendor,
         "vendors": ModelPrice.objects.filter(enabled=True)

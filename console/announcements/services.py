@@ -15,7 +15,7 @@ from console.announcements.delivery import EMAIL_KINDS
 from console.announcements.models import Announcement
 from console.announcements.tasks import fan_out_announcement
 from console.lib.background import enqueue_on_commit
-from console.lib.money import format_usd
+from console.lib.money import format_usd_price as _usd
 
 
 def announcement_publish(*, announcement, when=None):
@@ -31,12 +31,21 @@ def announcement_publish(*, announcement, when=None):
 
 def price_adjustments_publish(*, adjustments, staff_user, note=""):
     """One announcement for a set of price adjustments: each change with the old and new
-    price per million tokens, and when it takes effect."""
+    price per million tokens, and when it takes effect.
+
+    billing.services.price_change publishes the adjustments it records (through billing's
+    price_adjustments_published signal, answered in signals.py); this publishes those left
+    unannounced. Adjustments that one announcement published already answer that
+    announcement, and are not announced twice."""
     adjustments = list(
         PriceAdjustment.objects.filter(pk__in=[a.pk for a in adjustments])
-        .select_related("model_price", "line")
+        .select_related("model_price", "line", "announcement")
         .order_by("effective_at", "id")
     )
+    announced = {a.announcement for a in adjustments if a.announcement_id}
+    adjustments = [a for a in adjustments if a.announcement_id is None]
+    if not adjustments and len(announced) == 1:
+        return announced.pop()
     if not adjustments:
         raise ValueError("no adjustments to publish")
     body = _price_body(adjustments, note)
@@ -113,13 +122,13 @@ def _model_row(price, changes):
         for change in changes.values()
     )
     if price.pricing == ModelPrice.Pricing.PER_CALL:
-        per_call = f"{format_usd(int(old_call))} → {format_usd(int(new_call))} per call"
+        per_call = f"{_usd(int(old_call))} → {_usd(int(new_call))} per call"
         return f"| {price.model} | {described} | {per_call} | |"
     old_in, new_in = per_million(old_mm), per_million(new_mm)
     old_out, new_out = per_million(old_mm * old_cm), per_million(new_mm * new_cm)
     return (
-        f"| {price.model} | {described} | {format_usd(old_in)} → {format_usd(new_in)} | "
-        f"{format_usd(old_out)} → {format_usd(new_out)} |"
+        f"| {price.model} | {described} | {_usd(old_in)} → {_usd(new_in)} | "
+        f"{_usd(old_out)} → {_usd(new_out)} |"
     )
 
 
@@ -141,7 +150,7 @@ def _part_prices(change, old, new):
 
     def price(multipliers, rate):
         model, completion = multipliers
-        return format_usd(per_million(model * (completion if output else 1) * rate))
+        return _usd(per_million(model * (completion if output else 1) * rate))
 
     return (
         f" ({what} {price(old, change.old_value)} → {price(new, change.new_value)} per 1M tokens)"
@@ -150,5 +159,5 @@ def _part_prices(change, old, new):
 
 def _num(value, field=None):
     if field == PriceAdjustment.Field.CALL_PRICE:
-        return format_usd(int(value))
+        return _usd(int(value))
     return format(value.normalize(), "f")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import EmailDelivery, NotificationSettings
 from billing import services as billing
 from billing.models import ModelPrice, PriceAdjustment
-from console.announcements import delivery, services
+from console.announcements import delivery
 from console.announcements.models import Announcement
 from console.announcements.tasks import send_announcement_batch
 from console.lib import unsubscribe
@@ -98,22 +98,18 @@ def test_unread_announcements_show_a_badge_until_the_list_is_seen(alice_client):
     assert "unread" not in html and "New announcements" not in html
 
 
-def test_publishing_price_adjustments_announces_old_and_new_prices_and_emails_subscribers(
-    staff_client, charlie, alice, bob, mini, now_commits
+def test_a_price_change_announces_old_and_new_prices_and_emails_subscribers(
+    charlie, alice, bob, mini, now_commits
 ):
     subscribe(alice)
     NotificationSettings.objects.create(user=bob, price_emails=False)
-    billing.price_change(
-        target=mini,
-        new_values={"model_multiplier": Decimal("0.1"), "completion_multiplier": Decimal(5)},
-        reason="upstream",
-        staff_user=charlie,
-    )
-    ids = list(PriceAdjustment.objects.values_list("pk", flat=True))
     with now_commits():
-        staff_client.post(
-            reverse("admin:billing_priceadjustment_changelist"),
-            {"action": "publish", "_selected_action": ids, "apply": "1", "note": "Costs rose."},
+        billing.price_change(
+            target=mini,
+            new_values={"model_multiplier": Decimal("0.1"), "completion_multiplier": Decimal(5)},
+            reason="upstream",
+            staff_user=charlie,
+            note="Costs rose.",
         )
     announcement = Announcement.objects.get()
     assert announcement.kind == "price" and announcement.published_at
@@ -125,7 +121,7 @@ def test_publishing_price_adjustments_announces_old_and_new_prices_and_emails_su
     assert PriceAdjustment.objects.filter(announcement=announcement).count() == 2
     assert [m.to for m in mail.outbox] == [[alice.email]]
     message = mail.outbox[0]
-    assert message.subject == f"Price change: {announcement.title}"
+    assert message.subject == "Price change: gpt-4o-mini"
     assert "$0.15 → $0.20" in message.alternatives[0][0]
     assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/unsubscribe/" in message.extra_headers["List-Unsubscribe"]
@@ -133,6 +129,40 @@ def test_publishing_price_adjustments_announces_old_and_new_prices_and_emails_su
     assert send_announcement_batch(announcement.pk, [alice.pk]) == 0
     assert len(mail.outbox) == 1
     assert delivery.delivery_counts(announcement) == {"sent": 1}
+
+
+def test_staff_publish_adjustments_recorded_without_an_announcement(
+    staff_client, charlie, alice, mini, now_commits
+):
+    subscribe(alice)
+    # Recorded before every price change was announced: it waits, unapplied, until published.
+    PriceAdjustment.objects.create(
+        model_price=mini,
+        field="model_multiplier",
+        old_value=Decimal("0.075"),
+        new_value=Decimal("0.1"),
+        reason="upstream",
+        batch="legacy",
+        staff_user=charlie,
+    )
+    assert billing.price_adjustments_apply_due() == 0
+    with now_commits():
+        staff_client.post(
+            reverse("admin:billing_priceadjustment_changelist"),
+            {
+                "action": "publish",
+                "_selected_action": list(PriceAdjustment.objects.values_list("pk", flat=True)),
+                "apply": "1",
+                "note": "Costs rose.",
+            },
+        )
+    announcement = Announcement.objects.get()
+    assert "Costs rose." in announcement.body_html
+    assert "$0.15 → $0.20" in announcement.body_html
+    assert PriceAdjustment.objects.get().announcement == announcement
+    mini.refresh_from_db()
+    assert mini.model_multiplier == Decimal("0.1")  # its time had come: it applies once published
+    assert [m.to for m in mail.outbox] == [[alice.email]]
 
 
 def test_a_scheduled_change_is_announced_with_its_time(charlie, mini):
@@ -144,7 +174,7 @@ def test_a_scheduled_change_is_announced_with_its_time(charlie, mini):
         staff_user=charlie,
         effective_at=when,
     )
-    announcement = services.price_adjustments_publish(adjustments=adjustments, staff_user=charlie)
+    announcement = adjustments[0].announcement
     assert f"{timezone.localtime(when):%Y-%m-%d %H:%M}" in announcement.body_html
     assert "These prices change on" in announcement.body_html
 
@@ -156,10 +186,9 @@ def test_subscribers_who_chose_vendors_get_only_their_vendors_changes(
     subscribe(alice, price_scope="chosen", price_vendors=["Anthropic"])
     subscribe(bob, price_scope="chosen", price_models=["gpt-4o-mini"])
     with now_commits():
-        adjustments = billing.price_change(
+        billing.price_change(
             target=claude, new_values={"model_multiplier": 2}, reason="x", staff_user=charlie
         )
-        services.price_adjustments_publish(adjustments=adjustments, staff_user=charlie)
     assert [m.to for m in mail.outbox] == [[alice.email]]
 
 
@@ -205,7 +234,7 @@ def test_a_mail_server_that_is_down_fails_then_delivers_once(alice, bob, charlie
     adjustments = billing.price_change(
         target=mini, new_values={"model_multiplier": 1}, reason="x", staff_user=charlie
     )
-    announcement = services.price_adjustments_publish(adjustments=adjustments, staff_user=charlie)
+    announcement = adjustments[0].announcement
     with pytest.raises(OSError):
         delivery.deliver_batch(announcement_id=announcement.pk, user_ids=[alice.pk, bob.pk])
     failed = EmailDelivery.objects.get(recipient=alice.email)
@@ -225,7 +254,7 @@ def test_a_crashed_batch_resumes_its_own_claims(alice, charlie, mini):
     adjustments = billing.price_change(
         target=mini, new_values={"model_multiplier": 1}, reason="x", staff_user=charlie
     )
-    announcement = services.price_adjustments_publish(adjustments=adjustments, staff_user=charlie)
+    announcement = adjustments[0].announcement
     key = f"announcement:{announcement.pk}"
     EmailDelivery.objects.create(
         key=key,
@@ -277,9 +306,7 @@ def test_staff_see_deliveries_of_an_announcement(staff_client, alice, charlie, m
         adjustments = billing.price_change(
             target=mini, new_values={"model_multiplier": 1}, reason="x", staff_user=charlie
         )
-        announcement = services.price_adjustments_publish(
-            adjustments=adjustments, staff_user=charlie
-        )
+        announcement = adjustments[0].announcement
     html = staff_client.get(reverse("admin:announcements_announcement_changelist")).content.decode()
     assert "Sent 2" in html
     assert announcement.title in html

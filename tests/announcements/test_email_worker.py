@@ -19,7 +19,7 @@ from django.conf import settings
 from accounts.models import NotificationSettings, User
 from billing import services as billing
 from billing.models import ModelPrice
-from console.announcements import delivery, services
+from console.announcements import delivery
 from console.announcements.models import Announcement
 from console.celery import app as celery_app
 from tests.smtp_sink import SmtpSink
@@ -128,10 +128,10 @@ def start_worker(smtp, real_celery):
 
 def publish_a_price_change(staff_user):
     price = ModelPrice.objects.create(model="gpt-4o-mini", vendor="OpenAI")
-    adjustments = billing.price_change(
+    # Published with the change, in one announcement.
+    billing.price_change(
         target=price, new_values={"model_multiplier": 2}, reason="test", staff_user=staff_user
     )
-    services.price_adjustments_publish(adjustments=adjustments, staff_user=staff_user)
 
 
 def wait_until_every_delivery_is_sent(timeout=90):

@@ -164,7 +164,12 @@ def test_two_gateways_holding_parts_of_a_balance_serve_every_request_it_covers(
     # Each answer costs exactly what is held for it: (8 + 5 × 4) × 3.75 × 2 = 210 µ$. A quarter
     # of a balance, a process's first lease, is 12.5 answers: the leases split answers, and
     # the last answers' money ends up in pieces in both processes.
-    ModelPrice.objects.filter(model="gpt-4o-mini").update(model_multiplier=Decimal("3.75"))
+    services.price_change(
+        target=ModelPrice.objects.get(model="gpt-4o-mini"),
+        new_values={"model_multiplier": Decimal("3.75")},
+        reason="Each answer costs 210 µ$.",
+        staff_user=None,
+    )
     upstream.behaviour["usage"] = {"prompt_tokens": 8, "completion_tokens": 5, "total_tokens": 13}
     covered = 50
     users = [served, *(make_user(f"user{n}@example.com") for n in range(7))]

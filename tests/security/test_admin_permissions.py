@@ -184,6 +184,16 @@ def site_rows(root, alice, default_line, model_price):
         staff_user=root,
         effective_at=timezone.now() + timezone.timedelta(days=1),
     )
+    # Recorded before every price change was announced: one left for the publish action.
+    PriceAdjustment.objects.create(
+        model_price=model_price,
+        field=PriceAdjustment.Field.COMPLETION_MULTIPLIER,
+        old_value=model_price.completion_multiplier,
+        new_value=Decimal(5),
+        reason="upstream",
+        batch="unannounced",
+        staff_user=root,
+    )
     BonusTier.objects.create(threshold=100_000_000, percent=5)
     BillingSettings.load()
     pending = make_order(alice, amount=30_000_000)
@@ -454,7 +464,7 @@ def test_the_credit_button_is_offered_only_to_staff_who_may_credit(site_rows):
 
 def test_staff_who_may_publish_prices_can(site_rows):
     client = finance_client("billing.publish_prices")
-    adjustment = PriceAdjustment.objects.get()
+    adjustment = PriceAdjustment.objects.get(announcement__isnull=True)
     run_action(client, PriceAdjustment, "publish", _selected_action=[adjustment.pk], note="")
     adjustment.refresh_from_db()
     assert adjustment.announcement is not None
@@ -462,7 +472,7 @@ def test_staff_who_may_publish_prices_can(site_rows):
 
 def test_staff_who_may_publish_announcements_can(site_rows):
     client = finance_client("announcements.publish_announcement")
-    announcement = Announcement.objects.get()
+    announcement = Announcement.objects.get(title="Draft")
     run_action(client, Announcement, "publish", _selected_action=[announcement.pk])
     announcement.refresh_from_db()
     assert announcement.published_at is not None
@@ -486,7 +496,9 @@ def _price_form(price, **changes):
 
 
 def test_staff_who_may_set_prices_can(model_price):
-    client = finance_client("billing.change_modelprice", "billing.set_prices")
+    client = finance_client(
+        "billing.change_modelprice", "billing.set_prices", "billing.publish_prices"
+    )
     url = reverse("admin:billing_modelprice_change", args=[model_price.pk])
     client.post(url, _price_form(model_price, model_multiplier="0.5"))
     model_price.refresh_from_db()
