@@ -21,7 +21,7 @@ from django.db.models import F
 
 from billing.alerts import low_balance_check, low_balance_reset
 from billing.models import Account, LedgerEntry, RechargeOrder, RedemptionCode
-from console.lib.money import format_usd
+from console.lib.money import format_usd_price
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -41,7 +41,8 @@ class Cause(TypedDict, total=False):
     order: RechargeOrder
     redemption_code: RedemptionCode
     staff_user: User | None
-    reason: str
+    reason: str  # staff's own words: for staff only
+    note: str  # what the user reads in their balance history
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,8 @@ def debit_amount(funds: Funds, wanted: int, *, partial: bool = False) -> int:
     if partial:
         return available
     raise InsufficientBalance(
-        f"The available balance ({format_usd(available)}) does not cover {format_usd(wanted)}."
+        f"The available balance ({format_usd_price(available)}) does not cover "
+        f"{format_usd_price(wanted)}."
     )
 
 
@@ -112,7 +114,8 @@ def ledger_post(
         rows = rows.filter(balance__gte=F("held") + from_free)
     if not rows.update(**changes):
         raise InsufficientBalance(
-            f"The available balance does not cover {format_usd(from_free)}; nothing was taken."
+            f"The available balance does not cover {format_usd_price(from_free)}; "
+            "nothing was taken."
         )
     entry = LedgerEntry.objects.create(
         account_id=funds.account_id,

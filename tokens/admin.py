@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from console.lib.money import format_usd
+from console.lib.money import format_dollars_plain, format_usd
 from tokens import services
 from tokens.forms import quota_limit_field
 from tokens.models import Token
@@ -21,7 +21,7 @@ class TokenAdminForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.quota_limit:
-            self.initial["quota_limit_usd"] = format_usd(self.instance.quota_limit).lstrip("$")
+            self.initial["quota_limit_usd"] = format_dollars_plain(self.instance.quota_limit)
 
     def clean(self):
         cleaned = super().clean()

@@ -6,7 +6,7 @@ from django.utils import timezone
 from billing.forms import AmountField
 from billing.models import Line, ModelPrice
 from console.lib.fields import DateTimeInRangeField
-from console.lib.money import format_usd
+from console.lib.money import format_dollars_plain
 from tokens.models import Token
 
 
@@ -95,7 +95,7 @@ class TokenForm(forms.ModelForm):
             self.initial["allowed_models"] = self.instance.allowed_models
             self.initial["ip_allowlist"] = "\n".join(self.instance.ip_allowlist)
             if self.instance.quota_limit:
-                self.initial["quota_limit_usd"] = format_usd(self.instance.quota_limit).lstrip("$")
+                self.initial["quota_limit_usd"] = format_dollars_plain(self.instance.quota_limit)
         else:
             default = self.fields["line"].queryset.filter(name="default").first()
             self.initial.setdefault("line", default)

@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join, linebreaks, mark_sa
 from django.utils.timesince import timesince
 
 from billing import services as billing_services
-from billing.forms import StaffReasonForm
+from billing.forms import StaffNoteForm
 from billing.models import Account, Line, LineGrant, RechargeOrder
 from console.lib.money import format_usd
 from console.lib.permissions import permission_required
@@ -383,7 +383,8 @@ class TicketAdmin(admin.ModelAdmin):
     @permission_required("billing.credit_order", "support.view_ticket")
     def credit_order(self, request, pk):
         """Credits the ticket's order by hand, after staff confirm with a reason; the thread
-        gets an internal note saying so."""
+        gets an internal note saying so. The reason stays among staff: the user reads only the
+        note meant for them, in their balance history."""
         ticket = get_object_or_404(Ticket.objects.select_related("order", "user"), pk=pk)
         order = ticket.order
         back = reverse("admin:support_ticket_change", args=[ticket.pk])
@@ -395,20 +396,22 @@ class TicketAdmin(admin.ModelAdmin):
             messages.warning(request, f"Order {order.number} is already {status}: nothing to do.")
             return redirect(back)
         initial = {"reason": f"Payment confirmed by hand for ticket {ticket.number}."}
-        form = StaffReasonForm(request.POST or None, initial=initial)
+        form = StaffNoteForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
-            reason = form.cleaned_data["reason"]
+            reason, note = form.cleaned_data["reason"], form.cleaned_data["note"]
             try:
                 # The credit and its note in the thread stand or fall together.
                 with transaction.atomic():
                     credited = billing_services.order_credit(
-                        order=order, staff_user=request.user, reason=reason
+                        order=order, staff_user=request.user, reason=reason, note=note
                     )
                     if credited:
+                        shown = order.entries.values_list("note", flat=True).first()
                         services.ticket_reply(
                             ticket=ticket,
                             author=request.user,
-                            body=f"Credited order {order.number} by hand: {reason}",
+                            body=f"Credited order {order.number} by hand: {reason}\n"
+                            f"The user's balance history reads: “{shown}”",
                             internal=True,
                         )
             except billing_services.BillingError as error:

@@ -2,21 +2,30 @@ from decimal import Decimal, InvalidOperation
 
 from django import template
 
-from console.lib.money import format_usd
+from console.lib.money import format_usd, format_usd_cost, format_usd_price
 
 register = template.Library()
+
+# Which filter a sum of money takes is said once, in console.lib.money: amounts in cents,
+# costs to the micro-dollar, prices with the decimals they have.
 
 
 @register.filter
 def usd(micros):
-    """{{ account.balance|usd }} → $12.50"""
+    """An amount (balance, recharge, order, total): {{ account.balance|usd }} → $12.50"""
     return format_usd(micros)
 
 
 @register.filter
-def usd_exact(micros):
-    """{{ log.cost|usd_exact }} → $0.007500"""
-    return format_usd(micros, exact=True)
+def usd_cost(micros):
+    """What a request cost, or a ledger entry: {{ log.cost|usd_cost }} → $0.007500"""
+    return format_usd_cost(micros)
+
+
+@register.filter
+def usd_price(micros):
+    """A price per 1M tokens or per call: {{ row.input|usd_price }} → $2.50, $0.075"""
+    return format_usd_price(micros)
 
 
 @register.filter

@@ -88,14 +88,14 @@ def test_the_sandbox_pays_through_the_signed_webhook_over_http(live_site, alice,
 
 def test_the_balance_page_lists_the_ledger_newest_first_with_a_kind_filter(alice_client, alice):
     services.balance_credit(
-        user=alice, amount=3_000_000, kind=LedgerEntry.Kind.ADJUSTMENT, reason="welcome"
+        user=alice, amount=3_000_000, kind=LedgerEntry.Kind.ADJUSTMENT, note="welcome"
     )
     services.balance_charge(
         user=alice, amount=1_000_000, kind=LedgerEntry.Kind.USAGE, request_count=7
     )
     html = alice_client.get(reverse("billing:balance")).content.decode()
     assert html.index("7 requests") < html.index("welcome")
-    assert "$2.00" in html
+    assert "$2.000000" in html
     html = alice_client.get(reverse("billing:balance"), {"kind": "usage"}).content.decode()
     assert "7 requests" in html and "welcome" not in html
 
@@ -103,7 +103,7 @@ def test_the_balance_page_lists_the_ledger_newest_first_with_a_kind_filter(alice
 def test_the_ledger_pages_by_keyset(alice_client, alice):
     for n in range(55):
         services.balance_credit(
-            user=alice, amount=1_000 + n, kind=LedgerEntry.Kind.ADJUSTMENT, reason=f"r{n}"
+            user=alice, amount=1_000 + n, kind=LedgerEntry.Kind.ADJUSTMENT, note=f"r{n}"
         )
     first = alice_client.get(reverse("billing:balance")).content.decode()
     assert "r54<" in first and "r4<" not in first and "Show older entries" in first
@@ -123,10 +123,10 @@ def test_the_empty_balance_page_says_what_to_do(alice_client):
     assert "Recharge your balance" in html
 
 
-def test_the_top_bar_shows_the_balance(alice_client, alice):
-    services.balance_credit(user=alice, amount=12_345_000, kind=LedgerEntry.Kind.ADJUSTMENT)
+def test_the_top_bar_shows_the_balance_in_cents(alice_client, alice):
+    services.balance_credit(user=alice, amount=12_345_678, kind=LedgerEntry.Kind.ADJUSTMENT)
     html = alice_client.get(reverse("console:help")).content.decode()
-    assert "$12.345" in html
+    assert "<strong>$12.34</strong>" in html and "$12.345" not in html
 
 
 def test_late_orders_offer_help(alice_client, alice):

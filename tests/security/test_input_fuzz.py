@@ -89,6 +89,7 @@ NO_INPUT = {
     "logs:token": PATH_ONLY,
     "console:ticket": PATH_ONLY,
     "console:ticket_reopen": f"a button with no fields, shown on a closed ticket; {PATH_ONLY}",
+    "billing:order_retry": f"a button with no fields, shown on a failed order; {PATH_ONLY}",
     "console:announcement": PATH_ONLY,
     "console:unsubscribe": f"one-click unsubscribe: a POST with no fields; {PATH_ONLY}",
     "console:ticket_attachment": f"serves a file; {PATH_ONLY}",

@@ -184,6 +184,7 @@ OWNED = {
     "console:ticket_reopen": lambda user: {"number": make_ticket(user).number},
     "console:ticket_attachment": lambda user: {"pk": make_attachment(user).pk},
     "billing:order": lambda user: {"number": make_order(user).number},
+    "billing:order_retry": lambda user: {"number": make_order(user).number},
     "billing:sandbox_pay": lambda user: {"number": make_order(user).number},
     "logs:token": lambda user: {"pk": make_token(user).pk},
     "tokens:edit": lambda user: {"pk": make_token(user).pk},

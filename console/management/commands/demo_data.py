@@ -68,6 +68,7 @@ class Command(BaseCommand):
                     amount=20_000_000,
                     kind=LedgerEntry.Kind.ADJUSTMENT,
                     reason=DEMO_CREDIT_REASON,
+                    note=DEMO_CREDIT_REASON,
                 )
             key = _demo_key(demo)
         self.stdout.write("")
