@@ -1,9 +1,10 @@
 import zoneinfo
 
+from allauth.account import forms as allauth_forms
 from django import forms
 
 from accounts.models import NotificationSettings, User, time_zone_choices
-from console.lib.money import MAX_DOLLARS, AmountError, dollars_to_micros, format_usd
+from console.lib.money import MAX_DOLLARS, AmountError, dollars_to_micros, format_dollars_plain
 
 
 class ProfileForm(forms.ModelForm):
@@ -67,9 +68,9 @@ class NotificationForm(forms.ModelForm):
         vendors = sorted({vendor for vendor, _model in catalog})
         self.fields["price_vendors"].choices = [(v, v) for v in vendors]
         self.fields["price_models"].choices = [(m, m) for m in sorted(m for _v, m in catalog)]
-        self.initial["low_balance_threshold_usd"] = format_usd(
+        self.initial["low_balance_threshold_usd"] = format_dollars_plain(
             self.instance.low_balance_threshold
-        ).lstrip("$")
+        )
 
     def clean_low_balance_threshold_usd(self):
         raw = self.cleaned_data["low_balance_threshold_usd"] or "0"
@@ -108,3 +109,40 @@ class NotificationForm(forms.ModelForm):
             if new_threshold:  # a new threshold starts afresh
                 type(prefs).objects.filter(pk=prefs.pk).update(low_balance_alerted=False)
         return prefs
+
+
+# django-allauth's forms, with labels and placeholders in sentence case like the rest of the
+# site (ACCOUNT_FORMS in settings names them).
+
+
+def _relabel(form, labels):
+    for name, label in labels.items():
+        if name in form.fields:
+            form.fields[name].label = label
+            if "placeholder" in form.fields[name].widget.attrs:
+                form.fields[name].widget.attrs["placeholder"] = label
+
+
+class LoginForm(allauth_forms.LoginForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _relabel(self, {"remember": "Remember me"})
+
+
+class ChangePasswordForm(allauth_forms.ChangePasswordForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _relabel(
+            self,
+            {
+                "oldpassword": "Current password",
+                "password1": "New password",
+                "password2": "New password (again)",
+            },
+        )
+
+
+class ResetPasswordKeyForm(allauth_forms.ResetPasswordKeyForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _relabel(self, {"password1": "New password", "password2": "New password (again)"})

@@ -50,12 +50,12 @@ def test_a_user_sets_up_totp_and_logs_in_again_with_a_code(client, alice):
     response = log_in(client, alice)
     assert response.status_code == 302
     assert response.url == reverse("mfa_authenticate")
-    assert client.get(reverse("console:dashboard")).status_code == 302
+    assert client.get(reverse("console:profile")).status_code == 302
 
     # A code from the next time step: allauth refuses to accept the same code twice.
     response = client.post(reverse("mfa_authenticate"), {"code": totp(secret, time.time() + 30)})
     assert response.status_code == 302
-    assert client.get(reverse("console:dashboard")).status_code == 200
+    assert client.get(reverse("console:profile")).status_code == 200
 
 
 def test_a_bad_totp_code_is_refused_with_a_clear_message(client, alice):
@@ -66,7 +66,7 @@ def test_a_bad_totp_code_is_refused_with_a_clear_message(client, alice):
     response = client.post(reverse("mfa_authenticate"), {"code": "000000"})
     assert response.status_code == 200
     assert "Incorrect code." in response.content.decode()
-    assert client.get(reverse("console:dashboard")).status_code == 302
+    assert client.get(reverse("console:profile")).status_code == 302
 
 
 def test_a_wrong_code_during_setup_leaves_mfa_off(client, alice):

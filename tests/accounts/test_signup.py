@@ -58,7 +58,7 @@ def test_signing_up_sends_a_verification_link_and_it_logs_the_user_in(client, db
     assert response.status_code == 302
     assert response.url == reverse("console:dashboard")
     assert EmailAddress.objects.get(email="new@example.com").verified
-    assert client.get(reverse("console:dashboard")).status_code == 200
+    assert client.get(reverse("console:profile")).status_code == 200
 
 
 def test_an_unverified_user_cannot_log_in_until_the_address_is_confirmed(client, db):
@@ -69,7 +69,7 @@ def test_an_unverified_user_cannot_log_in_until_the_address_is_confirmed(client,
     )
     assert response.status_code == 302
     assert response.url == reverse("account_email_verification_sent")
-    assert client.get(reverse("console:dashboard")).status_code == 302
+    assert client.get(reverse("console:profile")).status_code == 302
 
 
 def test_a_reused_verification_link_says_it_was_used(client, db):
