@@ -1,6 +1,9 @@
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 
 from billing.models import Line
@@ -117,6 +120,77 @@ class LogFilterForm(forms.Form):
             elif name in ("start", "end"):
                 value = timezone.localtime(value).strftime("%Y-%m-%dT%H:%M")
             keep[name] = value
-        from urllib.parse import urlencode
-
         return urlencode(keep)
+
+    def rollup_filters(self):
+        """The filters as the rollups can apply them (stats._scoped's keywords), or None when
+        one of them is not kept in the rollups (the client's IP address)."""
+        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        if data.get("ip"):
+            return None
+        status = data.get("status")
+        return {
+            "token_id": data["token"].pk if data.get("token") else None,
+            "model_name": data.get("model") or None,
+            "line_id": data["line"].pk if data.get("line") else None,
+            "ok": {"ok": True, "error": False}.get(status),
+        }
+
+
+REQUEST_ID_HELP = (
+    "the X-Request-Id header of an answer, or the id on a row of this log, such as "
+    "0192f0c4-5a1e-7b3c-9d2e-6f7a8b9c0d1e"
+)
+
+
+class RequestIdForm(forms.Form):
+    """Finds one request of the log by its id."""
+
+    request_id = forms.CharField(
+        label="Request id",
+        max_length=100,
+        error_messages={"required": "Paste a request id: " + REQUEST_ID_HELP + "."},
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "Paste an X-Request-Id",
+                "spellcheck": "false",
+                "autocomplete": "off",
+            }
+        ),
+    )
+
+    def clean_request_id(self):
+        text = self.cleaned_data["request_id"].strip().strip("\"'")
+        try:
+            key = uuid.UUID(text)
+        except ValueError:
+            raise forms.ValidationError(
+                "“%(text)s” is not a request id. A request id is " + REQUEST_ID_HELP + ".",
+                params={"text": text[:60]},
+            ) from None
+        if key.version != 7:
+            raise forms.ValidationError(
+                "“%(text)s” is not one of our request ids (those are UUIDs of version 7). "
+                "Paste " + REQUEST_ID_HELP + ".",
+                params={"text": text},
+            )
+        return key
+
+    def not_found(self, key):
+        """Says why a well-formed id has no row in this user's log, and adds it as an error."""
+        try:
+            made = datetime.fromtimestamp((key.int >> 80) / 1000, tz=UTC)
+        except (OverflowError, ValueError):  # beyond the year 9999: no request of ours
+            made = None
+        kept = settings.LOG_RETENTION_DAYS
+        if made and made < timezone.now() - timedelta(days=kept):
+            message = (
+                f"Request {key} was made on {timezone.localtime(made):%Y-%m-%d}; request logs "
+                f"are kept {kept} days, so it is no longer here."
+            )
+        else:
+            message = (
+                f"No request {key} in your log. Check that you are signed in to the account "
+                "whose API token made it; requests sent with an unknown key are not logged."
+            )
+        self.add_error("request_id", message)

@@ -9,10 +9,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Max, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from billing.models import ModelPrice
 from logs.models import ChannelMinute, IpDay, UsageDay, UsageHour, UsageMinute
 
 ONE_MINUTE = timedelta(minutes=1)
@@ -29,12 +31,17 @@ def local_midnight(now, tz):
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-def _scoped(model, user, token_id=None, model_name=None):
+def _scoped(model, user, token_id=None, model_name=None, line_id=None, ok=None):
+    """A rollup's rows of one user (everybody's with None), narrowed by the filters given."""
     rows = model.objects.filter(user_id=user.pk) if user is not None else model.objects.all()
     if token_id:
         rows = rows.filter(token_id=token_id)
     if model_name:
         rows = rows.filter(model=model_name)
+    if line_id:
+        rows = rows.filter(line_id=line_id)
+    if ok is not None:
+        rows = rows.filter(ok=ok)
     return rows
 
 
@@ -83,9 +90,9 @@ def totals(rows):
     )
 
 
-def since(user, start, *, end=None, token_id=None, model_name=None):
-    """Totals from `start` to now (or `end`)."""
-    return windows(user, {"span": start}, end=end, token_id=token_id, model_name=model_name)["span"]
+def since(user, start, *, end=None, **filters):
+    """Totals from `start` to now (or `end`); `filters` as `_scoped` takes them."""
+    return windows(user, {"span": start}, end=end, **filters)["span"]
 
 
 _SUMS = {
@@ -106,9 +113,10 @@ def _per_bucket(rows):
     }
 
 
-def windows(user, starts, *, end=None, token_id=None, model_name=None):
+def windows(user, starts, *, end=None, **filters):
     """Totals for several windows ending now, in two grouped queries whatever their number:
-    whole hours from the hour rollup, the partial hours at the windows' edges from minutes."""
+    whole hours from the hour rollup, the partial hours at the windows' edges from minutes.
+    `filters` as `_scoped` takes them."""
     end = end or timezone.now()
     last_hour = end.replace(minute=0, second=0, microsecond=0)
     first_hours = {
@@ -121,17 +129,13 @@ def windows(user, starts, *, end=None, token_id=None, model_name=None):
     earliest = min(first_hours.values())
     hours = (
         _per_bucket(
-            _scoped(UsageHour, user, token_id, model_name).filter(
-                bucket__gte=earliest, bucket__lt=last_hour
-            )
+            _scoped(UsageHour, user, **filters).filter(bucket__gte=earliest, bucket__lt=last_hour)
         )
         if earliest < last_hour
         else {}
     )
     # Only the edge minutes are read (a few short index ranges), not every minute.
-    minutes = _per_bucket(
-        _scoped(UsageMinute, user, token_id, model_name).filter(edges, bucket__lt=end)
-    )
+    minutes = _per_bucket(_scoped(UsageMinute, user, **filters).filter(edges, bucket__lt=end))
     result = {}
     for name, start in starts.items():
         first_hour = first_hours[name]
@@ -164,17 +168,21 @@ class Card:
     cached_share_today: float | None = None  # percent of today's prompt tokens
 
 
-def dashboard_cards(user, balance, tz, now=None):
+def dashboard_cards(user, balance, tz, now=None, *, token_id=None, model_name=None):
+    """The dashboard's figures: the balance (the account's, whatever the filters) and the
+    spend, requests and pace of the token and model chosen (all of them with None)."""
     now = now or timezone.now()
     midnight = local_midnight(now, tz)
+    filters = {"token_id": token_id, "model_name": model_name}
     spans = windows(
         user,
         {"today": midnight, "week": now - timedelta(days=7), "month": now - timedelta(days=30)},
         end=now,
+        **filters,
     )
     last_minute = _floor_minute(now) - timedelta(minutes=1)
     per_minute = (
-        _scoped(UsageMinute, user)
+        _scoped(UsageMinute, user, **filters)
         .filter(bucket__gte=min(midnight, last_minute))
         .values("bucket")
         .annotate(
@@ -202,6 +210,79 @@ def dashboard_cards(user, balance, tz, now=None):
         tokens_today=today.tokens,
         cached_share_today=today.cached_share,
     )
+
+
+# The log page charts each minute of a selection up to this long; over longer ones, it gives
+# the totals and the average pace.
+PACE_SERIES_SPAN = timedelta(hours=24)
+
+
+@dataclass
+class Pace:
+    """Requests and tokens per minute of a selection of the request log."""
+
+    requests: int
+    tokens: int
+    errors: int
+    minutes: int  # the length of the selection
+    last_rpm: int | None = None  # the last whole minute, when the selection reaches now
+    last_tpm: int | None = None
+    peak_rpm: int | None = None  # the busiest minute, when the selection is charted
+    series: dict | None = None  # as minute_series gives it
+
+    @property
+    def average_rpm(self):
+        return self.requests / self.minutes if self.minutes else 0
+
+    @property
+    def average_tpm(self):
+        return self.tokens / self.minutes if self.minutes else 0
+
+    @property
+    def success_rate(self):
+        if not self.requests:
+            return None
+        return 100 * (self.requests - self.errors) / self.requests
+
+
+def selection_pace(user, start, end, tz, *, now=None, **filters):
+    """The pace of the log rows from `start` (None: as far back as logs are kept) to `end`
+    (None: now) under `filters` (as `_scoped` takes them), from the rollups: every minute up
+    to PACE_SERIES_SPAN, whole hours and the edges' minutes beyond."""
+    now = now or timezone.now()
+    if start is None:
+        start = now - timedelta(days=settings.LOG_RETENTION_DAYS)
+    reaches_now = end is None or end >= now
+    end = now if reaches_now else end
+    minutes = max(1, round((end - start).total_seconds() / 60))
+    last_minute = _floor_minute(now) - ONE_MINUTE
+    if end - start <= PACE_SERIES_SPAN + ONE_MINUTE:
+        first, stop = _floor_minute(start), _floor_minute(end) + ONE_MINUTE
+        rows = _scoped(UsageMinute, user, **filters).filter(bucket__gte=first, bucket__lt=stop)
+        series = _per_minute(rows, first, stop, tz)
+        pace = Pace(
+            requests=sum(series["requests"]),
+            tokens=sum(series["tokens"]),
+            errors=sum(series["errors"]),
+            minutes=minutes,
+            peak_rpm=max(series["requests"], default=0),
+            series=series,
+        )
+        if reaches_now and len(series["requests"]) >= 2:
+            pace.last_rpm, pace.last_tpm = series["requests"][-2], series["tokens"][-2]
+        return pace
+    span = windows(user, {"span": start}, end=end, **filters)["span"]
+    pace = Pace(span.requests, span.tokens, span.errors, minutes)
+    if reaches_now:
+        last = (
+            _scoped(UsageMinute, user, **filters)
+            .filter(bucket=last_minute)
+            .aggregate(
+                n_requests=Sum("requests"), n_tokens=Sum("prompt_tokens") + Sum("completion_tokens")
+            )
+        )
+        pace.last_rpm, pace.last_tpm = last["n_requests"] or 0, last["n_tokens"] or 0
+    return pace
 
 
 def minute_series(user, span, tz, *, token_id=None, model_name=None, now=None):
@@ -281,23 +362,51 @@ def daily_spend_by_model(user, days, tz, *, token_id=None, model_name=None, now=
         spend[row["model"]][day] += row["spent"]
         errors[day] += row["n_errors"] or 0
     day_list = [first_day + timedelta(days=i) for i in range(days)]
-    models = sorted(spend, key=lambda name: -sum(spend[name].values()))
     return {
         "labels": [day.strftime("%b %d") for day in day_list],
         "models": [
-            {"model": name or "—", "cost": [spend[name][day] for day in day_list]}
-            for name in models
+            {"model": name, "cost": [costs.get(day, 0) for day in day_list], "other": other}
+            for name, costs, other in _spend_series(spend)
         ],
         "errors": [errors[day] for day in day_list],
     }
 
 
+# A chart shows at most this many series, each in a colour of its own (static/js/dashboard.js
+# has as many); the smallest spenders beyond them are added up as one.
+MAX_SERIES = 8
+OTHER = "Other"
+
+
+def _spend_series(spend):
+    """(name, {day: cost}, is "Other") per series, biggest spender first: the models with
+    spend, and the rest (models beyond MAX_SERIES - 1, rows with no model name) added up as
+    "Other". A model that only failed spent nothing and has no series."""
+    named = sorted(
+        (name for name in spend if name and sum(spend[name].values())),
+        key=lambda name: (-sum(spend[name].values()), name),
+    )
+    shown = named if len(named) <= MAX_SERIES else named[: MAX_SERIES - 1]
+    other = defaultdict(int)
+    for name, costs in spend.items():
+        if name not in shown:
+            for day, cost in costs.items():
+                other[day] += cost
+    series = [(name, spend[name], False) for name in shown]
+    if any(other.values()):
+        series.append((OTHER, other, True))
+    return series
+
+
 def used_models(user, days=90):
-    """Models this user called recently, for filter lists, from the day rollup."""
+    """Models this user called recently, for filter lists, from the day rollup: those that
+    answered at least once, or that we price; never a name that only ever failed (a typo, a
+    model that does not exist), which a client can send as anything."""
     start = (timezone.now() - timedelta(days=days)).date()
     return list(
         _scoped(UsageDay, user)
         .filter(bucket__gte=start)
+        .filter(Q(ok=True) | Q(model__in=ModelPrice.objects.values("model")))
         .exclude(model="")
         .values_list("model", flat=True)
         .distinct()

@@ -12,7 +12,7 @@ from django.db.models import Case, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import Http404, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
@@ -23,7 +23,7 @@ from console.lib.params import id_param
 from console.lib.permissions import permission_required
 from console.lib.streaming import in_chunks
 from logs import stats
-from logs.forms import LogFilterForm
+from logs.forms import LogFilterForm, RequestIdForm
 from logs.models import PlatformMinute, RequestLog, UsageHour
 from tokens.models import Token, granted_line_ids
 
@@ -66,9 +66,36 @@ def filtered_logs(request, form):
     return rows.order_by("-id")
 
 
+def _figures(request, form):
+    """Requests and tokens per minute of the rows the filters select, from the rollups (no
+    pace when a filter is not kept there: an IP address), for the top of the log page and its
+    refresh."""
+    filters = form.rollup_filters()
+    pace = None
+    if filters is not None:
+        start, end = form.bounds()
+        tz = timezone.get_current_timezone()
+        pace = stats.selection_pace(request.user, start, end, tz, **filters)
+    return {
+        "pace": pace,
+        "pace_summary": stats.summary(pace.series) if pace and pace.series else "",
+        "figures_url": f"{reverse('logs:list')}?{form.query()}&part=figures",
+    }
+
+
 @login_required
 def log_list(request):
+    # A request id pasted in the search box opens that request, if it is this user's: another
+    # user's request is "not found", like one that never existed.
+    finder = RequestIdForm(request.GET if "request_id" in request.GET else None)
+    if finder.is_bound and finder.is_valid():
+        key = finder.cleaned_data["request_id"]
+        if RequestLog.objects.filter(pk=key, user_id=request.user.pk).exists():
+            return redirect("logs:breakdown", request_id=key)
+        finder.not_found(key)
     form = LogFilterForm(request.GET or {"period": "24h"}, user=request.user)
+    if request.htmx and request.GET.get("part") == "figures":
+        return render(request, "logs/list.html#log-figures", _figures(request, form))
     rows = filtered_logs(request, form)
     cursor = request.GET.get("after")
     if cursor:
@@ -95,6 +122,7 @@ def log_list(request):
     }
     if request.htmx and cursor:
         return render(request, "logs/list.html#log-rows", context)
+    context.update(finder=finder, **_figures(request, form))
     return render(request, "logs/list.html", context)
 
 

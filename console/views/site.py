@@ -44,8 +44,20 @@ def _live_context(request, filters, tz):
         token_id=filters["token"],
         model_name=filters["model"],
     )
+    cards = stats.dashboard_cards(
+        request.user,
+        account.balance if account else 0,
+        tz,
+        token_id=filters["token"],
+        model_name=filters["model"],
+    )
     return {
-        "cards": stats.dashboard_cards(request.user, account.balance if account else 0, tz),
+        "cards": cards,
+        "filtered_token": (
+            Token.objects.filter(user=request.user, pk=filters["token"]).first()
+            if filters["token"]
+            else None
+        ),
         "series": series,
         "series_summary": stats.summary(series),
         "filters": filters,

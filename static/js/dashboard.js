@@ -3,8 +3,20 @@
   "use strict";
 
   var charts = {};
-  var PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#14b8a6",
-                 "#f97316", "#64748b", "#ec4899"];
+  var PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444"];
+  // One colour per model in the spend chart, none alike (Tableau 10, less its red, which
+  // means errors here, and its grey, which is "Other"): as many as the series the server
+  // sends at most (logs.stats.MAX_SERIES).
+  var SERIES = ["#4e79a7", "#f28e2b", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+                "#9c755f"];
+  var OTHER = "#9ca3af";
+
+  function seriesColour(entry, i) {
+    if (entry.other) return OTHER;
+    if (i < SERIES.length) return SERIES[i];
+    // More series than colours: spread further hues around the wheel, never one twice.
+    return "hsl(" + Math.round((i * 137.508) % 360) + ", 55%, 50%)";
+  }
 
   function css(name) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -78,7 +90,7 @@
       data: {
         labels: spend.labels,
         datasets: spend.models.map(function (entry, i) {
-          return { label: entry.model, data: entry.cost, backgroundColor: PALETTE[i % PALETTE.length] };
+          return { label: entry.model, data: entry.cost, backgroundColor: seriesColour(entry, i) };
         })
       },
       options: options
