@@ -1,6 +1,7 @@
-"""The whole journey of a new customer, as a person sees it in the browser: sign up, pay, get a
-key, call the API with the official client, read the charts and the cost of a request, hear of
-a price change, and get a late recharge credited through support.
+"""The whole journey of a new customer, as a person sees it in the browser: find the home page,
+sign up, pay, get a key, call the API with the official client, read the charts and the cost of
+a request, chat in the playground, hear of a price change, and get a late recharge credited
+through support.
 
 Every step is screenshotted into artifacts/ (desktop, then the main pages at phone width), and
 the browser console must stay free of errors, Content-Security-Policy violations included."""
@@ -13,20 +14,25 @@ from decimal import ROUND_HALF_UP, Decimal
 import openai
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from django.conf import settings
 from django.core import mail
 from django.utils import timezone
 
+from accounts.models import User
 from billing.models import RechargeOrder
+from console.lib.money import format_usd
 from tests.accounts.test_mfa import totp
-from tests.conftest import PASSWORD, Page, make_user
-from tests.relay.conftest import make_channel
+from tests.conftest import PASSWORD, Page, balance_of, make_user
+from tests.relay.conftest import make_channel, wait_until
 
 pytestmark = pytest.mark.browser
 
 EMAIL = "newcomer@example.com"
 SECRET = "a-long-enough-secret"
 PHONE = {"width": 390, "height": 844}
-MAIN_PAGES = ["/", "/logs/", "/tokens/", "/billing/recharge/", "/pricing/", "/announcements/"]
+MAIN_PAGES = [
+    "/", "/logs/", "/tokens/", "/playground/", "/billing/recharge/", "/pricing/", "/announcements/"
+]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +73,12 @@ def money(text):
 
 
 def balance(page):
-    return money(page.locator(".balance-chip").first.inner_text())
+    """The header's balance, in cents as every amount is shown; `balance_of` is exact."""
+    return page.locator(".balance-chip strong").first.inner_text()
+
+
+def customer():
+    return User.objects.get(email=EMAIL)
 
 
 def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
@@ -78,23 +89,26 @@ def test_a_new_customer_from_sign_up_to_a_credited_late_recharge(
     staff = a_staff_member_with_an_authenticator()
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_site.url)
 
+    visit_the_home_page_and_go_to_sign_up(page, model)
     sign_up_and_confirm_the_address(page)
     recharge_twenty_dollars_in_the_sandbox(page)
     key = create_a_token_and_copy_its_key(page)
     call_the_api_with_the_official_client(live_site.url, key, model)
-    spent = see_both_requests_on_the_dashboard(page)
-    breakdown = open_the_cost_breakdown_of_a_logged_request(page, model, spent)
+    spend_today = see_both_requests_on_the_dashboard(page)
+    breakdown = open_the_cost_breakdown_of_a_logged_request(page, model, spend_today)
     check_the_breakdown_against_the_pricing_page(page, breakdown, model, default_line)
+    chat_in_the_playground_billed_and_logged(page, model)
     subscribe_to_price_change_emails(page)
 
     sign_in_to_admin_with_the_authenticator_code(staff_page, staff)
     raise_the_model_multiplier(staff_page, model)
-    publish_the_price_change(staff_page)
+    see_the_price_change_announced(staff_page, model)
     receive_the_price_change_by_email_and_announcement(page, model)
 
     order, ticket_url = open_a_ticket_for_a_late_recharge(page)
+    before_credit = balance_of(customer())
     credit_the_order_from_the_ticket_and_reply(staff_page, order)
-    see_the_reply_and_the_credited_money(page, ticket_url, spent)
+    see_the_reply_and_the_credited_money(page, ticket_url, before_credit)
     look_at_the_main_pages_at_phone_width(page, ticket_url)
 
 
@@ -103,6 +117,21 @@ def a_staff_member_with_an_authenticator():
     secret = generate_totp_secret()
     TOTP.activate(staff, secret)
     return StaffMember(staff.email, secret)
+
+
+def visit_the_home_page_and_go_to_sign_up(page, model):
+    """A visitor's home page says what the service is, its base URL and the models' prices."""
+    page.open("/")
+    page.get_by_role("heading", name="One API for many models").wait_for()
+    assert page.locator("#base-url").inner_text() == f"{settings.SITE_URL}/v1"
+    row = page.locator("#models tr").filter(has_text=model)
+    assert money(row.locator("td[data-label='Input / 1M']").inner_text()) > 0
+    page.screenshot("home")
+    page.set_viewport_size(PHONE)
+    page.screenshot("phone-home")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_role("link", name="Create an account").click()
+    page.get_by_role("button", name="Sign up").wait_for()
 
 
 def sign_up_and_confirm_the_address(page):
@@ -119,7 +148,7 @@ def sign_up_and_confirm_the_address(page):
     page.get_by_role("button", name="Confirm").click()
     page.get_by_role("heading", name="Get started in three steps").wait_for()
     page.screenshot("first-dashboard")
-    assert balance(page) == 0
+    assert balance(page) == "$0.00"
 
 
 def recharge_twenty_dollars_in_the_sandbox(page):
@@ -133,7 +162,7 @@ def recharge_twenty_dollars_in_the_sandbox(page):
     page.get_by_role("button", name="Pay $20.00").click()
     page.get_by_text("Credited").first.wait_for()
     page.screenshot("order-credited")
-    assert balance(page) == 20
+    assert balance(page) == "$20.00"
 
 
 def create_a_token_and_copy_its_key(page):
@@ -169,23 +198,26 @@ def call_the_api_with_the_official_client(site_url, key, model):
 
 
 def see_both_requests_on_the_dashboard(page):
-    """The dashboard counts both requests, in the chart's text alternative too; what they
-    cost comes off the balance. Returns that spend."""
+    """The dashboard counts both requests, in the chart's text alternative too. Returns the
+    day's spend as its card shows it."""
     page.get_by_role("link", name="Dashboard").first.click()
     page.get_by_text("2 requests and").first.wait_for()
-    spent = money(page.locator(".stat").filter(has_text="Spend today").inner_text())
-    assert spent > 0 and balance(page) == 20 - spent
     page.screenshot("dashboard-with-requests")
-    return spent
+    card = page.locator(".stat").filter(has_text="Spend today")
+    return card.locator(".stat-value").inner_text()
 
 
-def open_the_cost_breakdown_of_a_logged_request(page, model, spent):
-    """The request log lists both requests, at the day's spend; one row's breakdown opens."""
+def open_the_cost_breakdown_of_a_logged_request(page, model, spend_today):
+    """The request log lists both requests, to the micro-dollar; they add up to the day's spend
+    and came off the balance, which the header shows in cents. One row's breakdown opens."""
     page.get_by_role("link", name="Logs").first.click()
     rows = page.locator("table tbody tr").filter(has_text=model)
     assert rows.count() == 2
     costs = [money(cell) for cell in rows.locator("td[data-label=Cost]").all_inner_texts()]
-    assert sum(costs) == spent
+    spent = int(sum(costs) * 1_000_000)
+    assert spent > 0 and format_usd(spent) == spend_today
+    assert balance_of(customer()) == 20_000_000 - spent
+    assert balance(page) == format_usd(20_000_000 - spent)
     rows.first.get_by_role("link", name="Breakdown").click()
     formula = page.locator(".formula").first
     formula.wait_for()
@@ -210,6 +242,33 @@ def check_the_breakdown_against_the_pricing_page(page, breakdown, model, line):
     page.screenshot("pricing")
 
 
+def chat_in_the_playground_billed_and_logged(page, model):
+    """Two turns of a streamed chat through the token, from the console: each shows its cost,
+    which comes off the balance, and is in the request log with its breakdown."""
+    before = balance_of(customer())
+    page.get_by_role("link", name="Playground").first.click()
+    page.get_by_label("Token").select_option(label="My app")
+    page.get_by_label("Model").select_option(model)
+    page.get_by_label("System message").fill("Answer in one line.")
+    costs = []
+    for turn, question in enumerate(["Hello there", "And once more"]):
+        page.get_by_label("Your message").fill(question)
+        page.get_by_role("button", name="Send").click()
+        page.get_by_role("link", name="Cost breakdown").nth(turn).wait_for()
+        costs.append(money(page.locator(".chat-cost").nth(turn).inner_text()))
+    assert page.locator(".from-assistant .chat-text").count() == 2
+    assert "SWITCHBOARD_API_KEY" in page.locator("#pg-curl-text").inner_text()
+    page.screenshot("playground")
+    page.get_by_role("link", name="Cost breakdown").nth(1).click()
+    page.get_by_text("Charged:").wait_for()
+    assert money(page.get_by_text("Charged:").inner_text()) == costs[1]
+    assert "My app" in page.locator(".breakdown .kv").inner_text()
+    page.get_by_role("link", name="Logs").first.click()
+    assert page.locator("table tbody tr").filter(has_text=model).count() == 4
+    charged = int(sum(costs) * 1_000_000)
+    wait_until(lambda: balance_of(customer()) == before - charged, message="the chat's charge")
+
+
 def subscribe_to_price_change_emails(page):
     page.open("/profile/")
     page.get_by_text("Email me when a price changes").click()
@@ -227,27 +286,28 @@ def sign_in_to_admin_with_the_authenticator_code(staff_page, staff):
     staff_page.get_by_role("button", name="Log in").click()
     staff_page.locator("input[name=code]").fill(totp(staff.totp_secret))
     staff_page.screenshot("staff-code")
-    staff_page.get_by_role("button", name="Sign In").click()
+    staff_page.get_by_role("button", name="Log in").click()
 
 
 def raise_the_model_multiplier(staff_page, model):
-    """Staff raise the model's multiplier in admin, which records a price adjustment."""
+    """Staff raise the model's multiplier in admin: saving it publishes the change in an
+    announcement, and it applies now."""
     staff_page.get_by_role("link", name="Model prices").click()
     staff_page.get_by_role("link", name=model).click()
     staff_page.get_by_label("Model multiplier").fill("0.1")
-    staff_page.get_by_label("Reason for a price change").fill("The provider raised its price.")
+    staff_page.get_by_label("Why the prices change (published)").fill(
+        "The provider raised its price."
+    )
     staff_page.screenshot("change-multiplier")
     staff_page.get_by_role("button", name="Save", exact=True).click()
-    staff_page.get_by_text("recorded as 1 adjustment").wait_for()
+    staff_page.get_by_text(f"Price change of {model} published in").wait_for()
 
 
-def publish_the_price_change(staff_page):
-    staff_page.open("/admin/billing/priceadjustment/")
-    staff_page.locator("input[name=_selected_action]").first.check()
-    staff_page.get_by_label("Action:").select_option("publish")
-    staff_page.get_by_role("button", name="Run").click()
-    staff_page.get_by_role("button", name="Publish price changes").click()
-    staff_page.get_by_text("Published “").wait_for()
+def see_the_price_change_announced(staff_page, model):
+    """The message links to the announcement, public with the new price."""
+    staff_page.get_by_role("link", name=f"Price change: {model}").click()
+    staff_page.get_by_text("The provider raised its price.").wait_for()
+    staff_page.screenshot("price-announcement")
     staff_page.screenshot("published")
 
 
@@ -296,11 +356,12 @@ def credit_the_order_from_the_ticket_and_reply(staff_page, order):
     staff_page.screenshot("ticket-handled")
 
 
-def see_the_reply_and_the_credited_money(page, ticket_url, spent):
+def see_the_reply_and_the_credited_money(page, ticket_url, before_credit):
     """The customer sees the reply, the money and the email."""
     page.goto(ticket_url)
     page.get_by_text("Found your payment").wait_for()
-    assert balance(page) == 30 - spent
+    assert balance_of(customer()) == before_credit + 10_000_000
+    assert balance(page) == format_usd(before_credit + 10_000_000)
     replies = [m for m in mail.outbox if m.to == [EMAIL] and "Reply to" in m.subject]
     assert len(replies) == 1 and "Found your payment" in replies[0].body
     page.screenshot("ticket-answered")

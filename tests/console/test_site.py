@@ -29,8 +29,8 @@ HELP_TOPICS = [
 ]
 
 
-def test_it_redirects_anonymous_visitors_from_the_dashboard_to_login(client, db):
-    response = client.get(reverse("console:dashboard"))
+def test_it_redirects_anonymous_visitors_from_the_console_pages_to_login(client, db):
+    response = client.get(reverse("console:profile"))
     assert response.status_code == 302
     assert response.url.startswith(reverse("account_login"))
 
