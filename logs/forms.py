@@ -1,5 +1,5 @@
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django import forms
@@ -9,6 +9,7 @@ from django.utils import timezone
 from billing.models import Line
 from console.lib.fields import DateTimeInRangeField
 from logs import stats
+from logs.ids import made_at
 from tokens.models import Token
 
 PERIODS = [
@@ -178,10 +179,7 @@ class RequestIdForm(forms.Form):
 
     def not_found(self, key):
         """Says why a well-formed id has no row in this user's log, and adds it as an error."""
-        try:
-            made = datetime.fromtimestamp((key.int >> 80) / 1000, tz=UTC)
-        except (OverflowError, ValueError):  # beyond the year 9999: no request of ours
-            made = None
+        made = made_at(key)
         kept = settings.LOG_RETENTION_DAYS
         if made and made < timezone.now() - timedelta(days=kept):
             message = (
