@@ -328,7 +328,39 @@ WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", DEBUG)
 # Before collectstatic has run (development, tests), STATIC_ROOT does not exist yet.
 warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 WHITENOISE_AUTOREFRESH = DEBUG
+# Uploaded files (ticket attachments): on local disk under MEDIA_ROOT, or, with MEDIA_S3_BUCKET,
+# in a bucket of S3 or an S3-compatible store that every web server shares. Either way they are
+# served only through the site, to their ticket's owner and staff: objects are private, stored
+# under random names that are never reused, and no bucket address is ever handed out.
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_S3_BUCKET = env("MEDIA_S3_BUCKET")
+if MEDIA_S3_BUCKET:
+    # A bucket with ACLs switched off (AWS's default for new buckets) refuses any ACL but its
+    # owner's: MEDIA_S3_ACL=none sends none, and the bucket's own policy keeps objects private.
+    _media_acl = env("MEDIA_S3_ACL", "private").strip()
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIA_S3_BUCKET,
+            "location": env("MEDIA_S3_PREFIX").strip("/"),
+            "default_acl": None if _media_acl.lower() in {"", "none"} else _media_acl,
+            "file_overwrite": False,
+            # Only signed, short-lived addresses, should anything ever ask the storage for one.
+            "querystring_auth": True,
+            "querystring_expire": 300,
+            # Without keys of its own, boto3's usual chain: AWS_* variables, an instance role.
+            **{
+                option: value
+                for option, value in {
+                    "endpoint_url": env("MEDIA_S3_ENDPOINT_URL"),
+                    "region_name": env("MEDIA_S3_REGION"),
+                    "access_key": env("MEDIA_S3_ACCESS_KEY_ID"),
+                    "secret_key": env("MEDIA_S3_SECRET_ACCESS_KEY"),
+                }.items()
+                if value
+            },
+        },
+    }
 
 # Payments. The sandbox credits balances without money: development and demos only.
 PAYMENTS_SANDBOX = env_bool("PAYMENTS_SANDBOX", DEBUG)

@@ -111,7 +111,8 @@ class TicketMessage(models.Model):
 
 class TicketAttachment(models.Model):
     """A file a user or staff attached, checked by content and stored under a random name,
-    outside the public static files; only the ticket's owner and staff can fetch it."""
+    outside the public static files (on local disk or in a private bucket: settings.STORAGES);
+    only the ticket's owner and staff can fetch it, through the site."""
 
     FOLDER = "ticket-attachments"
 
@@ -128,7 +129,9 @@ class TicketAttachment(models.Model):
 
 @receiver(post_delete, sender=TicketAttachment)
 def _delete_attachment_file(sender, instance, **kwargs):
-    # With its ticket or its user, the file goes too; only once the deletion is committed.
+    # With its ticket or its user, the file goes too (from the disk or the bucket), only once
+    # the deletion is committed. A storage that fails then is logged, and does not turn the
+    # deletion that already happened into an error.
     name, storage = instance.file.name, instance.file.storage
     if name:
-        transaction.on_commit(lambda: storage.delete(name))
+        transaction.on_commit(lambda: storage.delete(name), robust=True)

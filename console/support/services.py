@@ -7,7 +7,6 @@ every reply or status change the other side should hear of is emailed once, on c
 import time
 from contextlib import contextmanager
 
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -100,16 +99,17 @@ def _new_ticket(**fields):
 def _stored(attachments):
     """Writes checked attachments to storage before the transaction that records them, and
     deletes them again if it fails: no file without its row, and no database lock held while
-    files are written."""
+    files are written (to a bucket, that is a round trip each)."""
+    storage = TicketAttachment.file.field.storage
     saved = []
     try:
         for content, content_type, name, size in attachments:
-            path = default_storage.save(f"{TicketAttachment.FOLDER}/{content.name}", content)
+            path = storage.save(f"{TicketAttachment.FOLDER}/{content.name}", content)
             saved.append((path, content_type, name, size))
         yield saved
     except BaseException:
         for path, *_rest in saved:
-            default_storage.delete(path)
+            storage.delete(path)
         raise
 
 

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -12,6 +13,7 @@ from accounts.staff import staff_may_enter
 from billing.models import RechargeOrder
 from console.lib.params import id_param, text_param
 from console.lib.ratelimit import attempts, given_back_on_error, limit_reached
+from console.lib.streaming import in_chunks
 from console.support import services
 from console.support.forms import ReplyForm, TicketForm
 from console.support.models import Ticket, TicketAttachment
@@ -180,19 +182,32 @@ def ticket_reopen(request, number):
 
 @login_required
 def attachment(request, pk):
-    """A ticket's file, for its owner and staff only, never run by the browser as a page."""
+    """A ticket's file, for its owner and staff only, never run by the browser as a page.
+
+    Read from the storage and sent from here, wherever the files live (local disk or a
+    bucket), so that who may see a file is decided by this check and by no address."""
     found = get_object_or_404(TicketAttachment.objects.select_related("message__ticket"), pk=pk)
     ticket = found.message.ticket
     if staff_may_enter(request) and request.user.has_perm("support.view_ticket"):
         pass  # staff who handle tickets see every file, internal notes' too
     elif ticket.user_id != request.user.pk or found.message.internal:
         raise Http404("No such attachment.")
-    response = FileResponse(found.file.open("rb"), content_type=found.content_type)
+    try:
+        stored = found.file.storage.open(found.file.name, "rb")
+    except FileNotFoundError:
+        raise Http404("This attachment is no longer stored.") from None
+    # The type is the one the upload was checked as, never one the storage guessed.
+    response = FileResponse(stored, content_type=found.content_type)
     inline = found.content_type.startswith("image/")
     disposition = "inline" if inline else "attachment"
     response["Content-Disposition"] = (
         f'{disposition}; filename="attachment-{found.pk}.{found.file.name.rsplit(".", 1)[-1]}"'
     )
+    response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox; default-src 'none'"
     response["Cache-Control"] = "private, max-age=3600"
+    if isinstance(request, ASGIRequest):
+        # Over ASGI, sent a block at a time rather than read whole first (Django's default).
+        response.block_size = 64 * 1024
+        response.streaming_content = in_chunks(response.streaming_content)
     return response
