@@ -111,6 +111,8 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "accounts.middleware.UserTimezoneMiddleware",
+    # Pages that only show read the logs from DATABASE_REPLICA_URL's replica, when it is set.
+    "console.lib.routers.replica_reads",
 ]
 
 ROOT_URLCONF = "console.urls"
@@ -166,6 +168,17 @@ else:
             "TEST": {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")},
         }
     }
+# A read replica of DATABASE_URL's database (a PostgreSQL standby): the console's pages read
+# request logs and usage rollups from it; all else, and every write, goes to the primary
+# (console.lib.routers). The test suite runs without it; tests/console/test_replica.py makes one.
+DATABASE_REPLICA_URL = env("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(
+        DATABASE_REPLICA_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+    DATABASE_ROUTERS = ["console.lib.routers.ReplicaRouter"]
 IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 # The covering indexes of the usage rollups are PostgreSQL's; SQLite builds them without their
 # included columns, which is fine where SQLite is used.
@@ -222,6 +235,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "release-abandoned-holds": {"task": "relay.tasks.reap_holds", "schedule": PERIODIC_JOB_SECONDS},
     "prune-old-logs": {"task": "logs.tasks.prune_logs", "schedule": 3600.0},
+    "make-log-partitions": {"task": "logs.tasks.make_log_partitions", "schedule": 3600.0},
 }
 # Without a broker there is no beat: the web process runs the schedule itself (console.asgi).
 PERIODIC_JOBS_IN_PROCESS = env_bool("PERIODIC_JOBS_IN_PROCESS", CELERY_TASK_ALWAYS_EAGER)

@@ -4,7 +4,10 @@ from logs.retention import prune
 
 
 class Command(BaseCommand):
-    help = "Removes request logs, IP records and rollups past their retention, in small batches."
+    help = (
+        "Removes request logs (on PostgreSQL, days whole), IP records and rollups past their "
+        "retention, in small batches."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
