@@ -184,7 +184,8 @@ def _rollup_meta(name):
                 )
             ],
             # Covering: charts and totals are index-only scans on PostgreSQL, however scattered
-            # one user's rows are among everybody's in the table.
+            # one user's rows are among everybody's in the table; so it holds every filter
+            # and every sum a page reads (not latency_ms, which no page reads from them).
             "indexes": [
                 models.Index(
                     fields=["user_id", "bucket"],
@@ -194,8 +195,11 @@ def _rollup_meta(name):
                         "prompt_tokens",
                         "completion_tokens",
                         "cost",
+                        "cache_read_tokens",
+                        "cache_write_tokens",
                         "model",
                         "token_id",
+                        "line_id",
                     ],
                     name=f"{name}_user_time",
                 )

@@ -15,7 +15,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.models import ModelPrice
-from logs.models import ChannelMinute, IpDay, UsageDay, UsageHour, UsageMinute
+from logs.models import ChannelMinute, IpDay, UsageDay, UsageMinute
+from logs.rollups import SUMS, RollupRead, floor_hour, pieces
 
 ONE_MINUTE = timedelta(minutes=1)
 RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
@@ -95,62 +96,27 @@ def since(user, start, *, end=None, **filters):
     return windows(user, {"span": start}, end=end, **filters)["span"]
 
 
-_SUMS = {
-    "requests": Sum("requests"),
-    "errors": Sum("requests", filter=Q(ok=False)),
-    "prompt_tokens": Sum("prompt_tokens"),
-    "completion_tokens": Sum("completion_tokens"),
-    "cost": Sum("cost"),
-    "cache_read_tokens": Sum("cache_read_tokens"),
-    "cache_write_tokens": Sum("cache_write_tokens"),
-}
-
-
-def _per_bucket(rows):
-    return {
-        row.pop("bucket"): row
-        for row in rows.values("bucket").annotate(**{f"s_{k}": v for k, v in _SUMS.items()})
-    }
-
-
 def windows(user, starts, *, end=None, **filters):
-    """Totals for several windows ending now, in two grouped queries whatever their number:
-    whole hours from the hour rollup, the partial hours at the windows' edges from minutes.
-    `filters` as `_scoped` takes them."""
+    """Totals for several windows ending now (or `end`), in one query whatever their number,
+    each from the coarsest rollups that cover it (logs.rollups.pieces). A window counts the
+    minutes that begin in it. `filters` as `_scoped` takes them."""
     end = end or timezone.now()
-    last_hour = end.replace(minute=0, second=0, microsecond=0)
-    first_hours = {
-        name: (start + timedelta(minutes=59)).replace(minute=0, second=0, microsecond=0)
-        for name, start in starts.items()
+    read = RollupRead(user, **filters)
+    tags = {
+        name: [read.total(*piece) for piece in pieces(start, end)] for name, start in starts.items()
     }
-    edges = Q(bucket__gte=last_hour)
-    for name, start in starts.items():
-        edges |= Q(bucket__gte=start, bucket__lt=max(first_hours[name], start))
-    earliest = min(first_hours.values())
-    hours = (
-        _per_bucket(
-            _scoped(UsageHour, user, **filters).filter(bucket__gte=earliest, bucket__lt=last_hour)
-        )
-        if earliest < last_hour
-        else {}
-    )
-    # Only the edge minutes are read (a few short index ranges), not every minute.
-    minutes = _per_bucket(_scoped(UsageMinute, user, **filters).filter(edges, bucket__lt=end))
-    result = {}
-    for name, start in starts.items():
-        first_hour = first_hours[name]
-        totals_ = Totals()
-        picked = [row for bucket, row in hours.items() if bucket >= first_hour]
-        picked += [
-            row
-            for bucket, row in minutes.items()
-            if start <= bucket and (bucket < first_hour or bucket >= last_hour)
-        ]
-        for row in picked:
-            for field in _SUMS:
-                setattr(totals_, field, getattr(totals_, field) + (row[f"s_{field}"] or 0))
-        result[name] = totals_
-    return result
+    found = read.run()
+    return {name: _summed(found, parts) for name, parts in tags.items()}
+
+
+def _summed(found, tags):
+    """The Totals of the rows of `tags` in what a RollupRead found."""
+    totals_ = Totals()
+    for tag in tags:
+        for row in found.get(tag, ()):
+            for name in SUMS:
+                setattr(totals_, name, getattr(totals_, name) + row[name])
+    return totals_
 
 
 @dataclass
@@ -168,47 +134,55 @@ class Card:
     cached_share_today: float | None = None  # percent of today's prompt tokens
 
 
-def dashboard_cards(user, balance, tz, now=None, *, token_id=None, model_name=None):
-    """The dashboard's figures: the balance (the account's, whatever the filters) and the
-    spend, requests and pace of the token and model chosen (all of them with None)."""
-    now = now or timezone.now()
+@dataclass
+class Dashboard:
+    cards: Card
+    series: dict  # labels, requests, tokens and errors of each minute, as _series gives them
+    spend: dict | None  # as daily_spend_by_model gives it, when asked for
+    called: bool  # requests were found; without, there may still be older ones
+
+
+def dashboard(user, balance, tz, *, span, days=None, token_id=None, model_name=None, now=None):
+    """The dashboard in one query over the rollups: the cards (the balance is the account's,
+    whatever the filters; the rest follows the token and model chosen, all with None), the
+    chart of each minute over `span`, and with `days` the spend per day and model."""
+    now = (now or timezone.now()).astimezone(UTC)
     midnight = local_midnight(now, tz)
-    filters = {"token_id": token_id, "model_name": model_name}
-    spans = windows(
-        user,
-        {"today": midnight, "week": now - timedelta(days=7), "month": now - timedelta(days=30)},
-        end=now,
-        **filters,
-    )
-    last_minute = _floor_minute(now) - timedelta(minutes=1)
-    per_minute = (
-        _scoped(UsageMinute, user, **filters)
-        .filter(bucket__gte=min(midnight, last_minute))
-        .values("bucket")
-        .annotate(
-            minute_requests=Sum("requests"),
-            minute_tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
-        )
-    )
-    peak, rpm, tpm = 0, 0, 0
-    for row in per_minute:
-        if row["bucket"] >= midnight:
-            peak = max(peak, row["minute_requests"])
-        if row["bucket"] == last_minute:
-            rpm, tpm = row["minute_requests"], row["minute_tokens"]
-    today = spans["today"]
-    return Card(
+    end = _floor_minute(now) + ONE_MINUTE  # the chart ends with the minute in progress
+    start = end - span
+    last_minute = end - 2 * ONE_MINUTE
+    read = RollupRead(user, token_id=token_id, model_name=model_name)
+    # Every minute of today is read for the busiest one, so today's totals come from them.
+    read.recent_minutes(min(midnight, start, last_minute, floor_hour(now)), end)
+    read.per_minute(start)
+    today = read.total(UsageMinute, midnight, now)
+    last = read.total(UsageMinute, last_minute, last_minute + ONE_MINUTE)
+    week = [read.total(*piece) for piece in pieces(now - timedelta(days=7), now)]
+    month = [read.total(*piece) for piece in pieces(now - timedelta(days=30), now)]
+    day_list = _local_days(now, tz, days) if days else None
+    if days:
+        read.per_day_and_model([begins for _day, begins in day_list])
+    found = read.run()
+    today_figures = _summed(found, [today])
+    last_figures = _summed(found, [last])
+    cards = Card(
         balance=balance,
-        spend_today=today.cost,
-        spend_7d=spans["week"].cost,
-        spend_30d=spans["month"].cost,
-        requests_today=today.requests,
-        rpm=rpm,
-        tpm=tpm,
-        peak_rpm=peak,
-        success_rate=today.success_rate,
-        tokens_today=today.tokens,
-        cached_share_today=today.cached_share,
+        spend_today=today_figures.cost,
+        spend_7d=_summed(found, week).cost,
+        spend_30d=_summed(found, month).cost,
+        requests_today=today_figures.requests,
+        rpm=last_figures.requests,
+        tpm=last_figures.tokens,
+        peak_rpm=found[today][0]["peak"] if found.get(today) else 0,
+        success_rate=today_figures.success_rate,
+        tokens_today=today_figures.tokens,
+        cached_share_today=today_figures.cached_share,
+    )
+    return Dashboard(
+        cards=cards,
+        series=_series(_by_minute(found), start, end, tz),
+        spend=_spend_per_day(found.get("day", ()), day_list) if days else None,
+        called=any(row["requests"] for rows in found.values() for row in rows),
     )
 
 
@@ -228,7 +202,7 @@ class Pace:
     last_rpm: int | None = None  # the last whole minute, when the selection reaches now
     last_tpm: int | None = None
     peak_rpm: int | None = None  # the busiest minute, when the selection is charted
-    series: dict | None = None  # as minute_series gives it
+    series: dict | None = None  # as _series gives it
 
     @property
     def average_rpm(self):
@@ -285,18 +259,6 @@ def selection_pace(user, start, end, tz, *, now=None, **filters):
     return pace
 
 
-def minute_series(user, span, tz, *, token_id=None, model_name=None, now=None):
-    """Requests, tokens and errors per minute over `span`, one point per minute."""
-    now = now or timezone.now()
-    # The minute in progress is the last point: requests just made show at once.
-    end = _floor_minute(now) + timedelta(minutes=1)
-    start = end - span
-    rows = _scoped(UsageMinute, user, token_id, model_name).filter(
-        bucket__gte=start, bucket__lt=end
-    )
-    return _per_minute(rows, start, end, tz)
-
-
 def platform_series(rows, now, tz):
     end = _floor_minute(now) + timedelta(minutes=1)
     return _per_minute(rows.filter(bucket__lt=end), end - timedelta(hours=1), end, tz)
@@ -319,9 +281,28 @@ def _per_minute(rows, start, end, tz):
     rows = rows.values("bucket").annotate(
         n_requests=Sum("requests"),
         n_errors=Sum("requests", filter=Q(ok=False)),
-        n_tokens=Sum("prompt_tokens") + Sum("completion_tokens"),
+        n_prompt=Sum("prompt_tokens"),
+        n_completion=Sum("completion_tokens"),
     )
-    by_minute = {row["bucket"]: row for row in rows}
+    by_minute = {
+        row["bucket"]: {
+            "requests": row["n_requests"],
+            "errors": row["n_errors"] or 0,
+            "prompt_tokens": row["n_prompt"],
+            "completion_tokens": row["n_completion"],
+        }
+        for row in rows
+    }
+    return _series(by_minute, start, end, tz)
+
+
+def _by_minute(found):
+    return {row["at"]: row for row in found.get("minute", ())}
+
+
+def _series(by_minute, start, end, tz):
+    """Requests, tokens and errors of each minute from `start` to `end` (0 for a minute not
+    in `by_minute`), with its local time as the label."""
     labels, requests, tokens, errors = [], [], [], []
     same_offset = start.astimezone(tz).utcoffset() == end.astimezone(tz).utcoffset()
     local = start.astimezone(tz)
@@ -336,39 +317,52 @@ def _per_minute(rows, start, end, tz):
             clock += 1
         else:
             labels.append(moment.astimezone(tz).strftime("%H:%M"))
-        requests.append(row["n_requests"] if row else 0)
-        tokens.append(row["n_tokens"] if row else 0)
-        errors.append((row["n_errors"] or 0) if row else 0)
+        if row:
+            requests.append(row["requests"])
+            tokens.append(row["prompt_tokens"] + row["completion_tokens"])
+            errors.append(row["errors"])
+        else:
+            requests.append(0)
+            tokens.append(0)
+            errors.append(0)
         moment += ONE_MINUTE
     return {"labels": labels, "requests": requests, "tokens": tokens, "errors": errors}
 
 
 def daily_spend_by_model(user, days, tz, *, token_id=None, model_name=None, now=None):
     """Spend per local day and model over the last `days` days, from the hour rollup."""
-    now = now or timezone.now()
+    day_list = _local_days(now or timezone.now(), tz, days)
+    read = RollupRead(user, token_id=token_id, model_name=model_name)
+    read.per_day_and_model([begins for _day, begins in day_list])
+    return _spend_per_day(read.run().get("day", ()), day_list)
+
+
+def _local_days(now, tz, days):
+    """The last `days` local days to today's, each with the UTC moment it begins at."""
     today = local_midnight(now, tz).astimezone(tz).date()
-    first_day = today - timedelta(days=days - 1)
-    start = datetime.combine(first_day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
-    rows = (
-        _scoped(UsageHour, user, token_id, model_name)
-        .filter(bucket__gte=start)
-        .values("bucket", "model")
-        .annotate(spent=Sum("cost"), n_errors=Sum("requests", filter=Q(ok=False)))
-    )
+    day_list = [today - timedelta(days=days - 1 - i) for i in range(days)]
+    return [
+        (day, datetime.combine(day, datetime.min.time(), tzinfo=tz).astimezone(UTC))
+        for day in day_list
+    ]
+
+
+def _spend_per_day(rows, day_list):
+    """The spend chart from a RollupRead's "day" rows: each model's cost per day of
+    `day_list` (as _spend_series gives the series), and each day's errors."""
     spend = defaultdict(lambda: defaultdict(int))
     errors = defaultdict(int)
     for row in rows:
-        day = row["bucket"].astimezone(tz).date()
-        spend[row["model"]][day] += row["spent"]
-        errors[day] += row["n_errors"] or 0
-    day_list = [first_day + timedelta(days=i) for i in range(days)]
+        spend[row["model"]][row["day"]] += row["cost"]
+        errors[row["day"]] += row["errors"]
+    numbers = range(len(day_list))
     return {
-        "labels": [day.strftime("%b %d") for day in day_list],
+        "labels": [day.strftime("%b %d") for day, _start in day_list],
         "models": [
-            {"model": name, "cost": [costs.get(day, 0) for day in day_list], "other": other}
+            {"model": name, "cost": [costs.get(n, 0) for n in numbers], "other": other}
             for name, costs, other in _spend_series(spend)
         ],
-        "errors": [errors[day] for day in day_list],
+        "errors": [errors[n] for n in numbers],
     }
 
 

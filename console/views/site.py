@@ -1,8 +1,11 @@
 import zoneinfo
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
+from django.db.models import DateTimeField, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -35,31 +38,25 @@ def _chart_filters(request):
     }
 
 
-def _live_context(request, filters, tz):
-    account = Account.objects.filter(user=request.user).first()
-    series = stats.minute_series(
-        request.user,
-        stats.RANGES[filters["range"]],
-        tz,
-        token_id=filters["token"],
-        model_name=filters["model"],
-    )
-    cards = stats.dashboard_cards(
+def _board(request, filters, tz, account, *, days=None):
+    """The cards, the per-minute chart and (with `days`) the spend, from one rollup read."""
+    return stats.dashboard(
         request.user,
         account.balance if account else 0,
         tz,
+        span=stats.RANGES[filters["range"]],
+        days=days,
         token_id=filters["token"],
         model_name=filters["model"],
     )
+
+
+def _live_context(board, filters, filtered_token):
     return {
-        "cards": cards,
-        "filtered_token": (
-            Token.objects.filter(user=request.user, pk=filters["token"]).first()
-            if filters["token"]
-            else None
-        ),
-        "series": series,
-        "series_summary": stats.summary(series),
+        "cards": board.cards,
+        "filtered_token": filtered_token,
+        "series": board.series,
+        "series_summary": stats.summary(board.series),
         "filters": filters,
         "ranges": stats.RANGES,
     }
@@ -69,26 +66,29 @@ def _live_context(request, filters, tz):
 def dashboard(request):
     tz = _user_zone(request.user)
     filters = _chart_filters(request)
-    context = _live_context(request, filters, tz)
     account = Account.objects.filter(user=request.user).first()
-    has_tokens = Token.objects.alive().filter(user=request.user).exists()
-    has_requests = UsageDay.objects.filter(user_id=request.user.pk).exists()
+    board = _board(request, filters, tz, account, days=stats.DAY_RANGES[filters["days"]])
+    # What the filter list and the first steps need of the tokens, deleted ones included.
+    tokens = list(
+        Token.objects.filter(user=request.user)
+        .only("name", "deleted_at")
+        .order_by("deleted_at", "name")
+    )
+    filtered_token = next((t for t in tokens if t.pk == filters["token"]), None)
+    # Requests in the last 30 days show in the read; only an account without any asks further.
+    called = board.called or UsageDay.objects.filter(user_id=request.user.pk).exists()
+    context = _live_context(board, filters, filtered_token)
     context.update(
-        spend=stats.daily_spend_by_model(
-            request.user,
-            stats.DAY_RANGES[filters["days"]],
-            tz,
-            token_id=filters["token"],
-            model_name=filters["model"],
-        ),
-        tokens=Token.objects.filter(user=request.user).order_by("deleted_at", "name"),
+        spend=board.spend,
+        tokens=tokens,
         models=stats.used_models(request.user),
         first_run={
             "recharged": bool(account and (account.total_recharged or account.balance)),
-            "token": has_tokens,
-            "called": has_requests,
+            "token": any(token.deleted_at is None for token in tokens),
+            "called": called,
         },
-        example_model=ModelPrice.example_chat_model(),
+        # For the first steps only, which an account that made requests no longer sees.
+        example_model=None if called else ModelPrice.example_chat_model(),
         latest_unread=_latest_unread(request.user),
         day_ranges=stats.DAY_RANGES,
     )
@@ -96,17 +96,29 @@ def dashboard(request):
 
 
 def _latest_unread(user):
-    seen = NotificationSettings.of(user).announcements_seen_at
-    items = Announcement.objects.filter(published_at__lte=timezone.now())
-    if seen:
-        items = items.filter(published_at__gt=seen)
-    return list(items[:3])
+    """The three newest announcements this user has not seen, in one query."""
+    seen = NotificationSettings.objects.filter(user_id=user.pk).values("announcements_seen_at")
+    never = Value(datetime.min.replace(tzinfo=UTC), output_field=DateTimeField())
+    return list(
+        Announcement.objects.filter(
+            published_at__lte=timezone.now(),
+            published_at__gt=Coalesce(Subquery(seen[:1]), never),
+        )[:3]
+    )
 
 
 @login_required
 def dashboard_live(request):
     """The cards, the per-minute chart and the balance, for the page to refresh itself."""
-    context = _live_context(request, _chart_filters(request), _user_zone(request.user))
+    filters = _chart_filters(request)
+    account = Account.objects.filter(user=request.user).first()
+    board = _board(request, filters, _user_zone(request.user), account)
+    filtered_token = (
+        Token.objects.filter(user=request.user, pk=filters["token"]).only("name").first()
+        if filters["token"]
+        else None
+    )
+    context = _live_context(board, filters, filtered_token)
     return render(request, "console/dashboard_live.html", context)
 
 

@@ -20,7 +20,7 @@ from tokens.services import token_create
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 
-def test_minute_series_across_local_midnight_has_every_minute_once(alice, default_line):
+def test_the_chart_across_local_midnight_has_every_minute_once(alice, default_line):
     """The last point is the minute in progress, so that requests just made show at once."""
     token = token_create(user=alice, name="t", line=default_line, notify=False)[0]
     midnight = datetime(2026, 6, 1, tzinfo=NEW_YORK).astimezone(UTC)
@@ -28,9 +28,8 @@ def test_minute_series_across_local_midnight_has_every_minute_once(alice, defaul
         make_record(alice, token, at=midnight + timedelta(minutes=m)) for m in range(-30, 30)
     ]
     write_batch(records)
-    series = stats.minute_series(
-        alice, timedelta(hours=1), NEW_YORK, now=midnight + timedelta(minutes=29, seconds=30)
-    )
+    now = midnight + timedelta(minutes=29, seconds=30)
+    series = stats.dashboard(alice, 0, NEW_YORK, span=timedelta(hours=1), now=now).series
     assert len(series["labels"]) == 60
     assert sum(series["requests"]) == 60
     assert series["labels"][29:31] == ["23:59", "00:00"]
@@ -46,9 +45,9 @@ def test_the_dst_change_neither_drops_nor_doubles_a_bucket(alice, default_line):
     write_batch(records)  # four hours of UTC time, one request every ten minutes
     now = start + timedelta(hours=4)
     # Half a minute earlier: the chart ends with the minute in progress.
-    series = stats.minute_series(
-        alice, timedelta(hours=4), NEW_YORK, now=now - timedelta(seconds=30)
-    )
+    series = stats.dashboard(
+        alice, 0, NEW_YORK, span=timedelta(hours=4), now=now - timedelta(seconds=30)
+    ).series
     assert len(series["labels"]) == 240  # every UTC minute once
     assert sum(series["requests"]) == 24
     assert series["labels"].count("01:30") == 2  # the repeated local hour shows twice, not merged
@@ -150,7 +149,7 @@ def test_the_dashboard_cards_count_each_window_and_minute(alice, default_line):
             make_record(alice, token, at=now - timedelta(days=31), cost=10_000),
         ]
     )
-    cards = stats.dashboard_cards(alice, 7, NEW_YORK, now=now)
+    cards = stats.dashboard(alice, 7, NEW_YORK, span=stats.RANGES["1h"], now=now).cards
     assert (cards.requests_today, cards.spend_today) == (9, 45)
     assert (cards.spend_7d, cards.spend_30d) == (145, 1145)
     assert cards.success_rate == pytest.approx(100 * 8 / 9)
