@@ -7,10 +7,14 @@ which runs in a database thread and writes, in one transaction:
 - the money, by billing alone: per account, billing.settlement.usage_settle charges what the
   rows cost (balance, hold, token quotas, one usage ledger row) and releases the lease money
   given back;
-- the log rows, in one COPY (PostgreSQL) or multi-row INSERT;
-- per-minute, per-hour and per-day usage rollups, IP-per-day and channel-per-minute totals,
-  each as one INSERT … ON CONFLICT DO UPDATE that adds to the existing totals;
+- the log rows;
+- per-minute, per-hour and per-day usage rollups, the platform's and each channel's minutes
+  and IP-per-day totals, each an INSERT … ON CONFLICT DO UPDATE that adds to the totals;
 - the tokens' last use.
+
+On PostgreSQL the records go in once, by a binary COPY into a temporary table, and PostgreSQL
+writes the log rows and totals the rollups from it (`_record_staged`); on SQLite, the embedded
+default, Python totals them (`_rollups`).
 
 If the database refuses any of it for its data (a CHECK, a duplicate id, a value out of
 range), nothing of that transaction stays, and each account is written on its own instead
@@ -100,9 +104,10 @@ class RequestRecord:
 
 log = logging.getLogger(__name__)
 # What a database says of data it will not store (too large a number, a duplicate id, text it
-# cannot encode, a CHECK), as opposed to being unreachable; and a settlement billing refuses,
-# which only that account's rows wait on.
-REFUSED = (DataError, IntegrityError, ValueError, UnicodeError, BillingError)
+# cannot encode, a CHECK), as opposed to being unreachable, and what psycopg says of a number
+# beyond 64 bits before sending it; and a settlement billing refuses, which only that
+# account's rows wait on.
+REFUSED = (DataError, IntegrityError, ValueError, OverflowError, UnicodeError, BillingError)
 
 RECORD_FIELDS = [f.name for f in fields(RequestRecord) if f.name not in {"quota_hold", "logged"}]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
@@ -191,10 +196,7 @@ def write_flush(parts, *, owner, release_all=False, keep=()):
         with transaction.atomic():
             for part in sorted(parts, key=lambda p: p.user_id):
                 _settle(part, part.records, owner, outcome, release_all=release_all)
-            records = [r for part in parts for r in part.records]
-            _insert(records)
-            _rollups(records)
-            _last_use(records)
+            _record([r for part in parts for r in part.records])
     except REFUSED:
         return write_each(parts, owner=owner, release_all=release_all)
     outcome.written = [part.user_id for part in parts]
@@ -296,8 +298,7 @@ def _write_part(part, owner, release_all, outcome, budget):
         with transaction.atomic():
             new = _insert_new(part.records)
             _settle(part, new, owner, outcome, release_all=release_all)
-            _rollups(new)
-            _last_use(new)
+            _record(new, with_rows=False)
     except REFUSED as error:
         return _describe(error)
     return None
@@ -318,19 +319,23 @@ def write_batch(records):
     """Log rows and their rollups alone, in one transaction, for rows whose money is settled
     elsewhere or not at all (imported history, test fixtures)."""
     with transaction.atomic():
-        _insert(records)
-        _rollups(records)
-        _last_use(records)
+        _record(records)
 
 
-def _insert(records):
-    rows = [_as_row(r) for r in records if r.logged]
-    if not rows:
+def _record(records, *, with_rows=True):
+    """The log rows (unless `with_rows` is False: written already), the rollups and the
+    tokens' last use of `records`."""
+    if not records:
         return
     if connection.vendor == "postgresql":
-        _copy(RequestLog, RECORD_FIELDS, rows)
-    else:
-        _insert_rows(RequestLog, RECORD_FIELDS, rows)
+        _record_staged(records, with_rows=with_rows)
+        return
+    if with_rows:
+        rows = [_as_row(r) for r in records if r.logged]
+        if rows:
+            _insert_rows(RequestLog, RECORD_FIELDS, rows)
+    _rollups(records)
+    _last_use(records)
 
 
 def _insert_new(records):
@@ -347,6 +352,8 @@ def _insert_new(records):
 
 
 def _rollups(records):
+    """The rollups, totalled in Python and added to the tables (SQLite; PostgreSQL totals
+    them itself, see _record_staged)."""
     minutes, hours, days = defaultdict(_zeros), defaultdict(_zeros), defaultdict(_zeros)
     platform = defaultdict(_zeros)
     ips, channels = {}, defaultdict(lambda: [0, 0, 0])
@@ -412,52 +419,15 @@ def _last_use(records):
             latest[r.token_id] = r
     if not latest:
         return
-    if connection.vendor != "postgresql":
-        for token_id, r in sorted(latest.items()):
-            Token.objects.filter(pk=token_id).exclude(last_used_at__gt=r.created_at).update(
-                last_used_at=r.created_at, last_ip=r.client_ip
-            )
-        return
-    # One statement for the whole batch: COPY the values in, UPDATE … FROM them.
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS incoming_token_use")
-        cursor.execute(
-            "CREATE TEMPORARY TABLE incoming_token_use "
-            "(id bigint, used_at timestamptz, ip inet) ON COMMIT DROP"
-        )
-        with cursor.cursor.copy("COPY incoming_token_use (id, used_at, ip) FROM STDIN") as copy:
-            for token_id, r in sorted(latest.items()):
-                copy.write_row((token_id, r.created_at, r.client_ip))
-        table = connection.ops.quote_name(Token._meta.db_table)
-        # Lock in id order first: the flushes of other processes take the same rows.
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
-            [sorted(latest)],
-        )
-        cursor.execute(
-            f"UPDATE {table} SET last_used_at = i.used_at, last_ip = i.ip "  # noqa: S608
-            f"FROM incoming_token_use i WHERE {table}.id = i.id "
-            f"AND ({table}.last_used_at IS NULL OR {table}.last_used_at < i.used_at)"
+    for token_id, r in sorted(latest.items()):
+        Token.objects.filter(pk=token_id).exclude(last_used_at__gt=r.created_at).update(
+            last_used_at=r.created_at, last_ip=r.client_ip
         )
 
 
 def _columns(model, names):
     by_attname = {f.attname: f for f in model._meta.concrete_fields}
     return [by_attname[name] for name in names]
-
-
-def _copy(model, names, rows):
-    """COPY … FROM STDIN: the fastest way into PostgreSQL, and no SQL text to parse."""
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(c.column) for c in _columns(model, names))
-    # psycopg's own errors become Django's (DataError, IntegrityError…), as for any query.
-    with (
-        connection.wrap_database_errors,
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
 
 
 def _insert_rows(model, names, rows, suffix=""):
@@ -516,29 +486,177 @@ def _upsert_ip_days(ips):
 
 
 def _upsert(model, names, key_names, rows, updates):
-    """INSERT … ON CONFLICT (key) DO UPDATE SET `updates`, rows sorted by key so that the
-    flushes of several processes lock rows in the same order. On PostgreSQL the rows go in by
-    COPY to a temporary table first: no SQL text to build or parse per value."""
+    """INSERT … ON CONFLICT (key) DO UPDATE SET `updates`, rows sorted by key."""
     quote = connection.ops.quote_name
     keys = ", ".join(quote(c.column) for c in _columns(model, key_names))
-    conflict = f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
     rows.sort()
-    if connection.vendor != "postgresql":
-        _insert_rows(model, names, rows, conflict)
-        return
-    columns = ", ".join(quote(c.column) for c in _columns(model, names))
-    table = quote(model._meta.db_table)
-    scratch = quote(f"incoming_{model._meta.db_table}")
+    _insert_rows(model, names, rows, f" ON CONFLICT ({keys}) DO UPDATE SET {updates}")
+
+
+# PostgreSQL: the records go in once, by a binary COPY into a temporary table of the
+# transaction, and PostgreSQL writes the log rows and totals every rollup from there. Python
+# only hands each record's values over: the gateway's flush runs in the gateway's process,
+# where each millisecond of Python holds the GIL against the event loop.
+STAGING = "incoming_requests"
+STAGED_FIELDS = [*RECORD_FIELDS, "logged"]
+_as_staged_row = operator.attrgetter(*STAGED_FIELDS)
+# A staged column's type by its log column's kind. Integers of every size are bigint and the
+# address is text: the INSERT into the log casts them, so that a value the log cannot hold is
+# refused there, as a DataError, like any refused row.
+_STAGED_KINDS = {
+    "UUIDField": "uuid",
+    "DateTimeField": "timestamptz",
+    "BooleanField": "boolean",
+    "DecimalField": "numeric",
+    "CharField": "text",
+    "GenericIPAddressField": "text",
+}
+_STAGED_TYPES = [
+    *(
+        _STAGED_KINDS.get(f.get_internal_type(), "bigint")
+        for f in _columns(RequestLog, RECORD_FIELDS)
+    ),
+    "boolean",
+]
+_CREATE_STAGING = (
+    f"CREATE TEMPORARY TABLE {STAGING} ("
+    + ", ".join(f"{name} {kind}" for name, kind in zip(STAGED_FIELDS, _STAGED_TYPES, strict=True))
+    + ") ON COMMIT DROP"
+)
+_IP = "NULLIF(client_ip, '')::inet"
+# The buckets in UTC, as _rollups makes them: the minute, the hour, the date.
+_MINUTE = "date_trunc('minute', created_at, 'UTC')"
+_DAY = "(created_at AT TIME ZONE 'UTC')::date"
+
+
+def _add_up(model, values, sums, *, source=STAGING, where="", total=True, updates=None):
+    """INSERT … SELECT `values` (the key's columns, then the `sums`) FROM `source`, totalled by
+    key (unless `total` is False: totalled already) and in key order, so that the flushes of
+    several processes lock rows in the same order; or add them to the row of that key."""
+    table = model._meta.db_table
+    keys = model.KEY_FIELDS
+    by_key = ", ".join(str(n) for n in range(1, len(keys) + 1))
+    updates = updates or ", ".join(f"{s} = {table}.{s} + excluded.{s}" for s in sums)
+    clauses = [
+        f"INSERT INTO {table} ({', '.join([*keys, *sums])})",
+        f"SELECT {', '.join(values)} FROM {source}",  # noqa: S608 (names from models)
+        where,
+        total and f"GROUP BY {by_key}",
+        f"ORDER BY {by_key} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
+    ]
+    return " ".join(filter(None, clauses))
+
+
+def _usage_rollups():
+    """One statement: the staged requests totalled once by minute, user, token, line, model
+    and outcome (no token or line is 0), and those totals added up into the minute, hour and
+    day rollups and the platform's minutes."""
+    sums = UsageMinute.SUM_FIELDS
+    keys = ["user_id", "token_id", "line_id", "model", "ok"]
+    totals = {
+        "requests": "count(*)",
+        "prompt_tokens": "sum(prompt_tokens)",
+        "completion_tokens": "sum(completion_tokens)",
+        "cost": "sum(cost)",
+        "latency_ms": "sum(latency_ms)",
+        "cache_read_tokens": "sum(cache_read_tokens)",
+        "cache_write_tokens": "sum(cache_write_5m_tokens + cache_write_1h_tokens)",
+    }
+    # bigint, as the rollups' columns: the hour's and the day's totals of these are then kept
+    # in a few bytes a group, where numeric sums outgrow work_mem and spill to disk.
+    by_minute = (
+        f"SELECT {_MINUTE} AS bucket, user_id, coalesce(token_id, 0) AS token_id, "  # noqa: S608
+        "coalesce(line_id, 0) AS line_id, model, status < 400 AS ok, "
+        + ", ".join(f"{totals[s]}::bigint AS {s}" for s in sums)
+        + f" FROM {STAGING} GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+    summed = [f"sum({s})" for s in sums]
+    each = {
+        "minute": _add_up(UsageMinute, ["bucket", *keys, *sums], sums, total=False, source="m"),
+        "hour": _add_up(
+            UsageHour, ["date_trunc('hour', bucket, 'UTC')", *keys, *summed], sums, source="m"
+        ),
+        "day": _add_up(
+            UsageDay, ["(bucket AT TIME ZONE 'UTC')::date", *keys, *summed], sums, source="m"
+        ),
+        "platform": _add_up(PlatformMinute, ["bucket", "model", "ok", *summed], sums, source="m"),
+    }
+    added = ", ".join(f"{name} AS ({sql})" for name, sql in each.items())
+    return f"WITH m AS MATERIALIZED ({by_minute}), {added} SELECT 1"
+
+
+# A plain INSERT: a row that is there already is refused, and write_each finds it. In the
+# order of the log's indexes, most of which lead with the user: each index page is found once
+# for the rows that go into it.
+_INSERT_STAGED = (
+    f"INSERT INTO {RequestLog._meta.db_table} "  # noqa: S608 (names from models)
+    f"({', '.join(c.column for c in _columns(RequestLog, RECORD_FIELDS))}) "
+    f"SELECT {', '.join(_IP if f == 'client_ip' else f for f in RECORD_FIELDS)} "
+    f"FROM {STAGING} WHERE logged ORDER BY user_id, id"
+)
+_IP_DAYS = IpDay._meta.db_table
+_ROLLUPS_STAGED = [
+    _usage_rollups(),
+    _add_up(
+        ChannelMinute,
+        [
+            _MINUTE,
+            "channel_id",
+            "count(*)",
+            "count(*) FILTER (WHERE status >= 400)",
+            "sum(latency_ms)",
+        ],
+        ("requests", "failures", "latency_ms"),
+        where="WHERE channel_id <> 0",
+    ),
+    _add_up(
+        IpDay,
+        [
+            _DAY,
+            "user_id",
+            "coalesce(token_id, 0)",
+            _IP,
+            "count(*)",
+            "min(created_at)",
+            "max(created_at)",
+        ],
+        ("requests", "first_seen", "last_seen"),
+        where="WHERE client_ip <> ''",
+        updates=(
+            f"requests = {_IP_DAYS}.requests + excluded.requests, "
+            f"first_seen = least({_IP_DAYS}.first_seen, excluded.first_seen), "
+            f"last_seen = greatest({_IP_DAYS}.last_seen, excluded.last_seen)"
+        ),
+    ),
+]
+# The tokens' last use: their rows locked in id order first, as the flushes of other
+# processes take the same rows; then each token's latest request.
+_LAST_USE_STAGED = [
+    f"SELECT id FROM {Token._meta.db_table} WHERE id IN "  # noqa: S608 (names from models)
+    f"(SELECT token_id FROM {STAGING}) ORDER BY id FOR UPDATE",
+    f"UPDATE {Token._meta.db_table} AS token "  # noqa: S608 (names from models)
+    f"SET last_used_at = latest.created_at, last_ip = latest.ip "
+    f"FROM (SELECT DISTINCT ON (token_id) token_id, created_at, {_IP} AS ip FROM {STAGING} "
+    "WHERE token_id <> 0 ORDER BY token_id, created_at DESC) AS latest "
+    "WHERE token.id = latest.token_id "
+    "AND (token.last_used_at IS NULL OR token.last_used_at < latest.created_at)",
+]
+
+
+def _record_staged(records, *, with_rows):
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {scratch}")
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "  # noqa: S608 (model names)
-            f"SELECT {columns} FROM {table} WITH NO DATA"
-        )
-        with cursor.cursor.copy(f"COPY {scratch} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {scratch} "  # noqa: S608
-            f"ORDER BY {keys}{conflict}"
-        )
+        # Dropped at commit; and here, for a second flush within one outer transaction.
+        cursor.execute(f"DROP TABLE IF EXISTS {STAGING}")
+        cursor.execute(_CREATE_STAGING)
+        # psycopg's own errors become Django's (DataError…), as for any query.
+        with (
+            connection.wrap_database_errors,
+            cursor.cursor.copy(f"COPY {STAGING} FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            copy.set_types(_STAGED_TYPES)
+            for r in records:
+                copy.write_row(_as_staged_row(r))
+        if with_rows:
+            cursor.execute(_INSERT_STAGED)
+        for statement in (*_ROLLUPS_STAGED, *_LAST_USE_STAGED):
+            cursor.execute(statement)

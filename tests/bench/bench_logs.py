@@ -5,9 +5,11 @@ one heavy user holding a tenth of them, and the matching rollups. Then, for the 
 times the dashboard, the 24-hour RPM chart data, the log page (first page, and a page deep in a
 filtered range) and the IP view, through Django's test client in this process (server-side
 time, template rendering included). Also: CSV export of the heavy user's log (rows per second,
-memory), and ingestion through the gateway's batched writer (rows per second).
+memory), and ingestion through the gateway's batched writer (rows per second, and the Python
+CPU it takes; with --ingestion-baseline, beside the writer of an earlier revision).
 
     .venv/bin/python tests/bench/bench_logs.py [--rows 10000000] [--small 100000]
+    .venv/bin/python tests/bench/bench_logs.py --ingestion-only [--ingestion-baseline 06e25d5]
 
 Figures are printed; nothing is asserted. Databases switchboard_bench_logs_<rows> on
 127.0.0.1 (or --server) are created if missing and refilled.
@@ -15,13 +17,17 @@ Figures are printed; nothing is asserted. Databases switchboard_bench_logs_<rows
 
 import argparse
 import io
+import json
 import os
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import types
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,6 +65,16 @@ def fill(url, rows):
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "bench-" + "x" * 40}
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    # The log is partitioned by day: the 30 days of rows below each get theirs, as the periodic
+    # job makes them day by day on a live site.
+    since = (datetime.now(UTC) - timedelta(days=31)).date().isoformat()
+    subprocess.run(
+        [sys.executable, "manage.py", "log_partitions", "--since", since],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     started = time.perf_counter()
     rng = random.Random(7)
@@ -125,7 +141,11 @@ def fill(url, rows):
             "id, created_at, user_id, token_id, line_id, channel_id, endpoint, model, "
             "stream, client_ip, status, error_code, prompt_tokens, completion_tokens, "
             "usage_estimated, cost, model_multiplier, completion_multiplier, "
-            "line_multiplier, call_price, per_call, latency_ms, ttft_ms, retries"
+            "line_multiplier, call_price, per_call, latency_ms, ttft_ms, retries, "
+            "cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, "
+            "audio_input_tokens, audio_output_tokens, reasoning_tokens, image_tokens, "
+            "cache_read_multiplier, cache_write_5m_multiplier, cache_write_1h_multiplier, "
+            "audio_input_multiplier, audio_output_multiplier"
         )
         with cursor.copy(f"COPY logs_requestlog ({columns}) FROM STDIN") as copy:
             buffer = io.StringIO()
@@ -147,11 +167,15 @@ def fill(url, rows):
                 completion = 0 if failed else rng.randint(1, 1500)
                 cost = 0 if failed else (prompt + completion * 4) * 15 // 100
                 ip = f"10.{user_id % 250}.{token_id % 250}.{rng.randint(1, 8)}"
+                # A third of the requests read half their prompt from a cache (no extra draw
+                # from rng: the rest of the data is as it was before these columns).
+                cached = prompt // 2 if i % 3 == 0 else 0
                 buffer.write(
                     f"{ident}\t{created}\t{user_id}\t{token_id}\t{line_id}\t\\N\tchat\t{model}\t"
                     f"f\t{ip}\t{502 if failed else 200}\t{'upstream_error' if failed else ''}\t"
                     f"{prompt}\t{completion}\tf\t{cost}\t0.075\t4\t1\t0\tf\t"
-                    f"{rng.randint(200, 4000)}\t\\N\t0\n"
+                    f"{rng.randint(200, 4000)}\t\\N\t0\t"
+                    f"{cached}\t0\t0\t0\t0\t0\t0\t{'0.5' if cached else '0'}\t0\t0\t0\t0\n"
                 )
                 if i % 100_000 == 99_999:
                     copy.write(buffer.getvalue())
@@ -162,12 +186,16 @@ def fill(url, rows):
         print(f"  {rows:,} log rows by COPY in {loaded:.1f} s ({rows / loaded:,.0f} rows/s)")
         started = time.perf_counter()
         for _name, definition in indexes:
-            cursor.execute(definition)
+            # A partitioned table's index reads "ON ONLY" the parent; rebuilt on every partition.
+            cursor.execute(definition.replace(" ON ONLY ", " ON "))
         connection.commit()
         print(f"  log indexes rebuilt in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         ok = "status < 400"
-        sums = "count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(latency_ms)"
+        sums = (
+            "count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(latency_ms), "
+            "sum(cache_read_tokens), sum(cache_write_5m_tokens + cache_write_1h_tokens)"
+        )
         for table, bucket in (
             ("logs_usageminute", "date_trunc('minute', created_at)"),
             ("logs_usagehour", "date_trunc('hour', created_at)"),
@@ -175,13 +203,15 @@ def fill(url, rows):
         ):
             cursor.execute(
                 f"INSERT INTO {table} (bucket, user_id, token_id, line_id, model, ok, requests, "
-                f"prompt_tokens, completion_tokens, cost, latency_ms) SELECT {bucket}, user_id, "
+                f"prompt_tokens, completion_tokens, cost, latency_ms, cache_read_tokens, "
+                f"cache_write_tokens) SELECT {bucket}, user_id, "
                 f"token_id, line_id, model, {ok}, {sums} FROM logs_requestlog "
                 f"GROUP BY 1, 2, 3, 4, 5, 6"
             )
         cursor.execute(
             "INSERT INTO logs_platformminute (bucket, model, ok, requests, prompt_tokens, "
-            f"completion_tokens, cost, latency_ms) SELECT date_trunc('minute', created_at), "
+            "completion_tokens, cost, latency_ms, cache_read_tokens, cache_write_tokens) "
+            f"SELECT date_trunc('minute', created_at), "
             f"model, {ok}, {sums} FROM logs_requestlog GROUP BY 1, 2, 3"
         )
         cursor.execute(
@@ -227,9 +257,24 @@ def timed(client, path, params=None, *, repeat=30, headers=None):
     return statistics.median(times), times[int(len(times) * 0.95) - 1]
 
 
-def measure_pages(label):
+# Issue 19's target for the dashboard of the heavy user, and where it started from.
+DASHBOARD_TARGET_MS = 25
+DASHBOARD_BEFORE = "p95 40-52 ms with 19 queries at 10M rows"
+# "Flat": the large database's p95 within this share (or 2 ms, timing noise) of the small one's.
+FLAT_TOLERANCE = 0.25
+
+
+def _dashboard_file(rows):
+    """Where a size's dashboard figures wait for the other size's process to compare them."""
+    return Path(tempfile.gettempdir()) / f"switchboard_bench_dashboard_{rows}.json"
+
+
+def measure_pages(label, rows_in_db, small=None):
+    """Times each page and counts its queries; for the dashboard, sets the p95 beside the
+    target and, at the large size, beside the small size's (`small`: its --small rows)."""
     from django.db import connection
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
 
     from accounts.models import User
     from logs.models import RequestLog
@@ -264,16 +309,42 @@ def measure_pages(label):
         ("IP view, 30 days", "/logs/ips/", {"period": "30d"}),
     ]
     print(f"\n{label}: heavy user holds {rows:,} rows")
-    print(f"  {'page':<38} {'p50 ms':>8} {'p95 ms':>8}")
+    print(f"  {'page':<38} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
     results = {}
     for name, path, params in pages:
-        timed(client, path, params, repeat=3)  # warm
-        p50, p95 = timed(
-            client, path, params, headers={"HX-Request": "true"} if "live" in path else None
-        )
-        results[name] = (p50, p95)
-        print(f"  {name:<38} {p50:>8.1f} {p95:>8.1f}")
+        headers = {"HX-Request": "true"} if "live" in path else None
+        timed(client, path, params, repeat=3, headers=headers)  # warm
+        with CaptureQueriesContext(connection) as queries:
+            client.get(path, params, headers=headers or {})
+        count = len(queries)  # now: the next request clears the connection's query log
+        p50, p95 = timed(client, path, params, headers=headers)
+        results[name] = (p50, p95, count)
+        print(f"  {name:<38} {p50:>8.1f} {p95:>8.1f} {count:>8}")
+    p50, p95, count = results["dashboard"]
+    verdict = "met" if p95 <= DASHBOARD_TARGET_MS else "NOT met"
+    print(
+        f"  dashboard: p95 {p95:.1f} ms, {count} queries; target p95 <= {DASHBOARD_TARGET_MS} ms: "
+        f"{verdict}; before issue 19: {DASHBOARD_BEFORE}"
+    )
+    _dashboard_file(rows_in_db).write_text(json.dumps({"p50": p50, "p95": p95, "rows": rows}))
+    if small is not None:
+        _dashboard_flat(small, p95, rows)
     return results
+
+
+def _dashboard_flat(small, p95, rows):
+    path = _dashboard_file(small)
+    if not path.exists() or time.time() - path.stat().st_mtime > 3600:
+        print(f"  dashboard flat? no figures of the {small:,}-row database from the last hour")
+        return
+    before = json.loads(path.read_text())
+    growth = p95 - before["p95"]
+    flat = growth <= max(2.0, FLAT_TOLERANCE * before["p95"])
+    print(
+        f"  dashboard from {before['rows']:,} to {rows:,} rows of the heavy user: p95 "
+        f"{before['p95']:.1f} -> {p95:.1f} ms ({growth:+.1f} ms): "
+        + ("flat" if flat else f"NOT flat (more than {FLAT_TOLERANCE:.0%} or 2 ms)")
+    )
 
 
 def measure_export():
@@ -306,56 +377,96 @@ def measure_export():
     )
 
 
-def measure_ingestion(batches=10, size=10_000):
+def writer_at(revision):
+    """logs/writer.py as it was at a git revision, loaded beside today's: a baseline measured
+    in the same run, on the same database, batch for batch."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:logs/writer.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    module = types.ModuleType(f"writer_at_{revision}")
+    # The project's own code at that revision, run as its module would be.
+    exec(compile(source, f"logs/writer.py at {revision}", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def ingestion_batch(rng, size, record_class):
+    """A second of a busy gateway: 1,000 users, 20 channels, 2% upstream failures."""
     from decimal import Decimal
 
     from logs.ids import uuid7
-    from logs.writer import RequestRecord, write_batch
 
-    rng = random.Random(3)
-    total = 0
-    elapsed = 0.0
-    for _ in range(batches):
-        now = datetime.now(UTC)
-        records = []
-        for _ in range(size):
-            user_id = rng.randint(1, USERS)
-            records.append(
-                RequestRecord(
-                    id=uuid7(),
-                    created_at=now - timedelta(seconds=rng.random()),
-                    user_id=user_id,
-                    token_id=user_id * 3,
-                    line_id=None,
-                    channel_id=None,
-                    endpoint="chat",
-                    model=rng.choice(MODELS),
-                    stream=False,
-                    client_ip=f"10.0.{user_id % 250}.1",
-                    status=200,
-                    error_code="",
-                    prompt_tokens=100,
-                    completion_tokens=50,
-                    usage_estimated=False,
-                    cost=45,
-                    model_multiplier=Decimal("0.075"),
-                    completion_multiplier=Decimal(4),
-                    line_multiplier=Decimal(1),
-                    call_price=0,
-                    per_call=False,
-                    latency_ms=300,
-                    ttft_ms=None,
-                    retries=0,
-                )
+    now = datetime.now(UTC)
+    records = []
+    for _ in range(size):
+        user_id = rng.randint(1, USERS)
+        failed = rng.random() < 0.02
+        records.append(
+            record_class(
+                id=uuid7(),
+                created_at=now - timedelta(seconds=rng.random()),
+                user_id=user_id,
+                token_id=user_id * 3,
+                line_id=None,
+                channel_id=rng.randint(1, 20),
+                endpoint="chat",
+                model=rng.choice(MODELS),
+                stream=False,
+                client_ip=f"10.0.{user_id % 250}.1",
+                status=502 if failed else 200,
+                error_code="upstream_error" if failed else "",
+                prompt_tokens=0 if failed else 100,
+                completion_tokens=0 if failed else 50,
+                usage_estimated=False,
+                cost=0 if failed else 45,
+                model_multiplier=Decimal("0.075"),
+                completion_multiplier=Decimal(4),
+                line_multiplier=Decimal(1),
+                call_price=0,
+                per_call=False,
+                latency_ms=300,
+                ttft_ms=None,
+                retries=0,
             )
-        started = time.perf_counter()
-        write_batch(records)
-        elapsed += time.perf_counter() - started
-        total += size
+        )
+    return records
+
+
+def measure_ingestion(batches=10, size=10_000, baseline=None):
+    """Rows per second through logs.writer.write_batch, and the Python CPU it takes: the
+    gateway's flush runs in a thread of the gateway's process, where that CPU holds the GIL
+    against the event loop. With `baseline` (a git revision), that revision's writer too,
+    taking turns batch by batch."""
+    from logs import writer
+
+    writers = {"now": writer}
+    if baseline:
+        writers[f"at {baseline}"] = writer_at(baseline)
+    rng = random.Random(3)
+    walls, cpus = defaultdict(list), defaultdict(list)
+    for _ in range(batches):
+        for name, module in writers.items():
+            records = ingestion_batch(rng, size, module.RequestRecord)
+            started, cpu = time.perf_counter(), time.thread_time()
+            module.write_batch(records)
+            walls[name].append(time.perf_counter() - started)
+            cpus[name].append(time.thread_time() - cpu)
     print(
-        f"\nIngestion through the batched writer (log rows + 4 rollups + IPs + tokens, "
-        f"{size:,}-row batches, 1,000 users): {total / elapsed:,.0f} rows/s"
+        f"\nIngestion through the batched writer: {batches} batches of {size:,} rows, {USERS:,} "
+        "users (log rows, usage per minute/hour/day, platform, channel and IP totals, tokens' "
+        "last use)"
     )
+    print(f"  {'writer':<22} {'rows/s':>13} {'wall/10k p50':>13} {'Python CPU/10k p50':>19}")
+    per_10k = 10_000 / size * 1000
+    for name in writers:
+        rate = batches * size / sum(walls[name])
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        print(f"  {name:<22} {rate:>13,.0f} {wall * per_10k:>10.0f} ms {cpu * per_10k:>16.0f} ms")
+    print(f"  {'target':<22} {'≥ 50,000':>13}")
+    print(f"  {'before issue 19':<22} {'10,500–12,000':>13}   (measured then, on 10M rows)")
 
 
 def main():
@@ -365,7 +476,19 @@ def main():
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--refill", action="store_true", help="Regenerate existing databases.")
     parser.add_argument("--only", choices=["small", "large"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ingestion-only",
+        action="store_true",
+        help="Only the batched writer's ingestion, into the large database.",
+    )
+    parser.add_argument(
+        "--ingestion-baseline",
+        metavar="REVISION",
+        help="Also logs/writer.py as of this git revision, taking turns: the baseline.",
+    )
     args = parser.parse_args()
+    if args.ingestion_only:
+        args.only = "large"
     if args.only is None:
         # Each size in its own process: Django is set up once per database.
         for which in ("small", "large"):
@@ -383,6 +506,8 @@ def main():
             ]
             if args.refill:
                 command.append("--refill")
+            if args.ingestion_baseline:
+                command += ["--ingestion-baseline", args.ingestion_baseline]
             subprocess.run(command, check=True)
         return
     rows = args.small if args.only == "small" else args.rows
@@ -391,10 +516,13 @@ def main():
         print(f"Filling {url} with {rows:,} log rows")
         fill(url, rows)
     setup_django(url)
-    measure_pages(f"{rows:,} log rows")
+    if args.ingestion_only:
+        measure_ingestion(baseline=args.ingestion_baseline)
+        return
+    measure_pages(f"{rows:,} log rows", rows, small=args.small if args.only == "large" else None)
     if args.only == "large":
         measure_export()
-        measure_ingestion()
+        measure_ingestion(baseline=args.ingestion_baseline)
 
 
 if __name__ == "__main__":
