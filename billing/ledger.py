@@ -46,12 +46,30 @@ class Cause(TypedDict, total=False):
 
 
 @dataclass(frozen=True, slots=True)
+class Alert:
+    """The user's low-balance alert as read with the account: what a change of the balance can
+    do to it. Only a debit to below `threshold` of an armed alert sends it (billing.alerts), and
+    only a credit to `threshold` or above re-arms a sent one; any other posting leaves it be."""
+
+    threshold: int
+    armed: bool  # wanted, and not sent for the current fall
+    sent: bool  # sent for the current fall: a recharge to the threshold re-arms it
+
+    def may_send(self, balance: int) -> bool:
+        return self.armed and balance < self.threshold
+
+    def may_rearm(self, balance: int) -> bool:
+        return self.sent and balance >= self.threshold
+
+
+@dataclass(frozen=True, slots=True)
 class Funds:
     """An account's row as read under its lock."""
 
     account_id: int
     balance: int
     held: int
+    alert: Alert | None = None  # None: not read with the account; a posting looks at it
 
     @property
     def available(self) -> int:
@@ -59,14 +77,31 @@ class Funds:
 
 
 def funds_lock(account_id: int) -> Funds | None:
-    """Locks an account row and reads it; None if the user has no account (deleted)."""
+    """Locks an account row and reads it; None if the user has no account (deleted).
+
+    The user's low-balance alert is read with it, so that a posting that cannot change the
+    alert (most of the gateway's charges: well above the threshold, or alerted already) costs
+    no look at it. Only the account row is locked."""
     row = (
-        Account.objects.select_for_update(no_key=True)
+        Account.objects.select_for_update(no_key=True, of=("self",))
         .filter(user_id=account_id)
-        .values_list("balance", "held")
+        .values_list(
+            "balance",
+            "held",
+            "user__notifications__low_balance_threshold",
+            "user__notifications__low_balance_emails",
+            "user__notifications__low_balance_alerted",
+        )
         .first()
     )
-    return None if row is None else Funds(account_id, balance=row[0], held=row[1])
+    if row is None:
+        return None
+    balance, held, threshold, wanted, sent = row
+    if threshold is None:  # no alert settings: no alert to send or re-arm
+        alert = Alert(0, armed=False, sent=False)
+    else:
+        alert = Alert(threshold, armed=wanted and not sent, sent=sent)
+    return Funds(account_id, balance=balance, held=held, alert=alert)
 
 
 def debit_amount(funds: Funds, wanted: int, *, partial: bool = False) -> int:
@@ -125,13 +160,16 @@ def ledger_post(
         request_count=request_count,
         **cause,
     )
-    _alert(funds.account_id, credited=amount > 0)
+    _alert(funds, balance=entry.balance_after, credited=amount > 0)
     return entry
 
 
-def _alert(account_id: int, *, credited: bool) -> None:
-    """A credit re-arms the low-balance alert; a debit may send it."""
+def _alert(funds: Funds, *, balance: int, credited: bool) -> None:
+    """A credit re-arms the low-balance alert; a debit may send it. Skipped when the alert as
+    read under the lock shows that this posting cannot change it."""
+    alert = funds.alert
     if credited:
-        low_balance_reset(account_id)
-    else:
-        low_balance_check([account_id])
+        if alert is None or alert.may_rearm(balance):
+            low_balance_reset(funds.account_id)
+    elif alert is None or alert.may_send(balance):
+        low_balance_check([funds.account_id])

@@ -39,7 +39,10 @@ PART_MULTIPLIERS = tuple(f"{part}_multiplier" for part in PRICED_PARTS)
 ONE = Decimal(1)
 
 
+@functools.lru_cache(maxsize=1024)
 def _ratio(value: Multiplier) -> tuple[int, int]:
+    # A price has a few multipliers, asked on every request: worked out once each. Equal
+    # multipliers (2, Decimal("2"), Decimal("2.00")) share an entry: their ratio is the same.
     return Decimal(value).as_integer_ratio()
 
 

@@ -107,3 +107,30 @@ def test_negative_counts_are_refused():
 def test_price_per_million_tokens():
     assert per_million(Decimal("1.25")) == 2_500_000
     assert per_million(Decimal("0.075") * 4) == 600_000
+
+
+def test_every_multiplier_costs_its_own_price_however_often_and_however_written():
+    # The multipliers' fractions are worked out once and remembered: a remembered fraction must
+    # be that of the very multiplier asked, in any of its spellings, before and after others
+    # have pushed it out of memory.
+    from decimal import ROUND_HALF_UP, localcontext
+
+    def expected(model):
+        with localcontext(prec=60):
+            exact = (Decimal(1_234) + Decimal(567) * 3) * Decimal(model) * Decimal("0.85") * 2
+            return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+    def cost(model):
+        return token_cost(
+            prompt_tokens=1_234,
+            completion_tokens=567,
+            model_multiplier=model,
+            completion_multiplier=3,
+            line_multiplier=Decimal("0.85"),
+        ).cost
+
+    many = [Decimal(n) / 1000 for n in range(1, 1_500)]  # more than are remembered
+    for _ in range(2):
+        assert [cost(m) for m in many] == [expected(m) for m in many]
+    for spellings in ([2, Decimal(2), Decimal("2.000")], [Decimal("1.1"), Decimal("1.10")]):
+        assert {cost(m) for m in spellings} == {expected(spellings[0])}

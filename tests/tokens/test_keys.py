@@ -78,3 +78,27 @@ def test_create_token_command_takes_the_line_by_name(alice, default_line, option
     Line.objects.create(name="vip")
     call_command("create_token", "--user", alice.email, "--name", "ci", option, "vip", "--quiet")
     assert Token.objects.get(name="ci").line.name == "vip"
+
+
+# A known key and its hashes as stored by every release so far: the tokens table keeps only
+# these, so a change of how the hash is computed must not change a single one of them.
+KNOWN_KEY = "sk-Q2xhdWRlU3dpdGNoYm9hcmRLbm93bktleUZvclRlc3Q1SESZW"
+
+
+def test_a_known_key_keeps_its_stored_hash(settings):
+    settings.TOKEN_HASH_KEY = "pinned-token-hash-key"
+    settings.TOKEN_HASH_KEY_FALLBACKS = ["old-token-hash-key"]
+    settings.SECRET_KEY = "pinned-secret-key"
+    settings.SECRET_KEY_FALLBACKS = []
+    assert keys.hash_key(KNOWN_KEY) == (
+        "90d70574a900bd575d8dba97808acc141dfe500773406bf5e60d87517e294265"
+    )
+    assert keys.previous_hashes(KNOWN_KEY) == [
+        "b679d58ce9e0443aa049a0a6db6b59e8e05215db3681d793a5906409d6974f24",  # the fallback
+        "45e64cfcfd5a7fe27adb57a21adcc89df17776ee81a36104b24d82542e8ad78e",  # SECRET_KEY's
+    ]
+    settings.TOKEN_HASH_KEY = ""
+    settings.TOKEN_HASH_KEY_FALLBACKS = []
+    assert keys.hash_key(KNOWN_KEY) == (
+        "45e64cfcfd5a7fe27adb57a21adcc89df17776ee81a36104b24d82542e8ad78e"
+    )
