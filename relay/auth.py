@@ -1,5 +1,6 @@
 """Who calls: the API key of a request, its token, and what the token allows."""
 
+import asyncio
 import ipaddress
 from datetime import datetime
 
@@ -28,7 +29,47 @@ def api_key(scope: http.Scope) -> str | None:
 KEY_HASH = "switchboard.key_hash"
 
 
-async def authenticate(scope: http.Scope, tokens: TokenCache, db: DatabaseThreads) -> TokenSnapshot:
+class TokenLoads:
+    """The tokens of keys the cache does not know, read from the database once per key however
+    many requests with it arrive meanwhile: a fresh process, or a client's first burst of
+    parallel requests, costs one read per key, not one per request."""
+
+    def __init__(self, tokens: TokenCache, db: DatabaseThreads) -> None:
+        self.tokens = tokens
+        self.db = db
+        self.pending: dict[str, asyncio.Future[TokenSnapshot | None]] = {}
+
+    async def snapshot(self, key_hash: str, key: str | None) -> TokenSnapshot | None:
+        known, token = self.tokens.get(key_hash)
+        if known:
+            return token
+        # A key of our shape only: anything else is refused without a database read.
+        if key is not None and not keys.looks_valid(key):
+            return None
+        pending = self.pending.get(key_hash)
+        if pending is None:
+            previous = keys.previous_hashes(key) if key else ()
+            pending = asyncio.ensure_future(
+                self.db.run(load_snapshot, key_hash=key_hash, previous_hashes=previous)
+            )
+            self.pending[key_hash] = pending
+            pending.add_done_callback(lambda done: self._loaded(key_hash, done))
+        # A request that goes away does not take the read from those waiting with it.
+        return await asyncio.shield(pending)
+
+    def _loaded(self, key_hash: str, done: asyncio.Future[TokenSnapshot | None]) -> None:
+        if self.pending.get(key_hash) is not done:
+            return  # tokens changed while it read: what it read may be stale, not cached
+        del self.pending[key_hash]
+        if not done.cancelled() and done.exception() is None:
+            self.tokens.put(key_hash, done.result())
+
+    def changed(self) -> None:
+        """A token or a user's grants changed: reads under way are not cached."""
+        self.pending.clear()
+
+
+async def authenticate(scope: http.Scope, loads: TokenLoads) -> TokenSnapshot:
     """The token of the request's key: from the cache, else from the database (and cached)."""
     key = None
     key_hash = scope.get(KEY_HASH)
@@ -36,14 +77,8 @@ async def authenticate(scope: http.Scope, tokens: TokenCache, db: DatabaseThread
         key = api_key(scope)
         if not key:
             raise errors.missing_key(scope["path"])
-        if not keys.looks_valid(key):
-            raise errors.invalid_key(scope["path"])
         key_hash = keys.hash_key(key)
-    known, token = tokens.get(key_hash)
-    if not known:
-        previous = keys.previous_hashes(key) if key else ()
-        token = await db.run(load_snapshot, key_hash=key_hash, previous_hashes=previous)
-        tokens.put(key_hash, token)
+    token = await loads.snapshot(key_hash, key)
     if token is None:
         raise errors.invalid_key(scope["path"])
     return token

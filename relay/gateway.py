@@ -92,6 +92,7 @@ class Gateway:
         self.owner = _process_name()
         self.tokens = TokenCache(in_this_process=False)  # fed by self.apply
         self.db = DatabaseThreads(4, "gateway-db")
+        self.token_loads = auth.TokenLoads(self.tokens, self.db)
         self.configs = ConfigCache(lambda: self.db.run(load_config))
         self.peers = Peers(self.owner, self.db, None)
         self.book = HoldBook(self.owner, self.db.run)
@@ -145,7 +146,7 @@ class Gateway:
 
     async def admit(self, call: Call) -> tuple[TokenSnapshot, RelayConfig]:
         """The call's token, checked against the current config; and that config."""
-        call.token = token = await auth.authenticate(call.scope, self.tokens, self.db)
+        call.token = token = await auth.authenticate(call.scope, self.token_loads)
         config = self.configs.fresh() or await self.configs.reload()
         auth.check(token, config, now=call.created_at, client_ip=call.client_ip)
         return token, config
@@ -193,6 +194,7 @@ class Gateway:
         self.owner = _process_name()
         self.tokens.drop(everything=True)
         self.db = DatabaseThreads(4, "gateway-db")
+        self.token_loads = auth.TokenLoads(self.tokens, self.db)
         self.configs = ConfigCache(lambda: self.db.run(load_config))
         redis = aioredis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
         self.peers = Peers(self.owner, self.db, redis)
@@ -237,6 +239,8 @@ class Gateway:
         """An invalidation (a token, a user's grants, or prices and channels changed), or a
         message of the lease protocol between gateway processes (relay.peers)."""
         self.tokens.apply(change)
+        if change.get("keys") or change.get("users") or change.get("all"):
+            self.token_loads.changed()
         if change.get("users"):
             self.book.funds_changed(change["users"])
         if change.get("config") or change.get("all"):

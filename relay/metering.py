@@ -6,6 +6,7 @@ count as text), so that the hold covers the real cost; what is charged is the re
 whenever the upstream reports it. Estimated usage is marked as such in the log.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeIs
@@ -155,28 +156,30 @@ LEAST_FITTED_TOKENS = 16
 @dataclass(frozen=True, slots=True)
 class HoldAsk:
     """The money a request asks to have held: `amount` for its prompt and its allowance;
-    `least`, down to which a request without max_tokens is fitted to what the funds cover."""
+    `least`, down to which a request without max_tokens is fitted to what the funds cover.
+    Both are worked out once, as the ask is made: every request asks."""
 
     price: Price
     line: Line
     prompt_tokens: int
     allowance: Allowance
+    amount: int = dataclasses.field(init=False)
+    least: int = dataclasses.field(init=False)
 
-    @property
-    def amount(self) -> int:
-        return hold_amount(self.price, self.line, self.prompt_tokens, self.allowance.tokens)
+    def __post_init__(self) -> None:
+        amount = hold_amount(self.price, self.line, self.prompt_tokens, self.allowance.tokens)
+        least = amount
+        if self.fits:
+            each = min(LEAST_FITTED_TOKENS, self.allowance.each)
+            tokens = each * self.allowance.answers
+            least = hold_amount(self.price, self.line, self.prompt_tokens, tokens)
+        object.__setattr__(self, "amount", amount)
+        object.__setattr__(self, "least", least)
 
     @property
     def fits(self) -> bool:
         """Whether the answers' limit may be lowered to what the funds cover."""
         return not (self.allowance.explicit or self.price.per_call)
-
-    @property
-    def least(self) -> int:
-        if not self.fits:
-            return self.amount
-        each = min(LEAST_FITTED_TOKENS, self.allowance.each)
-        return hold_amount(self.price, self.line, self.prompt_tokens, each * self.allowance.answers)
 
     def each_covered(self, held: int) -> int:
         """The most tokens each answer may have for `held` to cover the request (0: not even
@@ -357,11 +360,24 @@ def _answer_text(answer: Payload) -> str:
 def with_cost(answer: Payload, content: bytes, charged: int) -> bytes:
     """An answer (parsed, and as it came) with what it cost in its usage, in dollars, as
     OpenRouter reports it (`cost`): an extra field that OpenAI's clients keep and strict ones
-    ignore. An answer that JSON cannot write back as it came (a number past a float) goes on
-    unchanged."""
+    ignore. Where the usage ends the answer, the cost is written into the answer as it came;
+    elsewhere the answer is written anew, and one that JSON cannot write back as it came (a
+    number past a float) goes on unchanged."""
     usage = answer.get("usage")
     if not isinstance(usage, dict):
         return content
+    cost = json.dumps(charged / 1_000_000).encode()
+    if "cost" not in usage and next(reversed(answer)) == "usage":
+        # The usage object closes the answer, as upstreams write it: the cost goes in before
+        # its closing brace, with no need to write the whole answer again. (An answer in
+        # UTF-16 or -32 never ends in two braces with only spaces between: it is written anew.)
+        head = content.rstrip()
+        if head[-1:] == b"}":
+            head = head[:-1].rstrip()
+            if head[-1:] == b"}":
+                opened = head[:-1].rstrip()
+                comma = b"" if opened[-1:] == b"{" else b", "
+                return b'%s%s"cost": %s}}' % (opened, comma, cost)
     try:
         return json.dumps(
             {**answer, "usage": {**usage, "cost": charged / 1_000_000}},

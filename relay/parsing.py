@@ -86,11 +86,15 @@ def _no_constants(name: str) -> None:
     raise _NotJSON(f"{name} is not a JSON value")
 
 
+# json.loads with an option of its own makes a decoder each time: this one is made once.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def _json_object(body: bytes) -> Payload:
     if not body.strip():
         raise errors.bad_json("the body is empty")
     try:
-        payload = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        payload = _DECODER.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise errors.bad_json("it is not UTF-8") from None
     except RecursionError:

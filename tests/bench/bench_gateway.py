@@ -1,23 +1,38 @@
-"""Gateway benchmark: requests per second and latency, through the gateway and without it.
+"""Gateway benchmark: requests per second and latency, against a bare Python forwarder.
 
-Side by side in one run, on this machine:
-- the floor: wrk straight to a fixed-answer upstream (tests/bench/upstream.py);
-- the gateway with billing and logging on, against PostgreSQL, one uvicorn worker process,
-  without its journal (GATEWAY_JOURNAL=0) and as it runs, with it: what durability costs;
-at concurrency 1, 10 and 50. Then the same question through each protocol the gateway bridges
-(Anthropic Messages, the Responses API) against chat completions at concurrency 1, streaming
-time to first byte (sequential, both ways), and the gateway's memory over 100,000 requests.
+Side by side in one run, on this machine, with wrk:
+- tail: the floor (wrk straight to the fixed-answer upstream, tests/bench/upstream.py), a bare
+  Python forwarder (tests/bench/forwarder.py: the same HTTP client, no gateway work) and the
+  gateway with billing and logging on, against PostgreSQL, one process each under the same
+  server, one hot key, at concurrency 1, 10 and 50; the gateway's figures as ratios of the
+  forwarder's, against issue 19's targets and the figures it started from;
+- load: 1,000 tokens across 100 accounts (wrk sends each request with the next key), with
+  one and two worker processes, under uvicorn and under granian: the first pass after a fresh
+  start (cold caches: every token read from the database, every lease taken) apart from the
+  next (warm), and the forwarder under the same server and workers;
+- protocols: the same question through each protocol the gateway bridges (Anthropic Messages,
+  the Responses API) against chat completions, at concurrency 1;
+- ttfb: streaming time to first byte, sequentially, both ways;
+- memory: the gateway's memory over 100,000 requests.
 Figures are printed; nothing is asserted.
 
     .venv/bin/python tests/bench/bench_gateway.py [--seconds 10] [--database postgres://…]
+        [--server uvicorn|granian] [--sections tail,load,protocols,ttfb,memory]
+
+With 2 cores, wrk, the upstream, PostgreSQL and the server (two workers in the load section)
+share them: read the figures as this machine's, and the ratios as the comparable part. At the
+default 10 s per measurement the whole run takes about 7 minutes.
 
 Needs wrk (apt-get install wrk) and PostgreSQL; the database named by --database (default
-switchboard_bench on 127.0.0.1) is created if missing and its tables are overwritten.
+switchboard_bench on 127.0.0.1) is created if missing and its tables are overwritten. Redis is
+used if REDIS_URL is set (the load section's workers then share invalidations, as in
+production); otherwise each worker runs alone.
 """
 
 import argparse
 import asyncio
 import os
+import random
 import re
 import shutil
 import socket
@@ -28,9 +43,17 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+GATEWAY_APP = "console.asgi:application"
+FORWARDER_APP = "tests.bench.forwarder:application"
+SERVERS = ("uvicorn", "granian")
+SECTIONS = ("tail", "load", "protocols", "ttfb", "memory")
+LOAD_ACCOUNTS = 100
+LOAD_TOKENS_EACH = 10
+LOAD_CONNECTIONS = 50
 BODY = (
     '{"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}'
 )
@@ -45,6 +68,14 @@ PROTOCOLS = [
         '{"model": "gpt-4o-mini", "max_output_tokens": 16, "input": "Hello"}',
     ),
 ]
+# Issue 19's targets for the gateway against the forwarder, by concurrency, and the figures
+# measured before it (hey, one process each): (rps ratio at least, p99 ratio at most).
+TARGETS = {1: (None, None), 10: (None, None), 50: (0.9, 2.0)}
+STARTED_FROM = {
+    1: "p50 0.6 ms vs the forwarder's 0.7",
+    10: "0.88x the forwarder's rps",
+    50: "0.64x rps, p99 74 vs 23 ms (3.2x)",
+}
 
 
 def free_port():
@@ -53,7 +84,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_for_port(port, timeout=30):
+def wait_for_port(port, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -76,39 +107,62 @@ def ensure_database(url):
             connection.execute(f'CREATE DATABASE "{name}"')
 
 
-def prepare(env, upstream_port):
-    """Migrates the bench database and makes a funded user, a token, a price and a channel."""
-    subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-    )
-    script = f"""
+PREPARE = """
 from decimal import Decimal
 from accounts.models import User
-from billing.models import Account, Hold, LedgerEntry, Line, ModelPrice
+from billing.models import Account, Hold, Line, ModelPrice
 from billing.services import balance_credit
 from relay.models import Channel
 from tokens.models import Token
 from tokens.services import token_create
-from logs.models import RequestLog
-user, _ = User.objects.get_or_create(email="bench@example.com")
-Token.objects.filter(user=user).delete()
+
+FUNDS = 1_000_000_000_000
+default = Line.objects.get(name="default")
+
+
+def funded(email):
+    user, _ = User.objects.get_or_create(email=email)
+    Token.objects.filter(user=user).delete()
+    if Account.objects.get(user=user).balance < FUNDS:
+        balance_credit(user=user, amount=FUNDS, kind="adjustment", reason="bench")
+    return user
+
+
 Hold.objects.all().delete()
-Account.objects.filter(user=user).update(held=0)
-if Account.objects.get(user=user).balance < 1_000_000_000_000:
-    balance_credit(user=user, amount=1_000_000_000_000, kind="adjustment", reason="bench")
+Account.objects.filter(user__email__startswith="bench").update(held=0)
 ModelPrice.objects.update_or_create(model="gpt-4o-mini", defaults=dict(vendor="OpenAI",
     model_multiplier=Decimal("0.075"), completion_multiplier=Decimal(4), enabled=True))
 Channel.objects.all().delete()
-channel = Channel(name="bench", type="openai", base_url="http://127.0.0.1:{upstream_port}/v1",
+channel = Channel(name="bench", type="openai", base_url="http://127.0.0.1:{port}/v1",
                   model_names=["gpt-4o-mini"])
 channel.set_key("sk-bench")
 channel.save()
-channel.lines.set(Line.objects.filter(name="default"))
-print("ROWS", RequestLog.objects.count())
-default = Line.objects.get(name="default")
-token, key = token_create(user=user, name="bench", line=default, notify=False)
-print("KEY", key)
+channel.lines.set([default])
+user = funded("bench@example.com")
+print("KEY", token_create(user=user, name="bench", line=default, notify=False)[1])
+if {load}:
+    for account in range({accounts}):
+        user = funded(f"bench-{{account:03d}}@example.com")
+        for number in range({tokens_each}):
+            # One token in five spends from a quota of its own as well as the balance.
+            limited = number % 5 == 4
+            token, key = token_create(user=user, name=f"load {{number}}", line=default,
+                notify=False, unlimited_quota=not limited,
+                quota_limit=FUNDS // 10 if limited else None)
+            print("LOAD", key)
 """
+
+
+def prepare(env, upstream_port, load):
+    """Migrates the bench database; makes a funded user with the hot key, a price and a
+    channel; with `load`, 100 more funded users with 10 tokens each. Returns (hot key, the
+    load keys)."""
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    script = PREPARE.format(
+        port=upstream_port, load=load, accounts=LOAD_ACCOUNTS, tokens_each=LOAD_TOKENS_EACH
+    )
     out = subprocess.run(
         [PYTHON, "manage.py", "shell", "-c", script],
         cwd=ROOT,
@@ -117,18 +171,48 @@ print("KEY", key)
         capture_output=True,
         text=True,
     ).stdout
-    return re.search(r"KEY (sk-\S+)", out).group(1)
+    return re.search(r"KEY (sk-\S+)", out).group(1), re.findall(r"LOAD (sk-\S+)", out)
 
 
-def wrk(url, key, connections, seconds, script_dir, body=BODY):
-    script = Path(script_dir) / "post.lua"
+def lua_script(path, body, key=None, keys_file=None):
+    """A wrk script that POSTs `body` with `key`, or with the keys of `keys_file` in turn
+    (each wrk thread from a place of its own in the list)."""
     escaped = body.replace("\\", "\\\\").replace('"', '\\"')
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f'wrk.body = "{escaped}"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    if keys_file is None:
+        path.write_text(
+            'wrk.method = "POST"\n'
+            f'wrk.body = "{escaped}"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        )
+        return path
+    path.write_text(
+        f"""
+local keys = {{}}
+for line in io.lines("{keys_file}") do keys[#keys + 1] = line end
+local body = "{escaped}"
+local threads = 0
+local at = 0
+function setup(thread)
+  thread:set("first", threads * 7919)
+  threads = threads + 1
+end
+function init(args)
+  at = first or 0
+end
+function request()
+  at = at + 1
+  return wrk.format("POST", nil, {{
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. keys[at % #keys + 1],
+  }}, body)
+end
+"""
     )
+    return path
+
+
+def wrk(url, script, connections, seconds):
     threads = min(connections, 2)
     out = subprocess.run(
         [
@@ -151,6 +235,7 @@ def wrk(url, key, connections, seconds, script_dir, body=BODY):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
     latency = {}
     for percent in ("50", "99"):
         match = re.search(rf"\s{percent}%\s+([\d.]+)(us|ms|s)\b", out)
@@ -162,6 +247,7 @@ def wrk(url, key, connections, seconds, script_dir, body=BODY):
         "p99": latency["99"],
         "total": total,
         "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
     }
 
 
@@ -188,24 +274,30 @@ def _figures(result, width):
     return f"{result['rps']:>{width}.0f} {result['p50']:>7.2f} {result['p99']:>7.2f}"
 
 
+def _errors(*results):
+    count = sum(r["errors"] for r in results)
+    sockets = "; ".join(r["socket_errors"] for r in results if r["socket_errors"])
+    return f"{count}" + (f" (sockets: {sockets})" if sockets else "")
+
+
 def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The memory of a server: its process and its worker processes."""
+    process = psutil.Process(pid)
+    processes = [process, *process.children(recursive=True)]
+    return sum(p.memory_info().rss for p in processes) / 1024 / 1024
 
 
-def start_gateway(port, env):
-    return subprocess.Popen(
-        [
+def server_command(server, app, port, workers):
+    if server == "uvicorn":
+        return [
             PYTHON,
             "-m",
             "uvicorn",
-            "console.asgi:application",
+            app,
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--no-access-log",
             "--loop",
             "uvloop",
@@ -213,10 +305,213 @@ def start_gateway(port, env):
             "httptools",
             "--log-level",
             "warning",
-        ],
-        cwd=ROOT,
-        env=env,
+        ]
+    return [
+        PYTHON,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--no-ws",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
+class Server:
+    """The gateway or the forwarder under `server` with `workers` processes, on a port of its
+    own; the gateway with a journal folder of its own, whose lock files tell when every worker
+    has started."""
+
+    def __init__(self, server, app, workers, env):
+        self.port = free_port()
+        self.journal = Path(tempfile.mkdtemp(prefix="bench-journal-"))
+        self.workers = workers
+        self.app = app
+        env = {**env, "GATEWAY_JOURNAL_DIR": str(self.journal)}
+        self.process = subprocess.Popen(
+            server_command(server, app, self.port, workers), cwd=ROOT, env=env
+        )
+
+    def url(self, path="chat/completions"):
+        return f"http://127.0.0.1:{self.port}/v1/{path}"
+
+    def wait(self, timeout=90):
+        wait_for_port(self.port, timeout)
+        if self.app != GATEWAY_APP:
+            return
+        deadline = time.monotonic() + timeout
+        while len(list(self.journal.glob("*.lock"))) < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway's workers did not all start")
+            time.sleep(0.1)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.journal, ignore_errors=True)
+
+
+def tail(args, env, upstream_port, key, scratch):
+    """Target 1: the gateway against the forwarder, one process each, one hot key."""
+    floor_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+    forwarder = Server(args.server, FORWARDER_APP, 1, env)
+    gateway = Server(args.server, GATEWAY_APP, 1, env)
+    script = lua_script(scratch / "hot.lua", BODY, key=key)
+    try:
+        forwarder.wait()
+        gateway.wait()
+        for url in (gateway.url(), forwarder.url(), floor_url):
+            wrk(url, script, 10, 3)  # warm up: connections, caches, leases
+        print(
+            f"\nTarget 1: the gateway against a bare Python forwarder, one {args.server} process "
+            f"each, PostgreSQL, billing and logging on, one hot key; non-streamed chat, "
+            f"{args.seconds} s each"
+        )
+        print(
+            f"{'c':>3} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | "
+            f"{'fwd rps':>8} {'p50 ms':>7} {'p99 ms':>7} | "
+            f"{'gw rps':>7} {'p50 ms':>7} {'p99 ms':>7} | "
+            f"{'rps gw/fwd':>10} {'target':>7} | {'p99 gw/fwd':>10} {'target':>7} | "
+            "errors | issue 19 started from"
+        )
+        for connections in (1, 10, 50):
+            floor = wrk(floor_url, script, connections, args.seconds)
+            through = wrk(gateway.url(), script, connections, args.seconds)
+            bare = wrk(forwarder.url(), script, connections, args.seconds)
+            at_least, at_most = TARGETS[connections]
+            print(
+                f"{connections:>3} | {_figures(floor, 9)} | {_figures(bare, 8)} | "
+                f"{_figures(through, 7)} | {through['rps'] / bare['rps']:>9.2f}x "
+                f"{'>= ' + str(at_least) if at_least else 'keep':>7} | "
+                f"{through['p99'] / bare['p99']:>9.2f}x "
+                f"{'<= ' + str(at_most) if at_most else 'keep':>7} | "
+                f"{_errors(through, bare):>6} | {STARTED_FROM[connections]}"
+            )
+    finally:
+        forwarder.stop()
+        gateway.stop()
+
+
+def load(args, env, load_keys, scratch):
+    """Target 2: 1,000 tokens across 100 accounts, cold and warm, one and two workers, each
+    server; the forwarder beside each."""
+    keys_file = scratch / "keys.txt"
+    keys = list(load_keys)
+    random.Random(19).shuffle(keys)  # accounts interleaved, as many clients would be
+    keys_file.write_text("\n".join(keys) + "\n")
+    script = lua_script(scratch / "load.lua", BODY, keys_file=keys_file)
+    print(
+        f"\nTarget 2: {len(keys):,} tokens across {LOAD_ACCOUNTS} accounts, each request with "
+        f"the next key, concurrency {LOAD_CONNECTIONS}, {args.seconds} s each. Cold: the first "
+        "pass after a fresh start (every token read from the database, every lease taken); "
+        "warm: the pass after it. wrk, the upstream, PostgreSQL and the workers share 2 cores."
     )
+    print(
+        f"{'server':>8} {'workers':>7} | {'cold rps':>8} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'warm rps':>8} {'p50 ms':>7} {'p99 ms':>7} | {'fwd rps':>8} {'p99 ms':>7} | "
+        f"{'warm gw/fwd':>11} | errors"
+    )
+    warm = {}
+    for server in args.servers:
+        for workers in (1, 2):
+            forwarder = Server(server, FORWARDER_APP, workers, env)
+            gateway = Server(server, GATEWAY_APP, workers, env)
+            try:
+                forwarder.wait()
+                gateway.wait()
+                cold = wrk(gateway.url(), script, LOAD_CONNECTIONS, args.seconds)
+                hot = wrk(gateway.url(), script, LOAD_CONNECTIONS, args.seconds)
+                bare = wrk(forwarder.url(), script, LOAD_CONNECTIONS, args.seconds)
+            finally:
+                forwarder.stop()
+                gateway.stop()
+            warm[server, workers] = hot
+            print(
+                f"{server:>8} {workers:>7} | {_figures(cold, 8)} | {_figures(hot, 8)} | "
+                f"{bare['rps']:>8.0f} {bare['p99']:>7.2f} | {hot['rps'] / bare['rps']:>10.2f}x | "
+                f"{_errors(cold, hot, bare)}"
+            )
+    for server in args.servers:
+        one, two = warm[server, 1], warm[server, 2]
+        print(
+            f"  {server}: two workers do {two['rps'] / one['rps']:.2f}x one worker's requests/s "
+            f"(warm; p99 {one['p99']:.1f} -> {two['p99']:.1f} ms)"
+        )
+    if len(args.servers) == 2:
+        for workers in (1, 2):
+            granian, uvicorn = warm["granian", workers], warm["uvicorn", workers]
+            print(
+                f"  {workers} worker(s): granian does {granian['rps'] / uvicorn['rps']:.2f}x "
+                f"uvicorn's requests/s, p99 {granian['p99']:.1f} vs {uvicorn['p99']:.1f} ms"
+            )
+
+
+def protocols(args, gateway, key, scratch):
+    rounds = 2
+    print(
+        f"\nThe same question through each protocol, concurrency 1, {rounds} alternating "
+        f"rounds of {args.seconds} s (p50 and p99 are the rounds' means)"
+    )
+    print(f"{'protocol':>17} | {'rps':>6} {'p50 ms':>7} {'p99 ms':>7} | added p50 | errors")
+    runs = {name: [] for name, _path, _body in PROTOCOLS}
+    for _round in range(rounds):
+        for name, path, body in PROTOCOLS:
+            script = lua_script(scratch / f"{path.replace('/', '-')}.lua", body, key=key)
+            runs[name].append(wrk(gateway.url(path), script, 1, args.seconds))
+    base_p50 = _mean(runs["chat completions"], "p50")
+    for name, results in runs.items():
+        p50 = _mean(results, "p50")
+        print(
+            f"{name:>17} | {_mean(results, 'rps'):>6.0f} {p50:>7.3f} "
+            f"{_mean(results, 'p99'):>7.2f} | {p50 - base_p50:>+7.3f}ms | {_errors(*results)}"
+        )
+
+
+def ttfb(gateway, upstream_port, key):
+    floor_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+    floor_ttfb = asyncio.run(first_bytes(floor_url, key, 300))
+    gateway_ttfb = asyncio.run(first_bytes(gateway.url(), key, 300))
+    print("\nStreamed chat, time to first byte, 300 sequential requests")
+    print(f"  floor   p50 {floor_ttfb[0]:.2f} ms  p99 {floor_ttfb[1]:.2f} ms")
+    print(
+        f"  gateway p50 {gateway_ttfb[0]:.2f} ms  p99 {gateway_ttfb[1]:.2f} ms"
+        f"  (added p50 {gateway_ttfb[0] - floor_ttfb[0]:.2f} ms)"
+    )
+
+
+def memory(args, gateway, key, scratch):
+    script = lua_script(scratch / "hot.lua", BODY, key=key)
+    print(f"\nGateway memory over {args.memory_requests:,} requests (concurrency 10)")
+    done = 0
+    print(f"  {done:>8,} requests: {rss_mb(gateway.process.pid):6.1f} MB")
+    while done < args.memory_requests:
+        done += wrk(gateway.url(), script, 10, 10)["total"]
+        print(f"  {done:>8,} requests: {rss_mb(gateway.process.pid):6.1f} MB")
+
+
+CHECK = """
+from django.db.models import Sum
+from billing.models import Account, LedgerEntry
+bad = []
+accounts = Account.objects.filter(user__email__startswith="bench")
+for a in accounts:
+    s = LedgerEntry.objects.filter(account=a).aggregate(s=Sum("amount"))["s"]
+    if s != a.balance or a.held != 0:
+        bad.append(f"{a.user_id}: balance {a.balance}, ledger sum {s}, held {a.held}")
+print(f"\\nAfter the run, {len(accounts)} accounts: balance = ledger sum and nothing held:",
+      "consistent" if not bad else "INCONSISTENT " + "; ".join(bad))
+"""
 
 
 def main():
@@ -229,109 +524,64 @@ def main():
             "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/switchboard_bench"
         ),
     )
+    parser.add_argument(
+        "--server", choices=SERVERS, default="uvicorn", help="for every section but load"
+    )
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help="the load section's, comma-separated"
+    )
+    parser.add_argument("--sections", default=",".join(SECTIONS))
     args = parser.parse_args()
+    args.servers = [s for s in args.servers.split(",") if s]
+    sections = set(args.sections.split(","))
+    unknown = (sections - set(SECTIONS)) | (set(args.servers) - set(SERVERS))
+    if unknown:
+        sys.exit(f"unknown: {', '.join(sorted(unknown))}")
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk")
     ensure_database(args.database)
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": args.database,
         "DEBUG": "0",
         "SECRET_KEY": "bench-secret-key-not-for-production-" + "x" * 20,
-        "SITE_URL": f"http://127.0.0.1:{gateway_port}",
+        "SITE_URL": "http://127.0.0.1:8000",
         "LOG_LEVEL": "WARNING",
+        "FORWARD_TO": f"http://127.0.0.1:{upstream_port}",
+        # Measured apart: the periodic jobs (one a minute) are not the gateway's work.
+        "PERIODIC_JOBS_IN_PROCESS": "0",
     }
-    env.pop("REDIS_URL", None)  # one worker: no invalidation bus needed
-    key = prepare(env, upstream_port)
-    journal_dir = tempfile.mkdtemp(prefix="bench-journal-")
+    key, load_keys = prepare(env, upstream_port, "load" in sections)
     upstream = subprocess.Popen(
         [PYTHON, "-m", "tests.bench.upstream", "--port", str(upstream_port)], cwd=ROOT, env=env
     )
-    # The gateway as it runs (every answer journaled before it completes), and beside it the
-    # same without the journal: what durability costs, measured in the same run.
-    gateway = start_gateway(gateway_port, {**env, "GATEWAY_JOURNAL_DIR": journal_dir})
-    bare_port = free_port()
-    bare = start_gateway(bare_port, {**env, "GATEWAY_JOURNAL": "0"})
+    gateway = None
     try:
-        for port in (upstream_port, gateway_port, bare_port):
-            wait_for_port(port)
-        floor_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
-        gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
-        bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+        wait_for_port(upstream_port)
         with tempfile.TemporaryDirectory() as scratch:
-            for url in (gateway_url, bare_url, floor_url):
-                wrk(url, key, 10, 3, scratch)  # warm up: connections, caches, leases
-            print(f"\nNon-streamed chat completions, {args.seconds} s each, wrk on 127.0.0.1")
-            print(
-                f"{'concurrency':>11} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | "
-                f"{'no journal':>10} {'p50 ms':>7} {'p99 ms':>7} | "
-                f"{'gateway rps':>11} {'p50 ms':>7} {'p99 ms':>7} | {'journal':>7} | "
-                f"{'added p50':>9} | errors"
-            )
-            for connections in (1, 10, 50):
-                floor = wrk(floor_url, key, connections, args.seconds, scratch)
-                through = wrk(gateway_url, key, connections, args.seconds, scratch)
-                without = wrk(bare_url, key, connections, args.seconds, scratch)
-                print(
-                    f"{connections:>11} | {_figures(floor, 9)} | {_figures(without, 10)} | "
-                    f"{_figures(through, 11)} | {through['rps'] / without['rps']:>6.2f}x | "
-                    f"{through['p50'] - floor['p50']:>7.2f}ms | "
-                    f"{through['errors'] + without['errors']}"
-                )
-            bare.terminate()
-            bare.wait(timeout=30)
-
-            rounds = 3
-            print(
-                f"\nThe same question through each protocol, concurrency 1, {rounds} alternating "
-                f"rounds of {args.seconds} s (p50 and p99 are the rounds' means)"
-            )
-            print(f"{'protocol':>17} | {'rps':>6} {'p50 ms':>7} {'p99 ms':>7} | added p50 | errors")
-            runs = {name: [] for name, _path, _body in PROTOCOLS}
-            for _round in range(rounds):
-                for name, path, body in PROTOCOLS:
-                    url = f"http://127.0.0.1:{gateway_port}/v1/{path}"
-                    runs[name].append(wrk(url, key, 1, args.seconds, scratch, body=body))
-            base_p50 = _mean(runs["chat completions"], "p50")
-            for name, results in runs.items():
-                p50 = _mean(results, "p50")
-                print(
-                    f"{name:>17} | {_mean(results, 'rps'):>6.0f} {p50:>7.3f} "
-                    f"{_mean(results, 'p99'):>7.2f} | {p50 - base_p50:>+7.3f}ms | "
-                    f"{sum(r['errors'] for r in results)}"
-                )
-
-            floor_ttfb = asyncio.run(first_bytes(floor_url, key, 300))
-            gateway_ttfb = asyncio.run(first_bytes(gateway_url, key, 300))
-            print("\nStreamed chat, time to first byte, 300 sequential requests")
-            print(f"  floor   p50 {floor_ttfb[0]:.2f} ms  p99 {floor_ttfb[1]:.2f} ms")
-            print(
-                f"  gateway p50 {gateway_ttfb[0]:.2f} ms  p99 {gateway_ttfb[1]:.2f} ms"
-                f"  (added p50 {gateway_ttfb[0] - floor_ttfb[0]:.2f} ms)"
-            )
-
-            print(f"\nGateway memory over {args.memory_requests:,} requests (concurrency 10)")
-            done = 0
-            print(f"  {done:>8,} requests: {rss_mb(gateway.pid):6.1f} MB")
-            while done < args.memory_requests:
-                done += wrk(gateway_url, key, 10, 10, scratch)["total"]
-                print(f"  {done:>8,} requests: {rss_mb(gateway.pid):6.1f} MB")
-        time.sleep(2)  # the last flush
+            scratch = Path(scratch)
+            if "tail" in sections:
+                tail(args, env, upstream_port, key, scratch)
+            if "load" in sections:
+                load(args, env, load_keys, scratch)
+            if sections & {"protocols", "ttfb", "memory"}:
+                gateway = Server(args.server, GATEWAY_APP, 1, env)
+                gateway.wait()
+                wrk(gateway.url(), lua_script(scratch / "hot.lua", BODY, key=key), 10, 3)
+                print(f"\nOne {args.server} gateway process, the hot key")
+            if "protocols" in sections:
+                protocols(args, gateway, key, scratch)
+            if "ttfb" in sections:
+                ttfb(gateway, upstream_port, key)
+            if "memory" in sections:
+                memory(args, gateway, key, scratch)
     finally:
-        for process in (gateway, bare, upstream):
-            process.terminate()
-            process.wait(timeout=30)
-        shutil.rmtree(journal_dir, ignore_errors=True)
-    check = """
-from django.db.models import Sum
-from billing.models import Account, LedgerEntry
-a = Account.objects.get(user__email="bench@example.com")
-s = LedgerEntry.objects.filter(account=a).aggregate(s=Sum("amount"))["s"]
-print(f"\\nAfter the run: balance {a.balance}, ledger sum {s}, held {a.held}:",
-      "consistent" if s == a.balance and a.held == 0 else "INCONSISTENT")
-"""
-    subprocess.run([PYTHON, "manage.py", "shell", "-c", check], cwd=ROOT, env=env, check=True)
+        if gateway is not None:
+            gateway.stop()
+        upstream.terminate()
+        upstream.wait(timeout=30)
+    subprocess.run([PYTHON, "manage.py", "shell", "-c", CHECK], cwd=ROOT, env=env, check=True)
 
 
 if __name__ == "__main__":

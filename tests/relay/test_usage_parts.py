@@ -200,8 +200,14 @@ def test_an_answer_keeps_its_text_as_it_came_with_its_cost(
     assert answer.json()["usage"]["cost"] * 1_000_000 == pytest.approx(
         int(answer.headers["x-request-cost"])
     )
+    # The cost goes into the usage that ends an answer, the rest as it came; an answer JSON
+    # cannot write back (a number past a float) where the usage does not end it goes unchanged.
     past_a_float = b'{"usage": {"prompt_tokens": 3, "completion_tokens": 1, "x": 1e400}}'
-    assert with_cost(json.loads(past_a_float), past_a_float, 7) == past_a_float
+    assert with_cost(json.loads(past_a_float), past_a_float, 7) == (
+        b'{"usage": {"prompt_tokens": 3, "completion_tokens": 1, "x": 1e400, "cost": 7e-06}}'
+    )
+    usage_first = b'{"usage": {"prompt_tokens": 3, "completion_tokens": 1}, "x": 1e400}'
+    assert with_cost(json.loads(usage_first), usage_first, 7) == usage_first
 
 
 def test_embeddings_tell_their_cost_in_the_header_alone(live_site, token_and_key, upstream, prices):
