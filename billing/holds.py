@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from billing.ledger import funds_lock
@@ -456,6 +456,22 @@ def holds_refresh(*, owner: str) -> None:
 def holds_of(owner: str) -> set[int]:
     """The users on whose accounts `owner` holds money."""
     return set(Hold.objects.filter(owner=owner).values_list("user_id", flat=True))
+
+
+def money_held() -> dict[str, tuple[int, int]]:
+    """What all gateway processes hold now, for the metrics: {"balance" or "token_quota":
+    (holds, micro-dollars)}, in one query."""
+    on_token = Q(token__isnull=False)
+    totals = Hold.objects.aggregate(
+        balance_holds=Count("pk", filter=~on_token),
+        balance=Sum("amount", filter=~on_token, default=0),
+        quota_holds=Count("pk", filter=on_token),
+        quota=Sum("amount", filter=on_token, default=0),
+    )
+    return {
+        "balance": (totals["balance_holds"], totals["balance"]),
+        "token_quota": (totals["quota_holds"], totals["quota"]),
+    }
 
 
 def holds_reap(*, now: datetime | None = None) -> int:

@@ -5,6 +5,7 @@ console email). DATABASE_URL, REDIS_URL, SECRET_KEY, SITE_URL and the EMAIL_* va
 on the production parts; README.md lists them all.
 """
 
+import ipaddress
 import os
 import warnings
 from datetime import timedelta
@@ -497,3 +498,23 @@ CHANNEL_FAILURE_THRESHOLD = env_int("CHANNEL_FAILURE_THRESHOLD", 5)
 # The most one gateway process holds on one account at a time (micro-dollars).
 LEASE_MAX = env_int("LEASE_MAX_USD", 5) * 1_000_000
 HOLD_SECONDS = env_int("HOLD_SECONDS", 120)
+
+# Metrics for Prometheus at /metrics (README, "Metrics"), for a scraper that sends
+# `Authorization: Bearer <METRICS_TOKEN>` or comes from an address in METRICS_ALLOW (addresses
+# and networks, e.g. 127.0.0.1,10.0.0.0/8), or both when both are set. With neither, there is
+# no such page (404); in development (DEBUG) this machine may read it.
+METRICS_TOKEN = env("METRICS_TOKEN")
+METRICS_ALLOW = env_list("METRICS_ALLOW", ["127.0.0.1", "::1"] if DEBUG else [])
+for _entry in METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOW: {_entry!r} is not an address or a network; give them separated "
+            "by commas, e.g. 127.0.0.1,10.0.0.0/8."
+        ) from None
+# Model names that get series of their own, per process; requests for any further ones are
+# counted as "(other)". Celery queues whose length is read, besides the default queue and the
+# queues of CELERY_TASK_ROUTES.
+METRICS_MAX_MODELS = env_int("METRICS_MAX_MODELS", 100)
+METRICS_CELERY_QUEUES = env_list("METRICS_CELERY_QUEUES")

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from billing.holds import Settlement, holds_refresh
+from console.lib import metrics
 from logs.writer import Outcome as FlushOutcome
 from logs.writer import Part, RequestRecord, parts_of, refusals_report, write_each, write_flush
 from relay.database import DatabaseThreads
@@ -100,7 +101,8 @@ class Recorder:
         another try; at `final`, everything, and every hold is released. Returns the Outcome
         (its lost leases are for the hold book to forget)."""
         sealed = self._seal()  # first: what is taken below is in the sealed segments
-        parts = parts_of(self.records, settlement)
+        served = self.records
+        parts = parts_of(served, settlement)
         self.records = []
         for user_id, part in self.unsent.items():
             parts[user_id] = part.merge(parts[user_id]) if user_id in parts else part
@@ -114,9 +116,10 @@ class Recorder:
         retry = {user_id: self.set_aside.pop(user_id) for user_id in due}
         try:
             outcome = await self.flusher.run(
-                self._write, parts=list(parts.values()), retry=retry, final=final
+                self._write, parts=list(parts.values()), retry=retry, final=final, served=served
             )
         except Exception:
+            metrics.gateway_flush_failed()
             self.unsent = parts
             self.set_aside.update(retry)
             self._count_waiting()
@@ -138,10 +141,19 @@ class Recorder:
             return False
         return True
 
-    def _write(self, parts: list[Part], retry: dict[int, SetAside], final: bool) -> FlushOutcome:
-        """In the flush thread: the set-aside parts each alone, the fresh ones together; then
-        the holds kept alive and the refusals shown to staff. Raises only if the database is
-        away before anything was written."""
+    def _write(
+        self,
+        parts: list[Part],
+        retry: dict[int, SetAside],
+        final: bool,
+        served: list[RequestRecord],
+    ) -> FlushOutcome:
+        """In the flush thread: the requests `served` since the last flush counted for the
+        metrics; the set-aside parts each alone, the fresh ones together; then the holds kept
+        alive and the refusals shown to staff. Raises only if the database is away before
+        anything was written."""
+        metrics.requests_served(served)
+        started = time.perf_counter()
         outcome = FlushOutcome()
         if retry:
             pieces = [piece for waiting in retry.values() for piece in waiting.pieces]
@@ -151,6 +163,7 @@ class Recorder:
             # At the end, what is still refused keeps its holds, for the next process.
             fresh = write_flush(parts, owner=self.owner, release_all=final, keep=outcome.refused)
             outcome.add(fresh)
+        metrics.gateway_flushed(parts, outcome.written, seconds=time.perf_counter() - started)
         # What is above is committed: a failure below must not have it written again.
         try:
             if not final:
@@ -174,6 +187,7 @@ class Recorder:
     def _count_waiting(self) -> None:
         self.waiting = sum(len(p.records) for p in self.unsent.values())
         self.waiting_of = {u: len(w.records) for u, w in self.set_aside.items()}
+        metrics.gateway_backlog(waiting=self.backlog, set_aside=sum(self.waiting_of.values()))
 
     def _kept(self) -> list[RequestRecord]:
         kept = [r for part in self.unsent.values() for r in part.records]

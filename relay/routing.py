@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from django.conf import settings
 
-from console.lib import invalidation
+from console.lib import invalidation, metrics
 from relay import adapters, errors
 from relay.adapters import Reply
 from relay.config import ChannelSnapshot, ConfigCache, Line, Price, RelayConfig
@@ -140,6 +140,7 @@ class Router:
 def broke_off(channel_id: int | None, reason: str) -> None:
     """A channel failed on a call (a stream that broke off is not counted against it)."""
     log.warning("Channel %s failed: %s", channel_id, reason)
+    metrics.upstream_failed(channel_id, reason)
 
 
 def channel_disable(*, channel_id: int, reason: str) -> None:

@@ -1,0 +1,78 @@
+"""A worker process in metrics' multiprocess mode, for tests/console/test_metrics.py.
+
+    python -m tests.console.metrics_process count REQUESTS WAITING [stop|stay]
+    python -m tests.console.metrics_process start
+    python -m tests.console.metrics_process scrape
+
+`count` starts as a web worker does, counts REQUESTS served requests of gpt-4o-mini on channel
+7 and sets its backlog to WAITING records, as a gateway's flush does; then it stops as a web
+worker does (`stop`), or prints "ready" and stays until killed (`stay`). `start` only starts as
+a web worker does. `scrape` prints what a scrape answers. PROMETHEUS_MULTIPROC_DIR comes from
+the environment.
+"""
+
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import django
+
+
+def served(count):
+    from logs.writer import RequestRecord
+
+    return [
+        RequestRecord(
+            id=uuid.uuid4(),
+            created_at=datetime.now(UTC),
+            user_id=1,
+            token_id=1,
+            line_id=1,
+            channel_id=7,
+            endpoint="chat",
+            model="gpt-4o-mini",
+            stream=False,
+            client_ip="127.0.0.1",
+            status=200,
+            error_code="",
+            prompt_tokens=12,
+            completion_tokens=5,
+            usage_estimated=False,
+            cost=5,
+            model_multiplier=0,
+            completion_multiplier=0,
+            line_multiplier=0,
+            call_price=0,
+            per_call=False,
+            latency_ms=40,
+            ttft_ms=None,
+            retries=0,
+        )
+        for _ in range(count)
+    ]
+
+
+def main(command, *args):
+    django.setup()
+    from console.lib import metrics
+
+    if command == "count":
+        requests, waiting, then = int(args[0]), int(args[1]), args[2]
+        metrics.process_started()
+        metrics.requests_served(served(requests))
+        metrics.gateway_backlog(waiting=waiting, set_aside=0)
+        if then == "stop":
+            metrics.process_stopped()
+            return
+        print("ready", flush=True)
+        time.sleep(600)
+    elif command == "start":
+        metrics.process_started()
+    elif command == "scrape":
+        body, _content_type = metrics.Endpoint(money_held=lambda: {}).exposition()
+        sys.stdout.write(body.decode())
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
