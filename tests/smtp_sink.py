@@ -3,7 +3,11 @@
 Two ways to make a sender fail at a chosen message, for tests of a worker that dies mid-batch:
 `stall_after = n` accepts n messages and leaves the next one unanswered (the server does not
 have it), and `kill_after = (n, pid)` stores the n-th message, then SIGKILLs `pid` before
-answering "250 OK" (the server has it; the sender never learns)."""
+answering "250 OK" (the server has it; the sender never learns). `refuse` holds addresses
+that it answers "550 No such user", `reject` those whose messages it answers "554 Rejected";
+with `pipelining` on it offers RFC 2920 pipelining, which it serves as it reads commands, one
+after the other. `connections` counts the sessions
+(EHLO or HELO) it was asked for."""
 
 import asyncio
 import email
@@ -24,6 +28,28 @@ class Sink:
         self.release = threading.Event()
         self.kill_after = None  # (n, pid): store the n-th message, SIGKILL pid, then answer
         self.killed = threading.Event()
+        self.refuse = set()
+        self.reject = set()
+        self.pipelining = False
+        self.connections = 0
+
+    async def handle_HELO(self, server, session, envelope, hostname):
+        self.connections += 1
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
@@ -36,9 +62,13 @@ class Sink:
             while not self.release.is_set():
                 await asyncio.sleep(0.05)
             return "421 Closing"
+        if self.reject & set(envelope.rcpt_tos):
+            return "554 Rejected"
         message = email.message_from_bytes(envelope.content)
         with self.lock:
-            self.messages.append({"to": envelope.rcpt_tos, "message": message})
+            self.messages.append(
+                {"to": envelope.rcpt_tos, "message": message, "bytes": envelope.content}
+            )
             stored = len(self.messages)
         if self.kill_after is not None and stored == self.kill_after[0]:
             # Stored, not yet answered: the sender dies without learning that it was sent.

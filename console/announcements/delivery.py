@@ -7,13 +7,12 @@ died, sends to nobody twice.
 """
 
 import re
-import uuid
 from html.parser import HTMLParser
 
-from django.db.models import Count
+from django.db.models import Count, F
 
 from accounts import emails
-from accounts.models import EmailDelivery, NotificationSettings, User
+from accounts.models import EmailDelivery, NotificationSettings
 from billing.models import ModelPrice
 from console.announcements.models import Announcement
 from console.lib import unsubscribe
@@ -41,14 +40,14 @@ def deliver_batch(*, announcement_id, user_ids, claimer=""):
     kind = EMAIL_KINDS[announcement.kind]
     key = f"announcement:{announcement.pk}"
     changed = _changed_targets(announcement)
-    users = list(
-        User.objects.filter(pk__in=user_ids, is_active=True)
-        .select_related("notifications")
-        .order_by("pk")
+    # Each subscriber's settings, with their address and name: one model a row, not two.
+    subscribers = (
+        NotificationSettings.objects.filter(user_id__in=user_ids, user__is_active=True)
+        .annotate(email=F("user__email"), name=F("user__name"))
+        .order_by("user_id")
     )
     wanted, skipped = [], 0
-    for user in users:
-        prefs = user.notifications
+    for prefs in subscribers:
         if announcement.kind == Announcement.Kind.PRICE:
             subscribed = prefs.wants_price_email(*changed)
             unsubscribed = not prefs.price_emails
@@ -56,47 +55,29 @@ def deliver_batch(*, announcement_id, user_ids, claimer=""):
             subscribed = unsubscribed = getattr(prefs, unsubscribe.KINDS[kind][0])
             unsubscribed = not unsubscribed
         if subscribed:
-            wanted.append(user)
+            wanted.append(prefs)
         else:
             skipped += 1
             if unsubscribed:  # since the fan-out: counted for staff
-                emails.skip(key, user.email, "announcement", "unsubscribed")
-    claimer = claimer or uuid.uuid4().hex
-    claimed = emails.claim_many(
-        key, [user.email for user in wanted], "announcement", claimer=claimer
+                emails.skip(key, prefs.email, "announcement", "unsubscribed")
+    context = {
+        "announcement": announcement,
+        "subject_prefix": _subject_prefix(announcement),
+        "body_text": plain_text(announcement.body_html),
+        "kind_label": unsubscribe.KINDS[kind][1],
+    }
+    links = unsubscribe.unsubscribe_urls(wanted, kind)  # by user id: their settings' pk
+    recipients = [
+        emails.Recipient(
+            prefs.email,
+            personal={"name": prefs.name, "unsubscribe_url": links[prefs.pk]},
+            headers=unsubscribe.headers(prefs, kind, links[prefs.pk]),
+        )
+        for prefs in wanted
+    ]
+    sent = emails.send_batch(
+        key, "announcement", context=context, recipients=recipients, claimer=claimer
     )
-    subject_prefix = _subject_prefix(announcement)
-    body_text = plain_text(announcement.body_html)
-    sent = 0
-    connection = emails.open_connection()
-    try:
-        for user in wanted:
-            delivery = claimed.pop(user.email, None)
-            if delivery is None:
-                continue
-            link = unsubscribe.unsubscribe_url(user, kind)
-            context = {
-                "announcement": announcement,
-                "subject_prefix": subject_prefix,
-                "body_text": body_text,
-                "user": user,
-                "unsubscribe_url": link,
-                "kind_label": unsubscribe.KINDS[kind][1],
-            }
-            subject, text, html = emails.render_email("announcement", context)
-            emails.deliver(
-                delivery,
-                subject,
-                text,
-                html,
-                headers=unsubscribe.headers(user, kind, link),
-                connection=connection,
-            )
-            sent += 1
-    finally:
-        connection.close()
-        # Claimed but not reached (the mail server failed first): free for the retry.
-        emails.release(key, list(claimed), claimer=claimer)
     return sent, skipped
 
 

@@ -4,7 +4,8 @@ in the middle of a batch, another worker takes over and no subscriber is left ou
 Delivery is at least once, not exactly once. A worker killed before the mail server accepted
 a message leaves no duplicate: the server never had it. A worker killed after the server
 accepted a message, but before the worker recorded it as sent, sends that message again, and
-the copy carries the same Message-ID, so that mail clients can tell it is the same email."""
+the copy carries the same Message-ID, so that mail clients can tell it is the same email.
+Both hold whether the server takes one command at a time or pipelined ones (RFC 2920)."""
 
 import os
 import signal
@@ -79,8 +80,9 @@ def smtp():
     server.stop()
 
 
-@pytest.fixture
-def mailbox(smtp):
+@pytest.fixture(params=[False, True], ids=["one command at a time", "pipelined"])
+def mailbox(smtp, request):
+    smtp.sink.pipelining = request.param
     return smtp.sink
 
 
