@@ -19,38 +19,40 @@ from datetime import UTC, datetime
 import django
 
 
-def served(count):
-    from logs.writer import RequestRecord
+def record(model="gpt-4o-mini", *, channel_id=7, status=200, latency_ms=40, ttft_ms=None):
+    """A request as the gateway records it (also the records of test_metrics.py)."""
+    from logs.writer import RequestRecord  # after django.setup(), in a process of its own
 
-    return [
-        RequestRecord(
-            id=uuid.uuid4(),
-            created_at=datetime.now(UTC),
-            user_id=1,
-            token_id=1,
-            line_id=1,
-            channel_id=7,
-            endpoint="chat",
-            model="gpt-4o-mini",
-            stream=False,
-            client_ip="127.0.0.1",
-            status=200,
-            error_code="",
-            prompt_tokens=12,
-            completion_tokens=5,
-            usage_estimated=False,
-            cost=5,
-            model_multiplier=0,
-            completion_multiplier=0,
-            line_multiplier=0,
-            call_price=0,
-            per_call=False,
-            latency_ms=40,
-            ttft_ms=None,
-            retries=0,
-        )
-        for _ in range(count)
-    ]
+    return RequestRecord(
+        id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+        user_id=1,
+        token_id=1,
+        line_id=1,
+        channel_id=channel_id,
+        endpoint="chat",
+        model=model,
+        stream=ttft_ms is not None,
+        client_ip="127.0.0.1",
+        status=status,
+        error_code="",
+        prompt_tokens=12,
+        completion_tokens=5,
+        usage_estimated=False,
+        cost=5,
+        model_multiplier=0,
+        completion_multiplier=0,
+        line_multiplier=0,
+        call_price=0,
+        per_call=False,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        retries=0,
+    )
+
+
+def served(count):
+    return [record() for _ in range(count)]
 
 
 def main(command, *args):

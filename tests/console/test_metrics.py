@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,8 +18,8 @@ from billing import services
 from billing.holds import hold_acquire
 from billing.models import LedgerEntry
 from console.lib import metrics
-from logs.writer import RequestRecord
 from tests.conftest import free_port
+from tests.console.metrics_process import record
 from tests.smtp_sink import SmtpSink
 from tokens.services import token_create
 
@@ -55,35 +54,6 @@ def samples(text):
 
 def value(found, name, **labels):
     return found.get((name, frozenset(labels.items())), 0.0)
-
-
-def record(model="gpt-4o-mini", *, channel_id=7, status=200, latency_ms=40, ttft_ms=None):
-    return RequestRecord(
-        id=uuid.uuid4(),
-        created_at=datetime.now(UTC),
-        user_id=1,
-        token_id=1,
-        line_id=1,
-        channel_id=channel_id,
-        endpoint="chat",
-        model=model,
-        stream=ttft_ms is not None,
-        client_ip="127.0.0.1",
-        status=status,
-        error_code="",
-        prompt_tokens=12,
-        completion_tokens=5,
-        usage_estimated=False,
-        cost=5,
-        model_multiplier=0,
-        completion_multiplier=0,
-        line_multiplier=0,
-        call_price=0,
-        per_call=False,
-        latency_ms=latency_ms,
-        ttft_ms=ttft_ms,
-        retries=0,
-    )
 
 
 @pytest.fixture
