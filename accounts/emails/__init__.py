@@ -19,6 +19,7 @@ one sent, with a prepared statement, before the next one goes.
 
 import hashlib
 import json
+import sys
 import uuid
 from datetime import timedelta
 from smtplib import SMTPRecipientsRefused
@@ -26,7 +27,7 @@ from typing import NamedTuple
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -187,48 +188,68 @@ class _SentMarks:
     """Records each email as sent right after the mail server took it: one statement per
     email, so it is made cheap.
 
-    On PostgreSQL the statement is prepared (server-side binding: parsed and planned once per
-    connection) and, outside a transaction, its commits do not wait for the disk for the
-    batch's length (a flush takes longer than sending an email): the database has a mark once
-    it answers, so a killed worker loses nothing; a database that crashes may forget its last
-    moment's marks, and those emails go again with the same Message-ID, as after any crash
-    between sending and marking. Inside a transaction (a caller's, the tests') the marks
-    commit with it."""
+    On PostgreSQL the statement is prepared (parsed and planned once per connection, where
+    Django prepares none) and, outside a transaction, each mark is a transaction of its own
+    whose commit does not wait for the disk: the database has a mark once it answers, so a
+    killed worker loses nothing; a database that crashes may forget its last moment's marks,
+    and those emails go again with the same Message-ID, as after any crash between sending
+    and marking. The setting is the mark's transaction's alone (set_config's `true`), never
+    the session's, which a pooler in transaction mode would hand to other clients. Inside a
+    transaction (a caller's, the tests') the marks commit with it, as it commits."""
 
     def __enter__(self):
-        self.cursor = connection.cursor()
-        self.quick_commits = connection.vendor == "postgresql" and not connection.in_atomic_block
-        if self.quick_commits:
-            self.cursor.execute("SET synchronous_commit TO OFF")
-        if connection.vendor == "postgresql":
-            prepared = psycopg.Cursor(connection.connection)
-            wrap = (
-                connection.make_debug_cursor
-                if connection.queries_logged
-                else connection.make_cursor
-            )
-            self.marks = wrap(prepared)  # seen by Django like any query
-        else:
-            self.marks = self.cursor
+        self.atomic = connection.in_atomic_block
+        if connection.vendor != "postgresql":
+            self.cursor, self.sql = connection.cursor(), _MARK_SENT
+            return self
+        connection.ensure_connection()
+        self.connection = connection.connection
+        # A threshold no statement reaches: psycopg prepares only the statements asked to be,
+        # where with None, as Django leaves it, it prepares none.
+        self.threshold = self.connection.prepare_threshold
+        self.connection.prepare_threshold = sys.maxsize
+        self.prepared = _PreparedCursor(self.connection)
+        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+        self.cursor = wrap(self.prepared)  # seen by Django as any query
+        self.sql = _MARK_SENT if self.atomic else _MARK_SENT_QUICKLY
         return self
 
     def __exit__(self, *_exc):
-        try:
-            if self.quick_commits:
-                self.cursor.execute("RESET synchronous_commit")
-        finally:
-            if self.marks is not self.cursor:
-                self.marks.close()
-            self.cursor.close()
+        self.cursor.close()
+        if connection.vendor == "postgresql":
+            self.connection.prepare_threshold = self.threshold
 
     def add(self, pk):
-        self.marks.execute(_MARK_SENT, [pk])
+        try:
+            self.cursor.execute(self.sql, [pk])
+        except DatabaseError as error:
+            # Behind a pooler that shares server connections without following prepared
+            # statements (PgBouncer before 1.21, or without max_prepared_statements), the
+            # statement is not where it was prepared: the mark goes unprepared, as it would
+            # have, since nothing was done.
+            if self.atomic or not isinstance(error.__cause__, _STATEMENT_ELSEWHERE):
+                raise
+            self.prepared.prepare = False
+            self.cursor.execute(self.sql, [pk])
 
 
+class _PreparedCursor(psycopg.Cursor):
+    prepare = True
+
+    def execute(self, query, params=None, **kwargs):
+        return super().execute(query, params, prepare=self.prepare)
+
+
+_STATEMENT_ELSEWHERE = (
+    psycopg.errors.InvalidSqlStatementName,  # prepared on another server connection
+    psycopg.errors.DuplicatePreparedStatement,  # its name taken there by another client
+)
 _MARK_SENT = (
     "UPDATE accounts_emaildelivery SET status = 'sent', sent_at = CURRENT_TIMESTAMP, "
     "last_error = '' WHERE id = %s"
 )
+# Set as the row is updated, so for this statement's transaction alone, before it commits.
+_MARK_SENT_QUICKLY = _MARK_SENT + " RETURNING set_config('synchronous_commit', 'off', true)"
 
 
 def _message_id(key, recipient, pk, domain):

@@ -14,6 +14,7 @@ import html
 import re
 import secrets
 from datetime import UTC, datetime
+from email import quoprimime
 from email.utils import format_datetime
 from typing import NamedTuple
 
@@ -270,25 +271,21 @@ class Body:
 
 
 def _shorter_in_base64(body):
-    """Whether the first ten lines are shorter in base64 than quoted-printable. Mostly they
-    are not, which a bound tells without encoding them: quoted-printable writes three
-    characters for a byte that is not printable ASCII (or "=", or a space or tab that ends a
-    line, or a dot alone on one) and one for any other, and a soft line break per 73."""
-    end = 0
-    for _line in range(10):
-        end = body.find(b"\r\n", end) + 2
-        if end == 1:
-            end = len(body)
-            break
-    sniff = body[:end]
+    """Whether the first ten lines are longer in quoted-printable than in base64, as the email
+    package measures them (quoprimime, which ends a line with one character). Mostly bounds
+    tell without encoding: quoted-printable writes three characters for a byte that is not
+    printable ASCII, or "=", and one for any other; three for at most two more a line (a space
+    or tab that ends it, a dot alone on it); and a soft line break per 73 at most."""
+    lines = body.split(b"\r\n", 10)
+    sniff = body[: len(body) - len(lines[10])] if len(lines) > 10 else body
     in_base64 = (len(sniff) + 2) // 3 * 4 + 1  # what binascii.b2a_base64 writes
-    encoded = len(sniff.translate(None, _QUOTED_AS_THEY_ARE)) + sum(
-        sniff.count(mark) for mark in (b" \r\n", b"\t\r\n", b"\n.")
-    )
-    at_most = len(sniff) + 2 * encoded
+    encoded = len(sniff.translate(None, _QUOTED_AS_THEY_ARE))
+    at_most = len(sniff) + 2 * (encoded + 2 * len(lines))
     if at_most + 3 * (at_most // 73 + 1) < in_base64:
         return False
-    return len(binascii.b2a_qp(sniff, istext=True)) > in_base64
+    if len(sniff) - len(lines) + 2 * encoded > in_base64:
+        return True
+    return len(quoprimime.body_encode(sniff.decode("latin-1"), _SMTP.max_line_length)) > in_base64
 
 
 _QUOTED_AS_THEY_ARE = bytes(set(range(32, 127)) - {ord("=")}) + b"\t\r\n"

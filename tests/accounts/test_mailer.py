@@ -92,8 +92,13 @@ def recipients(people=PEOPLE):
 
 @pytest.mark.parametrize(
     "news, encoding",
-    [("Short news.", "7bit"), (LONG, "quoted-printable"), (CYRILLIC, "base64")],
-    ids=["short lines", "long lines", "mostly not latin"],
+    [
+        ("Short news.", "7bit"),
+        (LONG, "quoted-printable"),
+        (CYRILLIC, "base64"),
+        (" \n" * 8 + LONG, "quoted-printable"),  # a line end: one character, as it measures
+    ],
+    ids=["short lines", "long lines", "mostly not latin", "lines that end in a space"],
 )
 def test_each_email_reads_as_django_would_build_it_for_that_recipient(
     probe_templates, mailbox, news, encoding
@@ -161,6 +166,13 @@ def test_personal_values_are_escaped_in_the_html_part_only(probe_templates, mail
 def received(mailbox, address):
     [raw] = [item["bytes"] for item in mailbox.messages if item["to"] == [address]]
     return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def test_a_line_that_starts_with_a_dot_arrives_as_it_was(probe_templates, mailbox):
+    context = {"team": "A", "news": ".NET prices change.\n.\nThat is all."}
+    emails.send_batch("probe:1", "probe", context=context, recipients=recipients(PEOPLE[2:]))
+    ada = received(mailbox, "ada@example.com")
+    assert "\r\n.NET prices change.\r\n.\r\nThat is all." in ada.get_body(("plain",)).get_content()
 
 
 def test_a_batch_renders_its_templates_once_and_sends_over_one_connection(
@@ -252,7 +264,7 @@ def statuses():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_outside_a_transaction_marks_commit_without_waiting_for_the_disk_for_the_batch_alone(
+def test_outside_a_transaction_marks_commit_without_waiting_for_the_disk_and_the_session_stays(
     probe_templates, mailbox
 ):
     context = {"team": "A", "news": "N"}
@@ -262,4 +274,37 @@ def test_outside_a_transaction_marks_commit_without_waiting_for_the_disk_for_the
         assert emails.send_batch("probe:1", "probe", context=context, recipients=recipients()) == 3
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchall() == [(before,)]
+    assert set(statuses().values()) == {"sent"}
+
+
+@pytest.mark.postgres
+def test_inside_a_transaction_the_marks_commit_with_it_as_it_commits(probe_templates, mailbox):
+    context = {"team": "A", "news": "N"}
+    assert emails.send_batch("probe:1", "probe", context=context, recipients=recipients()) == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchall() == [("on",)]
+
+
+@pytest.mark.postgres
+def test_the_mark_is_prepared_once_and_nothing_else_is(probe_templates, mailbox):
+    context = {"team": "A", "news": "N"}
+    for batch in ("probe:1", "probe:2"):
+        emails.send_batch(batch, "probe", context=context, recipients=recipients())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        [(statement,)] = cursor.fetchall()
+    assert statement.startswith("UPDATE accounts_emaildelivery SET status = 'sent'")
+    assert connection.connection.prepare_threshold is None  # Django's, as it was
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_mark_whose_prepared_statement_is_gone_goes_unprepared(probe_templates, mailbox):
+    """As behind a pooler that does not follow prepared statements: the next mark lands on a
+    server connection that never had it."""
+    context = {"team": "A", "news": "N"}
+    emails.send_batch("probe:1", "probe", context=context, recipients=recipients(PEOPLE[:1]))
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")  # behind psycopg's back
+    assert emails.send_batch("probe:2", "probe", context=context, recipients=recipients()) == 3
     assert set(statuses().values()) == {"sent"}

@@ -183,6 +183,9 @@ def fill_subscribers(database, count):
             "FROM accounts_user"
         )
         connection.commit()
+        # As autovacuum would have by the time a real list is mailed: without statistics the
+        # planner reads the whole subscriber list for each batch of 500.
+        cursor.execute("ANALYZE accounts_user, accounts_notificationsettings")
     print(f"{count:,} subscribers in {time.perf_counter() - started:.1f} s")
 
 
