@@ -1,5 +1,10 @@
+from datetime import UTC, datetime
+from functools import cache as once
+
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import DateTimeField, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import NotificationSettings
@@ -16,20 +21,20 @@ def site(request):
     }
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        context["unread_announcements"] = unread_announcements(user)
+        # Counted when the page shows it, once: not for a fragment without the header, nor
+        # for a page that passes a count of its own (the dashboard, from its list of them).
+        context["unread_announcements"] = once(lambda: unread_announcements(user).count())
     return context
 
 
 def unread_announcements(user):
-    seen = (
-        NotificationSettings.objects.filter(user_id=user.pk)
-        .values_list("announcements_seen_at", flat=True)
-        .first()
+    """The published announcements this user has not seen yet, in one query."""
+    seen = NotificationSettings.objects.filter(user_id=user.pk).values("announcements_seen_at")
+    never = Value(datetime.min.replace(tzinfo=UTC), output_field=DateTimeField())
+    return Announcement.objects.filter(
+        published_at__lte=timezone.now(),
+        published_at__gt=Coalesce(Subquery(seen[:1]), never),
     )
-    published = Announcement.objects.filter(published_at__lte=timezone.now())
-    if seen is not None:
-        published = published.filter(published_at__gt=seen)
-    return published.count()
 
 
 def maintenance_notice(now=None):

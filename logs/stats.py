@@ -14,8 +14,7 @@ from django.db.models import Max, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import ModelPrice
-from logs.models import ChannelMinute, IpDay, UsageDay, UsageMinute
+from logs.models import ChannelMinute, IpDay, UsageMinute
 from logs.rollups import SUMS, RollupRead, floor_hour, pieces
 
 ONE_MINUTE = timedelta(minutes=1)
@@ -140,30 +139,36 @@ class Dashboard:
     series: dict  # labels, requests, tokens and errors of each minute, as _series gives them
     spend: dict | None  # as daily_spend_by_model gives it, when asked for
     called: bool  # requests were found; without, there may still be older ones
+    models: list | None = None  # as used_models gives them, when asked for
 
 
-def dashboard(user, balance, tz, *, span, days=None, token_id=None, model_name=None, now=None):
+def dashboard(
+    user, balance, tz, *, span, days=None, models=False, token_id=None, model_name=None, now=None
+):
     """The dashboard in one query over the rollups: the cards (the balance is the account's,
     whatever the filters; the rest follows the token and model chosen, all with None), the
-    chart of each minute over `span`, and with `days` the spend per day and model."""
+    chart of each minute over `span`, with `days` the spend per day and model, and with
+    `models` the models for the filter list (as used_models gives them)."""
     now = (now or timezone.now()).astimezone(UTC)
     midnight = local_midnight(now, tz)
     end = _floor_minute(now) + ONE_MINUTE  # the chart ends with the minute in progress
     start = end - span
     last_minute = end - 2 * ONE_MINUTE
     read = RollupRead(user, token_id=token_id, model_name=model_name)
-    # Every minute of today is read for the busiest one, so today's totals come from them.
-    read.recent_minutes(min(midnight, start, last_minute, floor_hour(now)), end)
+    read.recent_minutes(min(start, last_minute, floor_hour(now)), end)
     read.per_minute(start)
-    today = read.total(UsageMinute, midnight, now)
+    today = [read.total(*piece) for piece in pieces(midnight, now)]
+    busiest = read.busiest_minute(midnight, now)
     last = read.total(UsageMinute, last_minute, last_minute + ONE_MINUTE)
     week = [read.total(*piece) for piece in pieces(now - timedelta(days=7), now)]
     month = [read.total(*piece) for piece in pieces(now - timedelta(days=30), now)]
     day_list = _local_days(now, tz, days) if days else None
     if days:
         read.per_day_and_model([begins for _day, begins in day_list])
+    if models:
+        read.models_used(_models_since())
     found = read.run()
-    today_figures = _summed(found, [today])
+    today_figures = _summed(found, today)
     last_figures = _summed(found, [last])
     cards = Card(
         balance=balance,
@@ -173,7 +178,7 @@ def dashboard(user, balance, tz, *, span, days=None, token_id=None, model_name=N
         requests_today=today_figures.requests,
         rpm=last_figures.requests,
         tpm=last_figures.tokens,
-        peak_rpm=found[today][0]["peak"] if found.get(today) else 0,
+        peak_rpm=found[busiest][0]["peak"] if found.get(busiest) else 0,
         success_rate=today_figures.success_rate,
         tokens_today=today_figures.tokens,
         cached_share_today=today_figures.cached_share,
@@ -183,6 +188,7 @@ def dashboard(user, balance, tz, *, span, days=None, token_id=None, model_name=N
         series=_series(_by_minute(found), start, end, tz),
         spend=_spend_per_day(found.get("day", ()), day_list) if days else None,
         called=any(row["requests"] for rows in found.values() for row in rows),
+        models=_model_names(found) if models else None,
     )
 
 
@@ -392,20 +398,24 @@ def _spend_series(spend):
     return series
 
 
-def used_models(user, days=90):
-    """Models this user called recently, for filter lists, from the day rollup: those that
-    answered at least once, or that we price; never a name that only ever failed (a typo, a
-    model that does not exist), which a client can send as anything."""
-    start = (timezone.now() - timedelta(days=days)).date()
-    return list(
-        _scoped(UsageDay, user)
-        .filter(bucket__gte=start)
-        .filter(Q(ok=True) | Q(model__in=ModelPrice.objects.values("model")))
-        .exclude(model="")
-        .values_list("model", flat=True)
-        .distinct()
-        .order_by("model")
-    )
+# Filter lists offer the models called over this many days.
+MODEL_DAYS = 90
+
+
+def used_models(user):
+    """Models this user called recently, for filter lists, by name, from the day rollup (as
+    RollupRead.models_used reads them)."""
+    read = RollupRead(user)
+    read.models_used(_models_since())
+    return _model_names(read.run())
+
+
+def _models_since():
+    return (timezone.now() - timedelta(days=MODEL_DAYS)).date()
+
+
+def _model_names(found):
+    return sorted(row["model"] for row in found.get("model", ()))
 
 
 def channel_totals(since_moment):

@@ -1,19 +1,15 @@
 import zoneinfo
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.db.models import DateTimeField, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Window
 from django.http import HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
-from accounts.models import NotificationSettings
 from billing.models import Account, ModelPrice
-from console.announcements.models import Announcement
+from console.context_processors import unread_announcements
 from console.lib.params import id_param, text_param
 from logs import stats
 from logs.models import UsageDay
@@ -38,14 +34,16 @@ def _chart_filters(request):
     }
 
 
-def _board(request, filters, tz, account, *, days=None):
-    """The cards, the per-minute chart and (with `days`) the spend, from one rollup read."""
+def _board(request, filters, tz, account, *, days=None, models=False):
+    """The cards, the per-minute chart and (with `days`) the spend, (with `models`) the
+    models for the filter list, from one rollup read."""
     return stats.dashboard(
         request.user,
         account.balance if account else 0,
         tz,
         span=stats.RANGES[filters["range"]],
         days=days,
+        models=models,
         token_id=filters["token"],
         model_name=filters["model"],
     )
@@ -67,7 +65,9 @@ def dashboard(request):
     tz = _user_zone(request.user)
     filters = _chart_filters(request)
     account = Account.objects.filter(user=request.user).first()
-    board = _board(request, filters, tz, account, days=stats.DAY_RANGES[filters["days"]])
+    board = _board(
+        request, filters, tz, account, days=stats.DAY_RANGES[filters["days"]], models=True
+    )
     # What the filter list and the first steps need of the tokens, deleted ones included.
     tokens = list(
         Token.objects.filter(user=request.user)
@@ -78,10 +78,12 @@ def dashboard(request):
     # Requests in the last 30 days show in the read; only an account without any asks further.
     called = board.called or UsageDay.objects.filter(user_id=request.user.pk).exists()
     context = _live_context(board, filters, filtered_token)
+    # The header's count too, which spares the context processor's query.
+    context["latest_unread"], context["unread_announcements"] = _latest_unread(request.user)
     context.update(
         spend=board.spend,
         tokens=tokens,
-        models=stats.used_models(request.user),
+        models=board.models,
         first_run={
             "recharged": bool(account and (account.total_recharged or account.balance)),
             "token": any(token.deleted_at is None for token in tokens),
@@ -89,22 +91,16 @@ def dashboard(request):
         },
         # For the first steps only, which an account that made requests no longer sees.
         example_model=None if called else ModelPrice.example_chat_model(),
-        latest_unread=_latest_unread(request.user),
         day_ranges=stats.DAY_RANGES,
     )
     return render(request, "console/dashboard.html", context)
 
 
 def _latest_unread(user):
-    """The three newest announcements this user has not seen, in one query."""
-    seen = NotificationSettings.objects.filter(user_id=user.pk).values("announcements_seen_at")
-    never = Value(datetime.min.replace(tzinfo=UTC), output_field=DateTimeField())
-    return list(
-        Announcement.objects.filter(
-            published_at__lte=timezone.now(),
-            published_at__gt=Coalesce(Subquery(seen[:1]), never),
-        )[:3]
-    )
+    """The three newest announcements this user has not seen, and how many there are, in one
+    query."""
+    latest = list(unread_announcements(user).annotate(unread=Window(Count("pk")))[:3])
+    return latest, latest[0].unread if latest else 0
 
 
 @login_required

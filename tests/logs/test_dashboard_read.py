@@ -209,10 +209,10 @@ def test_the_page_reads_cards_chart_and_spend_in_one_query(
 ):
     busy(timezone.now())
     alice_client.get(reverse("console:dashboard"))  # the session, once
-    # The session, the user, the account, the rollups, the tokens, the models, the
-    # announcements; and the header's unread count (2) and balance.
+    # The session, the user, the account, the rollups (with the models to filter by), the
+    # tokens, the announcements with the header's unread count; and the header's balance.
     with (
-        django_assert_max_num_queries(10),
+        django_assert_max_num_queries(7),
         CaptureQueriesContext(connection) as queries,
     ):
         response = alice_client.get(reverse("console:dashboard"), {"days": "30d"})
@@ -225,8 +225,9 @@ def test_the_live_refresh_reads_the_same_figures_the_same_way(
 ):
     backend, _batch = busy(timezone.now())
     page = alice_client.get(reverse("console:dashboard"), {"range": "24h", "token": backend.pk})
+    # The session, the user, the account, the rollups, the token; and the header's balance.
     with (
-        django_assert_max_num_queries(8),
+        django_assert_max_num_queries(6),
         CaptureQueriesContext(connection) as queries,
     ):
         live = alice_client.get(
