@@ -9,7 +9,7 @@ process comes up short while other processes hold money of the same account, it 
 give back what they do not use (`ask_others`), and tries once more.
 
 What a request costs is written in its log row. Once a second the log writer settles, per
-account, what the newly written rows cost (billing.settlement.usage_settle): the balance and
+account, what the newly written rows cost (billing.settlement.usages_settle): the balance and
 the hold go down by it, one usage ledger row records it, and lease money the process gives
 back is released, all in the transaction that writes those rows. So a request is charged
 exactly when its log row is written, and never twice: a row that already exists was charged
@@ -20,14 +20,14 @@ dead process left is settled from its journal by the next gateway process (relay
 which then releases the rest; `holds_reap`, a periodic job, releases holds nobody settles.
 
 Account.held and a limited token's quota_held (through billing.models.TokenQuota) change only
-by the guarded F() updates here, and by billing.ledger.ledger_post when a settlement or a
-refund debits what was held.
+by the guarded F() updates here, and by billing.ledger's postings (`ledger_post`, and
+`usage_post` for a flush) when a settlement or a refund debits what was held.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -37,7 +37,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from billing.ledger import funds_lock
+from billing.ledger import POSTINGS_PER_STATEMENT, by_row, funds_lock
 from billing.models import Account, Hold, TokenQuota
 
 log = logging.getLogger(__name__)
@@ -387,15 +387,6 @@ def held_release(*, user_id: int, token_id: int | None, amount: int) -> None:
         TokenQuota.objects.filter(pk=token_id).update(quota_held=F("quota_held") - amount)
 
 
-def quota_settle(token_id: int, *, spent: int, released: int) -> None:
-    """A token's spending is settled: what its requests cost counts as used, and `released`
-    of its quota hold is given back (spent from it, or released)."""
-    if spent or released:
-        TokenQuota.objects.filter(pk=token_id).update(
-            quota_used=F("quota_used") + spent, quota_held=F("quota_held") - released
-        )
-
-
 def _lease_size(available: int, minimum: int) -> int:
     # A quarter of what is available, within limits: several processes can each hold some.
     return max(minimum, min(available // 4, settings.LEASE_MAX))
@@ -407,6 +398,47 @@ def _add_to_hold(owner: str, user_id: int, token_id: int | None, amount: int) ->
         Hold.objects.create(
             owner=owner, user_id=user_id, token_id=token_id, amount=amount, expires_at=_expiry()
         )
+
+
+def quotas_settle(spending: Mapping[int, tuple[int, int]]) -> None:
+    """Tokens' spending is settled, token id → (spent, released): what their requests cost
+    counts as used, and `released` of their quota holds is given back (spent from them, or
+    released). One statement per POSTINGS_PER_STATEMENT tokens."""
+    moving = [(token_id, moves) for token_id, moves in sorted(spending.items()) if any(moves)]
+    for start in range(0, len(moving), POSTINGS_PER_STATEMENT):
+        chunk = dict(moving[start : start + POSTINGS_PER_STATEMENT])
+        TokenQuota.objects.filter(pk__in=list(chunk)).update(
+            quota_used=F("quota_used") + by_row({t: spent for t, (spent, _) in chunk.items()}),
+            quota_held=F("quota_held") - by_row({t: freed for t, (_, freed) in chunk.items()}),
+        )
+
+
+def held_release_all(amounts: Mapping[int, int]) -> None:
+    """`held_release` of several accounts' holds, user id → amount, in one statement."""
+    moving = [(user_id, amount) for user_id, amount in sorted(amounts.items()) if amount]
+    for start in range(0, len(moving), POSTINGS_PER_STATEMENT):
+        chunk = dict(moving[start : start + POSTINGS_PER_STATEMENT])
+        Account.objects.filter(pk__in=list(chunk)).update(held=F("held") - by_row(chunk))
+
+
+def holds_lock_all(owner: str, user_ids: Iterable[int]) -> dict[tuple[int, int | None], HoldRow]:
+    """Locks `owner`'s holds on these accounts and their tokens' quotas, in one statement;
+    (user id, token id or None) → the hold."""
+    rows = (
+        Hold.objects.select_for_update()
+        .filter(owner=owner, user_id__in=sorted(set(user_ids)))
+        .order_by("pk")
+        .values_list("user_id", "token_id", "pk", "amount")
+    )
+    return {(user_id, token_id): HoldRow(pk, amount) for user_id, token_id, pk, amount in rows}
+
+
+def holds_down(amounts: Mapping[int, int]) -> None:
+    """`hold_down` of several holds, hold id → amount, in one statement."""
+    moving = [(pk, amount) for pk, amount in sorted(amounts.items()) if amount]
+    for start in range(0, len(moving), POSTINGS_PER_STATEMENT):
+        chunk = dict(moving[start : start + POSTINGS_PER_STATEMENT])
+        Hold.objects.filter(pk__in=list(chunk)).update(amount=F("amount") - by_row(chunk))
 
 
 def quotas_lock(token_ids: Iterable[int]) -> None:

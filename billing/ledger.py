@@ -3,7 +3,9 @@
 Every change of a balance is one call of `ledger_post`: a guarded update of the account row and
 the LedgerEntry that records it, in the caller's transaction, on a row the caller locked and
 read with `funds_lock` (an account row first, always; then token rows, then holds). So the
-ledger of an account sums to its balance, and each entry's `balance_after` is exact.
+ledger of an account sums to its balance, and each entry's `balance_after` is exact. A gateway
+flush's usage is the one exception in form, not in rule: `usage_post` makes the same guarded
+update and entry for each of its accounts (locked with `funds_lock_all`), in one statement each.
 
 Money held for a purpose (a gateway process's lease, a refund waiting for the payment provider)
 is part of the balance but not available: `available = balance - held`. A debit takes from the
@@ -14,10 +16,11 @@ held money says how much (`from_held`), and held money given back with it (`rele
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
-from django.db.models import F
+from django.db.models import BigIntegerField, Case, F, Q, Value, When
 
 from billing.alerts import low_balance_check, low_balance_reset
 from billing.models import Account, LedgerEntry, RechargeOrder, RedemptionCode
@@ -76,6 +79,15 @@ class Funds:
         return self.balance - self.held
 
 
+FUNDS_COLUMNS = (
+    "balance",
+    "held",
+    "user__notifications__low_balance_threshold",
+    "user__notifications__low_balance_emails",
+    "user__notifications__low_balance_alerted",
+)
+
+
 def funds_lock(account_id: int) -> Funds | None:
     """Locks an account row and reads it; None if the user has no account (deleted).
 
@@ -85,18 +97,25 @@ def funds_lock(account_id: int) -> Funds | None:
     row = (
         Account.objects.select_for_update(no_key=True, of=("self",))
         .filter(user_id=account_id)
-        .values_list(
-            "balance",
-            "held",
-            "user__notifications__low_balance_threshold",
-            "user__notifications__low_balance_emails",
-            "user__notifications__low_balance_alerted",
-        )
+        .values_list(*FUNDS_COLUMNS)
         .first()
     )
-    if row is None:
-        return None
-    balance, held, threshold, wanted, sent = row
+    return None if row is None else _funds(account_id, *row)
+
+
+def funds_lock_all(account_ids: Iterable[int]) -> dict[int, Funds]:
+    """`funds_lock` of several accounts in one statement, locked in id order (the order every
+    settlement takes them in); accounts that do not exist are missing from the answer."""
+    rows = (
+        Account.objects.select_for_update(no_key=True, of=("self",))
+        .filter(user_id__in=sorted(set(account_ids)))
+        .order_by("user_id")
+        .values_list("user_id", *FUNDS_COLUMNS)
+    )
+    return {row[0]: _funds(*row) for row in rows}
+
+
+def _funds(account_id, balance, held, threshold, wanted, sent) -> Funds:
     if threshold is None:  # no alert settings: no alert to send or re-arm
         alert = Alert(0, armed=False, sent=False)
     else:
@@ -162,6 +181,76 @@ def ledger_post(
     )
     _alert(funds, balance=entry.balance_after, credited=amount > 0)
     return entry
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePosting:
+    """One account's usage in a gateway flush: `charged` (positive) is debited, `from_held` of
+    it from the process's hold, and `release` of that hold is given back besides."""
+
+    funds: Funds
+    charged: int
+    from_held: int
+    release: int
+    requests: int
+
+
+# Accounts per statement: each brings a few parameters, and SQLite allows some 32,000.
+POSTINGS_PER_STATEMENT = 500
+
+
+def usage_post(postings: Sequence[UsagePosting]) -> None:
+    """`ledger_post` of a usage debit for each of several accounts, each locked and read in
+    this transaction: the same guarded update of every account row, in one statement (per
+    POSTINGS_PER_STATEMENT accounts), and their ledger entries in one insert."""
+    for start in range(0, len(postings), POSTINGS_PER_STATEMENT):
+        _usage_post(postings[start : start + POSTINGS_PER_STATEMENT])
+
+
+def _usage_post(postings: Sequence[UsagePosting]) -> None:
+    if any(p.charged <= 0 or p.from_held > p.charged for p in postings):
+        raise ValueError("a usage posting debits money, at most all of it from what was held")
+    accounts = [p.funds.account_id for p in postings]
+    # What is taken beyond the hold must be available, as in ledger_post: guarded row by row.
+    from_free = {p.funds.account_id: p.charged - p.from_held for p in postings}
+    guarded = [account for account, amount in from_free.items() if amount > 0]
+    covered = Q(pk__in=[account for account, amount in from_free.items() if amount <= 0])
+    if guarded:
+        covered |= Q(pk__in=guarded, balance__gte=F("held") + by_row(from_free))
+    updated = Account.objects.filter(covered).update(
+        balance=F("balance") - by_row({p.funds.account_id: p.charged for p in postings}),
+        held=F("held") - by_row({p.funds.account_id: p.from_held + p.release for p in postings}),
+    )
+    if updated != len(set(accounts)):
+        raise InsufficientBalance(
+            "An available balance does not cover the usage charged from it; nothing was taken."
+        )
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            account_id=p.funds.account_id,
+            kind=LedgerEntry.Kind.USAGE,
+            amount=-p.charged,
+            balance_after=p.funds.balance - p.charged,
+            request_count=p.requests,
+        )
+        for p in postings
+    )
+    alerts = [
+        p.funds.account_id
+        for p in postings
+        if p.funds.alert is None or p.funds.alert.may_send(p.funds.balance - p.charged)
+    ]
+    if alerts:
+        low_balance_check(alerts)
+
+
+def by_row(values: Mapping[int, int]) -> Case:
+    """A value per primary key, for one UPDATE of many rows: CASE pk WHEN … THEN … END."""
+    return Case(
+        *(When(pk=pk, then=Value(value)) for pk, value in values.items()),
+        default=Value(0),
+        output_field=BigIntegerField(),
+    )
 
 
 def _alert(funds: Funds, *, balance: int, credited: bool) -> None:

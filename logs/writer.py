@@ -4,13 +4,16 @@ The gateway adds a RequestRecord per request (in memory, and in its journal). On
 hands what it gathered, with the lease money it gives back (billing.holds), to `write_flush`,
 which runs in a database thread and writes, in one transaction:
 
-- the money, by billing alone: per account, billing.settlement.usage_settle charges what the
-  rows cost (balance, hold, token quotas, one usage ledger row) and releases the lease money
-  given back;
 - the log rows;
 - per-minute, per-hour and per-day usage rollups, the platform's and each channel's minutes
   and IP-per-day totals, each an INSERT … ON CONFLICT DO UPDATE that adds to the totals;
-- the tokens' last use.
+- the money, by billing alone: billing.settlement.usages_settle charges, per account, what the
+  rows cost (balance, hold, token quotas, one usage ledger row) and releases the lease money
+  given back. Last but for the tokens' last use, because it locks the account rows that other
+  processes' requests wait for when they take a lease: they stay locked for the settlement's
+  few statements and the commit, not for the writing of the rows;
+- the tokens' last use (token rows: after their accounts', the order every transaction locks
+  them in).
 
 On PostgreSQL the records go in once, by a binary COPY into a temporary table, and PostgreSQL
 writes the log rows and totals the rollups from it (`_record_staged`); on SQLite, the embedded
@@ -35,7 +38,13 @@ from django.db import DataError, IntegrityError, connection, transaction
 
 from billing.holds import holds_of
 from billing.ledger import BillingError
-from billing.settlement import Usage, unsettled_cleared, unsettled_record, usage_settle
+from billing.settlement import (
+    Usage,
+    unsettled_cleared,
+    unsettled_record,
+    usage_settle,
+    usages_settle,
+)
 from logs.models import (
     ChannelMinute,
     IpDay,
@@ -194,9 +203,10 @@ def write_flush(parts, *, owner, release_all=False, keep=()):
     outcome = Outcome()
     try:
         with transaction.atomic():
-            for part in sorted(parts, key=lambda p: p.user_id):
-                _settle(part, part.records, owner, outcome, release_all=release_all)
-            _record([r for part in parts for r in part.records])
+            records = [r for part in parts for r in part.records]
+            _record(records)
+            _settle_all(parts, owner, outcome, release_all=release_all)
+            _record_last_use(records)
     except REFUSED:
         return write_each(parts, owner=owner, release_all=release_all)
     outcome.written = [part.user_id for part in parts]
@@ -297,8 +307,9 @@ def _write_part(part, owner, release_all, outcome, budget):
     try:
         with transaction.atomic():
             new = _insert_new(part.records)
-            _settle(part, new, owner, outcome, release_all=release_all)
             _record(new, with_rows=False)
+            _settle(part, new, owner, outcome, release_all=release_all)
+            _record_last_use(new)
     except REFUSED as error:
         return _describe(error)
     return None
@@ -310,8 +321,21 @@ def _describe(error):
 
 def _settle(part, new_records, owner, outcome, release_all=False):
     lost = usage_settle(owner=owner, usage=part.usage(new_records), release_all=release_all)
+    _count_lost(part.user_id, lost, outcome)
+
+
+def _settle_all(parts, owner, outcome, release_all=False):
+    """Every account of a flush at once: its transaction, and the wait of other processes
+    for the rows it locks, stay short however many accounts it charges."""
+    usages = [part.usage(part.records) for part in parts]
+    lost = usages_settle(owner=owner, usages=usages, release_all=release_all)
+    for part in sorted(parts, key=lambda p: p.user_id):
+        _count_lost(part.user_id, lost[part.user_id], outcome)
+
+
+def _count_lost(user_id, lost, outcome):
     if lost.account:
-        outcome.lost_users.append(part.user_id)
+        outcome.lost_users.append(user_id)
     outcome.lost_tokens += lost.tokens
 
 
@@ -320,11 +344,14 @@ def write_batch(records):
     elsewhere or not at all (imported history, test fixtures)."""
     with transaction.atomic():
         _record(records)
+        _record_last_use(records)
 
 
 def _record(records, *, with_rows=True):
-    """The log rows (unless `with_rows` is False: written already), the rollups and the
-    tokens' last use of `records`."""
+    """The log rows (unless `with_rows` is False: written already) and the rollups of
+    `records`. Before the money: these lock no account or token row, so the rows the
+    settlement locks stay locked only for the settlement and the commit (requests of other
+    processes taking leases wait for them)."""
     if not records:
         return
     if connection.vendor == "postgresql":
@@ -335,6 +362,18 @@ def _record(records, *, with_rows=True):
         if rows:
             _insert_rows(RequestLog, RECORD_FIELDS, rows)
     _rollups(records)
+
+
+def _record_last_use(records):
+    """The tokens' last use of `records` (after `_record`, in its transaction): after the
+    settlement, which locks the accounts before their tokens, as everything else does."""
+    if not records:
+        return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for statement in _LAST_USE_STAGED:
+                cursor.execute(statement)
+        return
     _last_use(records)
 
 
@@ -658,5 +697,5 @@ def _record_staged(records, *, with_rows):
                 copy.write_row(_as_staged_row(r))
         if with_rows:
             cursor.execute(_INSERT_STAGED)
-        for statement in (*_ROLLUPS_STAGED, *_LAST_USE_STAGED):
+        for statement in _ROLLUPS_STAGED:
             cursor.execute(statement)
