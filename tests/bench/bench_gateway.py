@@ -5,7 +5,9 @@ Side by side in one run, on this machine, with wrk:
   Python forwarder (tests/bench/forwarder.py: the same HTTP client, no gateway work) and the
   gateway with billing and logging on, against PostgreSQL, one process each under the same
   server, one hot key, at concurrency 1, 10 and 50; the gateway's figures as ratios of the
-  forwarder's, against issue 19's targets and the figures it started from;
+  forwarder's, against issue 19's targets and the figures it started from; the CPU each request
+  takes in each process (server, PostgreSQL, upstream), which is where the requests/s go when
+  the cores are all busy; with --baseline REV, the gateway of that revision measured in turn;
 - load: 1,000 tokens across 100 accounts (wrk sends each request with the next key), with
   one and two worker processes, under uvicorn and under granian: the first pass after a fresh
   start (cold caches: every token read from the database, every lease taken) apart from the
@@ -18,6 +20,7 @@ Figures are printed; nothing is asserted.
 
     .venv/bin/python tests/bench/bench_gateway.py [--seconds 10] [--database postgres://…]
         [--server uvicorn|granian] [--sections tail,load,protocols,ttfb,memory]
+        [--baseline REVISION]
 
 With 2 cores, wrk, the upstream, PostgreSQL and the server (two workers in the load section)
 share them: read the figures as this machine's, and the ratios as the comparable part. At the
@@ -280,6 +283,40 @@ def _errors(*results):
     return f"{count}" + (f" (sockets: {sockets})" if sockets else "")
 
 
+def cpu_seconds(pids):
+    """CPU time (user and system) of these processes and their children, by name, and of each
+    PostgreSQL process, whichever database it serves, by its pid."""
+    totals = {}
+    for name, pid in pids.items():
+        try:
+            process = psutil.Process(pid)
+            processes = [process, *process.children(recursive=True)]
+            totals[name] = sum(sum(p.cpu_times()[:2]) for p in processes)
+        except psutil.NoSuchProcess:
+            totals[name] = 0.0
+    postgres = {}
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if (process.info["name"] or "").startswith("postgres") and process.info["cpu_times"]:
+            postgres[process.pid] = sum(process.info["cpu_times"][:2])
+    return totals, postgres
+
+
+def measured(url, script, connections, seconds, pids):
+    """wrk's figures, with the CPU each process spent per request, in microseconds."""
+    before, postgres_before = cpu_seconds(pids)
+    result = wrk(url, script, connections, seconds)
+    after, postgres_after = cpu_seconds(pids)
+    # A PostgreSQL process that ended meanwhile is not counted; one that started counts whole.
+    after["PostgreSQL"] = sum(
+        spent - postgres_before.get(pid, 0.0) for pid, spent in postgres_after.items()
+    )
+    before["PostgreSQL"] = 0.0
+    result["cpu"] = {
+        name: (after[name] - before[name]) / max(result["total"], 1) * 1e6 for name in after
+    }
+    return result
+
+
 def rss_mb(pid):
     """The memory of a server: its process and its worker processes."""
     process = psutil.Process(pid)
@@ -333,14 +370,14 @@ class Server:
     own; the gateway with a journal folder of its own, whose lock files tell when every worker
     has started."""
 
-    def __init__(self, server, app, workers, env):
+    def __init__(self, server, app, workers, env, root=ROOT):
         self.port = free_port()
         self.journal = Path(tempfile.mkdtemp(prefix="bench-journal-"))
         self.workers = workers
         self.app = app
         env = {**env, "GATEWAY_JOURNAL_DIR": str(self.journal)}
         self.process = subprocess.Popen(
-            server_command(server, app, self.port, workers), cwd=ROOT, env=env
+            server_command(server, app, self.port, workers), cwd=root, env=env
         )
 
     def url(self, path="chat/completions"):
@@ -362,17 +399,36 @@ class Server:
         shutil.rmtree(self.journal, ignore_errors=True)
 
 
-def tail(args, env, upstream_port, key, scratch):
-    """Target 1: the gateway against the forwarder, one process each, one hot key."""
+def source_at(revision, scratch):
+    """The project's files as of a git revision, in a folder of `scratch`: a baseline's."""
+    folder = scratch / f"at-{revision}"
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def tail(args, env, upstream_port, upstream_pid, key, scratch):
+    """Target 1: the gateway against the forwarder, one process each, one hot key; with
+    --baseline, the gateway of that revision beside them, on the same database."""
     floor_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
     forwarder = Server(args.server, FORWARDER_APP, 1, env)
     gateway = Server(args.server, GATEWAY_APP, 1, env)
+    baseline = None
+    if args.baseline:
+        root = source_at(args.baseline, scratch)
+        baseline = Server(args.server, GATEWAY_APP, 1, env, root=root)
     script = lua_script(scratch / "hot.lua", BODY, key=key)
     try:
         forwarder.wait()
         gateway.wait()
         for url in (gateway.url(), forwarder.url(), floor_url):
             wrk(url, script, 10, 3)  # warm up: connections, caches, leases
+        if baseline:
+            baseline.wait()
+            wrk(baseline.url(), script, 10, 3)
         print(
             f"\nTarget 1: the gateway against a bare Python forwarder, one {args.server} process "
             f"each, PostgreSQL, billing and logging on, one hot key; non-streamed chat, "
@@ -385,10 +441,34 @@ def tail(args, env, upstream_port, key, scratch):
             f"{'rps gw/fwd':>10} {'target':>7} | {'p99 gw/fwd':>10} {'target':>7} | "
             "errors | issue 19 started from"
         )
+        cpu, before = {}, {}
         for connections in (1, 10, 50):
             floor = wrk(floor_url, script, connections, args.seconds)
-            through = wrk(gateway.url(), script, connections, args.seconds)
-            bare = wrk(forwarder.url(), script, connections, args.seconds)
+            through = measured(
+                gateway.url(),
+                script,
+                connections,
+                args.seconds,
+                {"server": gateway.process.pid, "upstream": upstream_pid},
+            )
+            bare = measured(
+                forwarder.url(),
+                script,
+                connections,
+                args.seconds,
+                {"server": forwarder.process.pid, "upstream": upstream_pid},
+            )
+            cpu[connections] = (bare["cpu"], through["cpu"])
+            if baseline:
+                then = measured(
+                    baseline.url(),
+                    script,
+                    connections,
+                    args.seconds,
+                    {"server": baseline.process.pid, "upstream": upstream_pid},
+                )
+                then.update(rps_now=through["rps"], p50_now=through["p50"], p99_now=through["p99"])
+                before[connections] = then
             at_least, at_most = TARGETS[connections]
             print(
                 f"{connections:>3} | {_figures(floor, 9)} | {_figures(bare, 8)} | "
@@ -398,9 +478,47 @@ def tail(args, env, upstream_port, key, scratch):
                 f"{'<= ' + str(at_most) if at_most else 'keep':>7} | "
                 f"{_errors(through, bare):>6} | {STARTED_FROM[connections]}"
             )
+        _cpu_table(cpu)
+        if baseline:
+            _baseline_table(args.baseline, before, cpu)
     finally:
         forwarder.stop()
         gateway.stop()
+        if baseline:
+            baseline.stop()
+
+
+def _cpu_table(cpu):
+    """Where the requests/s go on a machine whose cores are all busy: the CPU each request
+    takes, per process, gateway beside forwarder. wrk's own share is not counted."""
+    print(
+        "\nCPU per request, microseconds (user + system; PostgreSQL: all its processes), "
+        "forwarder -> gateway"
+    )
+    names = ("server", "PostgreSQL", "upstream")
+    print(f"{'c':>3} | " + " | ".join(f"{name:>20}" for name in names) + f" | {'sum':>20}")
+    for connections, (bare, through) in cpu.items():
+        cells = [f"{bare[name]:>8.0f} -> {through[name]:>8.0f}" for name in names]
+        total = f"{sum(bare[n] for n in names):>8.0f} -> {sum(through[n] for n in names):>8.0f}"
+        print(f"{connections:>3} | " + " | ".join(cells) + f" | {total}")
+
+
+def _baseline_table(revision, before, cpu):
+    """The gateway now against itself at an earlier revision, measured in the same run."""
+    print(f"\nThe gateway at {revision} (measured in turn with the above) -> now")
+    print(
+        f"{'c':>3} | {'rps':>17} | {'p50 ms':>15} | {'p99 ms':>15} | "
+        f"{'server CPU us/req':>17} | {'PostgreSQL us/req':>17}"
+    )
+    for connections, then in before.items():
+        now = cpu[connections][1]
+        print(
+            f"{connections:>3} | {then['rps']:>7.0f} -> {then['rps_now']:>6.0f} | "
+            f"{then['p50']:>6.2f} -> {then['p50_now']:>5.2f} | "
+            f"{then['p99']:>6.2f} -> {then['p99_now']:>5.2f} | "
+            f"{then['cpu']['server']:>7.0f} -> {now['server']:>6.0f} | "
+            f"{then['cpu']['PostgreSQL']:>7.0f} -> {now['PostgreSQL']:>6.0f}"
+        )
 
 
 def load(args, env, load_keys, scratch):
@@ -531,6 +649,11 @@ def main():
         "--servers", default=",".join(SERVERS), help="the load section's, comma-separated"
     )
     parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument(
+        "--baseline",
+        metavar="REVISION",
+        help="the tail section also measures the gateway as of this git revision, in turn",
+    )
     args = parser.parse_args()
     args.servers = [s for s in args.servers.split(",") if s]
     sections = set(args.sections.split(","))
@@ -562,7 +685,7 @@ def main():
         with tempfile.TemporaryDirectory() as scratch:
             scratch = Path(scratch)
             if "tail" in sections:
-                tail(args, env, upstream_port, key, scratch)
+                tail(args, env, upstream_port, upstream.pid, key, scratch)
             if "load" in sections:
                 load(args, env, load_keys, scratch)
             if sections & {"protocols", "ttfb", "memory"}:
