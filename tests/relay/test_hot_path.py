@@ -124,3 +124,27 @@ def test_an_answer_the_cost_cannot_go_into_as_it_came_is_written_anew(content):
     costed = with_cost(answer, content, 1_234)
     assert json.loads(costed) == {**answer, "usage": {**answer["usage"], "cost": 0.001234}}
     assert costed == json.dumps(json.loads(costed), ensure_ascii=False).encode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_gateway_gets_the_interpreter_back_from_its_threads_within_half_a_millisecond():
+    """The flush thread's Python work must not hold every request in flight for CPython's
+    default 5 ms at a time (the tail at high concurrency, tests/bench/bench_gateway.py)."""
+    import sys
+
+    from relay.gateway import SWITCH_INTERVAL_SECONDS, Gateway
+
+    default = sys.getswitchinterval()
+
+    async def main():
+        gateway = Gateway()
+        await gateway.start()
+        try:
+            return sys.getswitchinterval()
+        finally:
+            await gateway.stop()
+
+    try:
+        assert asyncio.run(main()) == SWITCH_INTERVAL_SECONDS <= 0.0005
+    finally:
+        sys.setswitchinterval(default)
