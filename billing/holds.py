@@ -34,10 +34,10 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Model, Q, Sum
 from django.utils import timezone
 
-from billing.ledger import POSTINGS_PER_STATEMENT, by_row, funds_lock
+from billing.ledger import by_row, funds_lock, in_statements
 from billing.models import Account, Hold, TokenQuota
 
 log = logging.getLogger(__name__)
@@ -405,8 +405,8 @@ def quotas_settle(spending: Mapping[int, tuple[int, int]]) -> None:
     counts as used, and `released` of their quota holds is given back (spent from them, or
     released). One statement per POSTINGS_PER_STATEMENT tokens."""
     moving = [(token_id, moves) for token_id, moves in sorted(spending.items()) if any(moves)]
-    for start in range(0, len(moving), POSTINGS_PER_STATEMENT):
-        chunk = dict(moving[start : start + POSTINGS_PER_STATEMENT])
+    for rows in in_statements(moving):
+        chunk = dict(rows)
         TokenQuota.objects.filter(pk__in=list(chunk)).update(
             quota_used=F("quota_used") + by_row({t: spent for t, (spent, _) in chunk.items()}),
             quota_held=F("quota_held") - by_row({t: freed for t, (_, freed) in chunk.items()}),
@@ -414,11 +414,9 @@ def quotas_settle(spending: Mapping[int, tuple[int, int]]) -> None:
 
 
 def held_release_all(amounts: Mapping[int, int]) -> None:
-    """`held_release` of several accounts' holds, user id → amount, in one statement."""
-    moving = [(user_id, amount) for user_id, amount in sorted(amounts.items()) if amount]
-    for start in range(0, len(moving), POSTINGS_PER_STATEMENT):
-        chunk = dict(moving[start : start + POSTINGS_PER_STATEMENT])
-        Account.objects.filter(pk__in=list(chunk)).update(held=F("held") - by_row(chunk))
+    """`held_release` of several accounts' holds, user id → amount, one statement per
+    POSTINGS_PER_STATEMENT accounts."""
+    _subtract(Account, "held", amounts)
 
 
 def holds_lock_all(owner: str, user_ids: Iterable[int]) -> dict[tuple[int, int | None], HoldRow]:
@@ -434,11 +432,18 @@ def holds_lock_all(owner: str, user_ids: Iterable[int]) -> dict[tuple[int, int |
 
 
 def holds_down(amounts: Mapping[int, int]) -> None:
-    """`hold_down` of several holds, hold id → amount, in one statement."""
+    """`hold_down` of several holds, hold id → amount, one statement per
+    POSTINGS_PER_STATEMENT holds."""
+    _subtract(Hold, "amount", amounts)
+
+
+def _subtract(model: type[Model], column: str, amounts: Mapping[int, int]) -> None:
     moving = [(pk, amount) for pk, amount in sorted(amounts.items()) if amount]
-    for start in range(0, len(moving), POSTINGS_PER_STATEMENT):
-        chunk = dict(moving[start : start + POSTINGS_PER_STATEMENT])
-        Hold.objects.filter(pk__in=list(chunk)).update(amount=F("amount") - by_row(chunk))
+    for rows in in_statements(moving):
+        chunk = dict(rows)
+        model._default_manager.filter(pk__in=list(chunk)).update(
+            **{column: F(column) - by_row(chunk)}
+        )
 
 
 def quotas_lock(token_ids: Iterable[int]) -> None:

@@ -16,7 +16,7 @@ held money says how much (`from_held`), and held money given back with it (`rele
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
@@ -94,13 +94,7 @@ def funds_lock(account_id: int) -> Funds | None:
     The user's low-balance alert is read with it, so that a posting that cannot change the
     alert (most of the gateway's charges: well above the threshold, or alerted already) costs
     no look at it. Only the account row is locked."""
-    row = (
-        Account.objects.select_for_update(no_key=True, of=("self",))
-        .filter(user_id=account_id)
-        .values_list(*FUNDS_COLUMNS)
-        .first()
-    )
-    return None if row is None else _funds(account_id, *row)
+    return funds_lock_all([account_id]).get(account_id)
 
 
 def funds_lock_all(account_ids: Iterable[int]) -> dict[int, Funds]:
@@ -195,16 +189,22 @@ class UsagePosting:
     requests: int
 
 
-# Accounts per statement: each brings a few parameters, and SQLite allows some 32,000.
+# Rows per statement: each brings a few parameters, and SQLite allows some 32,000.
 POSTINGS_PER_STATEMENT = 500
+
+
+def in_statements[T](rows: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`rows` in runs of at most POSTINGS_PER_STATEMENT: a statement each."""
+    for start in range(0, len(rows), POSTINGS_PER_STATEMENT):
+        yield rows[start : start + POSTINGS_PER_STATEMENT]
 
 
 def usage_post(postings: Sequence[UsagePosting]) -> None:
     """`ledger_post` of a usage debit for each of several accounts, each locked and read in
     this transaction: the same guarded update of every account row, in one statement (per
     POSTINGS_PER_STATEMENT accounts), and their ledger entries in one insert."""
-    for start in range(0, len(postings), POSTINGS_PER_STATEMENT):
-        _usage_post(postings[start : start + POSTINGS_PER_STATEMENT])
+    for chunk in in_statements(postings):
+        _usage_post(chunk)
 
 
 def _usage_post(postings: Sequence[UsagePosting]) -> None:
