@@ -301,10 +301,12 @@ def cpu_seconds(pids):
     return totals, postgres
 
 
-def measured(url, script, connections, seconds, pids):
-    """wrk's figures, with the CPU each process spent per request, in microseconds."""
+def measured(server, script, connections, seconds, upstream_pid):
+    """wrk's figures against `server` (a Server), with the CPU each process (it, the upstream,
+    PostgreSQL) spent per request, in microseconds."""
+    pids = {"server": server.process.pid, "upstream": upstream_pid}
     before, postgres_before = cpu_seconds(pids)
-    result = wrk(url, script, connections, seconds)
+    result = wrk(server.url(), script, connections, seconds)
     after, postgres_after = cpu_seconds(pids)
     # A PostgreSQL process that ended meanwhile is not counted; one that started counts whole.
     after["PostgreSQL"] = sum(
@@ -441,34 +443,13 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
             f"{'rps gw/fwd':>10} {'target':>7} | {'p99 gw/fwd':>10} {'target':>7} | "
             "errors | issue 19 started from"
         )
-        cpu, before = {}, {}
+        runs = {}
         for connections in (1, 10, 50):
             floor = wrk(floor_url, script, connections, args.seconds)
-            through = measured(
-                gateway.url(),
-                script,
-                connections,
-                args.seconds,
-                {"server": gateway.process.pid, "upstream": upstream_pid},
-            )
-            bare = measured(
-                forwarder.url(),
-                script,
-                connections,
-                args.seconds,
-                {"server": forwarder.process.pid, "upstream": upstream_pid},
-            )
-            cpu[connections] = (bare["cpu"], through["cpu"])
-            if baseline:
-                then = measured(
-                    baseline.url(),
-                    script,
-                    connections,
-                    args.seconds,
-                    {"server": baseline.process.pid, "upstream": upstream_pid},
-                )
-                then.update(rps_now=through["rps"], p50_now=through["p50"], p99_now=through["p99"])
-                before[connections] = then
+            through = measured(gateway, script, connections, args.seconds, upstream_pid)
+            bare = measured(forwarder, script, connections, args.seconds, upstream_pid)
+            then = baseline and measured(baseline, script, connections, args.seconds, upstream_pid)
+            runs[connections] = (bare, through, then)
             at_least, at_most = TARGETS[connections]
             print(
                 f"{connections:>3} | {_figures(floor, 9)} | {_figures(bare, 8)} | "
@@ -478,9 +459,9 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
                 f"{'<= ' + str(at_most) if at_most else 'keep':>7} | "
                 f"{_errors(through, bare):>6} | {STARTED_FROM[connections]}"
             )
-        _cpu_table(cpu)
+        _cpu_table(runs)
         if baseline:
-            _baseline_table(args.baseline, before, cpu)
+            _baseline_table(args.baseline, runs)
     finally:
         forwarder.stop()
         gateway.stop()
@@ -488,7 +469,7 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
             baseline.stop()
 
 
-def _cpu_table(cpu):
+def _cpu_table(runs):
     """Where the requests/s go on a machine whose cores are all busy: the CPU each request
     takes, per process, gateway beside forwarder. wrk's own share is not counted."""
     print(
@@ -497,27 +478,27 @@ def _cpu_table(cpu):
     )
     names = ("server", "PostgreSQL", "upstream")
     print(f"{'c':>3} | " + " | ".join(f"{name:>20}" for name in names) + f" | {'sum':>20}")
-    for connections, (bare, through) in cpu.items():
+    for connections, (bare, through, _then) in runs.items():
+        bare, through = bare["cpu"], through["cpu"]
         cells = [f"{bare[name]:>8.0f} -> {through[name]:>8.0f}" for name in names]
         total = f"{sum(bare[n] for n in names):>8.0f} -> {sum(through[n] for n in names):>8.0f}"
         print(f"{connections:>3} | " + " | ".join(cells) + f" | {total}")
 
 
-def _baseline_table(revision, before, cpu):
+def _baseline_table(revision, runs):
     """The gateway now against itself at an earlier revision, measured in the same run."""
     print(f"\nThe gateway at {revision} (measured in turn with the above) -> now")
     print(
         f"{'c':>3} | {'rps':>17} | {'p50 ms':>15} | {'p99 ms':>15} | "
         f"{'server CPU us/req':>17} | {'PostgreSQL us/req':>17}"
     )
-    for connections, then in before.items():
-        now = cpu[connections][1]
+    for connections, (_bare, now, then) in runs.items():
         print(
-            f"{connections:>3} | {then['rps']:>7.0f} -> {then['rps_now']:>6.0f} | "
-            f"{then['p50']:>6.2f} -> {then['p50_now']:>5.2f} | "
-            f"{then['p99']:>6.2f} -> {then['p99_now']:>5.2f} | "
-            f"{then['cpu']['server']:>7.0f} -> {now['server']:>6.0f} | "
-            f"{then['cpu']['PostgreSQL']:>7.0f} -> {now['PostgreSQL']:>6.0f}"
+            f"{connections:>3} | {then['rps']:>7.0f} -> {now['rps']:>6.0f} | "
+            f"{then['p50']:>6.2f} -> {now['p50']:>5.2f} | "
+            f"{then['p99']:>6.2f} -> {now['p99']:>5.2f} | "
+            f"{then['cpu']['server']:>7.0f} -> {now['cpu']['server']:>6.0f} | "
+            f"{then['cpu']['PostgreSQL']:>7.0f} -> {now['cpu']['PostgreSQL']:>6.0f}"
         )
 
 
