@@ -235,6 +235,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PERIODIC_JOB_SECONDS,
     },
     "release-abandoned-holds": {"task": "relay.tasks.reap_holds", "schedule": PERIODIC_JOB_SECONDS},
+    "fold-pending-usage": {"task": "logs.tasks.fold_usage", "schedule": PERIODIC_JOB_SECONDS},
     "prune-old-logs": {"task": "logs.tasks.prune_logs", "schedule": 3600.0},
     "make-log-partitions": {"task": "logs.tasks.make_log_partitions", "schedule": 3600.0},
 }
@@ -481,6 +482,10 @@ CHANNEL_KEY_SECRET_FALLBACKS = env_list("CHANNEL_KEY_SECRET_FALLBACKS")
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_MB", 20) * 1024 * 1024
 GATEWAY_MAX_TRIES = env_int("GATEWAY_MAX_TRIES", 3)
 GATEWAY_FLUSH_SECONDS = float(env("GATEWAY_FLUSH_SECONDS", "1.0"))
+# How often the gateway adds its flushes' usage totals up into the rollups the charts and cards
+# read (logs.writer.usage_fold): they show requests this much (and a flush) late, and a busy
+# key's rollup rows are updated once per fold rather than once per flush.
+USAGE_FOLD_SECONDS = float(env("USAGE_FOLD_SECONDS", "5.0"))
 # Every answered request is appended to a per-process journal here before its answer completes,
 # so that a process that dies loses nothing; the next gateway process of the machine settles
 # it. A local, persistent disk, shared by the machine's gateway processes. Switching it off

@@ -224,6 +224,22 @@ class UsageDay(UsageRollup):
     Meta = _rollup_meta("usage_day")
 
 
+class UsagePending(UsageRollup):
+    """A flush's usage totals per minute and key, not yet added to the rollups.
+
+    Flushes only append these: no rollup row to find, update and lock, so the gateways' flushes
+    never wait on each other's totals. Every few seconds `logs.writer.usage_fold` moves them
+    into the minute, hour and day rollups and the platform's minutes, a key's many flushes
+    added at once, and deletes them. No page reads this table."""
+
+    bucket = models.DateTimeField(help_text="The minute, UTC.")
+    hour = models.DateTimeField(help_text="The hour, UTC.")
+    day = models.DateField(help_text="The day, UTC.")
+
+    def __str__(self):
+        return f"{self.bucket} user {self.user_id} {self.model}: {self.requests} requests, pending"
+
+
 class PlatformMinute(models.Model):
     """Traffic of the whole platform per minute and model, for the staff dashboard."""
 

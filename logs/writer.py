@@ -5,8 +5,12 @@ hands what it gathered, with the lease money it gives back (billing.holds), to `
 which runs in a database thread and writes, in one transaction:
 
 - the log rows;
-- per-minute, per-hour and per-day usage rollups, the platform's and each channel's minutes
-  and IP-per-day totals, each an INSERT … ON CONFLICT DO UPDATE that adds to the totals;
+- their usage totals per minute, appended to the pending usage (logs.models.UsagePending),
+  which `usage_fold` adds up into the per-minute, per-hour and per-day usage rollups and the
+  platform's minutes every few seconds: a busy key's many flushes become one update of each
+  rollup row, and flushes never lock a rollup row, so they never wait on each other's;
+- each channel's minutes and IP-per-day totals, each an INSERT … ON CONFLICT DO UPDATE that
+  adds to the totals;
 - the money, by billing alone: billing.settlement.usages_settle charges, per account, what the
   rows cost (balance, hold, token quotas, one usage ledger row) and releases the lease money
   given back. Last but for the tokens' last use, because it locks the account rows that other
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import Q
 
 from billing.holds import holds_of
 from billing.ledger import BillingError
@@ -53,6 +58,7 @@ from logs.models import (
     UsageDay,
     UsageHour,
     UsageMinute,
+    UsagePending,
 )
 from tokens.models import Token
 
@@ -120,6 +126,8 @@ REFUSED = (DataError, IntegrityError, ValueError, OverflowError, UnicodeError, B
 
 RECORD_FIELDS = [f.name for f in fields(RequestRecord) if f.name not in {"quota_hold", "logged"}]
 _as_row = operator.attrgetter(*RECORD_FIELDS)
+# A pending usage row's key: its buckets, then the rollups' other keys.
+PENDING_KEYS = ("bucket", "hour", "day", "user_id", "token_id", "line_id", "model", "ok")
 
 
 @dataclass
@@ -339,12 +347,15 @@ def _count_lost(user_id, lost, outcome):
     outcome.lost_tokens += lost.tokens
 
 
-def write_batch(records):
+def write_batch(records, *, fold=True):
     """Log rows and their rollups alone, in one transaction, for rows whose money is settled
-    elsewhere or not at all (imported history, test fixtures)."""
+    elsewhere or not at all (imported history, test fixtures). Folded at once, unless `fold`
+    is False: what is imported shows on the pages when this returns."""
     with transaction.atomic():
         _record(records)
         _record_last_use(records)
+        if fold:
+            usage_fold()
 
 
 def _record(records, *, with_rows=True):
@@ -391,10 +402,10 @@ def _insert_new(records):
 
 
 def _rollups(records):
-    """The rollups, totalled in Python and added to the tables (SQLite; PostgreSQL totals
+    """The usage totals appended to the pending usage (see usage_fold), and the channels' and
+    addresses' totals added to their tables: totalled in Python (SQLite; PostgreSQL totals
     them itself, see _record_staged)."""
-    minutes, hours, days = defaultdict(_zeros), defaultdict(_zeros), defaultdict(_zeros)
-    platform = defaultdict(_zeros)
+    pending = defaultdict(_zeros)
     ips, channels = {}, defaultdict(lambda: [0, 0, 0])
     for r in records:
         minute = r.created_at.replace(second=0, microsecond=0)
@@ -408,14 +419,9 @@ def _rollups(records):
             r.cache_read_tokens,
             r.cache_write_5m_tokens + r.cache_write_1h_tokens,
         )
-        for totals in (
-            minutes[(minute, *key)],
-            hours[(minute.replace(minute=0), *key)],
-            days[(minute.date(), *key)],
-            platform[(minute, r.model, key[4])],
-        ):
-            for i, value in enumerate(sums):
-                totals[i] += value
+        totals = pending[(minute, minute.replace(minute=0), minute.date(), *key)]
+        for i, value in enumerate(sums):
+            totals[i] += value
         if r.client_ip:
             ip_key = (minute.date(), r.user_id, r.token_id or 0, r.client_ip)
             seen = ips.get(ip_key)
@@ -430,13 +436,11 @@ def _rollups(records):
             channel[0] += 1
             channel[1] += r.status >= 400
             channel[2] += r.latency_ms
-    for model, table in (
-        (UsageMinute, minutes),
-        (UsageHour, hours),
-        (UsageDay, days),
-        (PlatformMinute, platform),
-    ):
-        _upsert_add(model, model.KEY_FIELDS, model.SUM_FIELDS, table)
+    _insert_rows(
+        UsagePending,
+        [*PENDING_KEYS, *UsagePending.SUM_FIELDS],
+        [(*key, *sums) for key, sums in pending.items()],
+    )
     _upsert_add(
         ChannelMinute, ChannelMinute.KEY_FIELDS, ("requests", "failures", "latency_ms"), channels
     )
@@ -449,7 +453,11 @@ def _zeros():
 
 def _last_use(records):
     """Each token's last request time and address: what the log knows of a token. Its quota
-    counters are money, and billing's (billing.settlement.usage_settle)."""
+    counters are money, and billing's (billing.settlement.usage_settle).
+
+    To the minute, as pages show it: a token whose last use is in the same minute from the
+    same address is left alone, so that a busy token's row is not locked and rewritten by
+    every flush (the addresses of every request are in the IP-per-day totals)."""
     latest = {}
     for r in records:
         if r.token_id and (
@@ -459,9 +467,13 @@ def _last_use(records):
     if not latest:
         return
     for token_id, r in sorted(latest.items()):
-        Token.objects.filter(pk=token_id).exclude(last_used_at__gt=r.created_at).update(
-            last_used_at=r.created_at, last_ip=r.client_ip
-        )
+        minute = r.created_at.replace(second=0, microsecond=0)
+        ip = r.client_ip or None
+        Token.objects.filter(pk=token_id).filter(
+            Q(last_used_at__isnull=True)
+            | Q(last_used_at__lt=minute)
+            | (Q(last_used_at__lt=r.created_at) & ~Q(last_ip=ip))
+        ).update(last_used_at=r.created_at, last_ip=ip)
 
 
 def _columns(model, names):
@@ -586,12 +598,9 @@ def _add_up(model, values, sums, *, source=STAGING, where="", total=True, update
     return " ".join(filter(None, clauses))
 
 
-def _usage_rollups():
-    """One statement: the staged requests totalled once by minute, user, token, line, model
-    and outcome (no token or line is 0), and those totals added up into the minute, hour and
-    day rollups and the platform's minutes."""
-    sums = UsageMinute.SUM_FIELDS
-    keys = ["user_id", "token_id", "line_id", "model", "ok"]
+def _pending_staged():
+    """One statement: the staged requests totalled by minute, user, token, line, model and
+    outcome (no token or line is 0), appended to the pending usage."""
     totals = {
         "requests": "count(*)",
         "prompt_tokens": "sum(prompt_tokens)",
@@ -601,27 +610,50 @@ def _usage_rollups():
         "cache_read_tokens": "sum(cache_read_tokens)",
         "cache_write_tokens": "sum(cache_write_5m_tokens + cache_write_1h_tokens)",
     }
-    # bigint, as the rollups' columns: the hour's and the day's totals of these are then kept
-    # in a few bytes a group, where numeric sums outgrow work_mem and spill to disk.
-    by_minute = (
-        f"SELECT {_MINUTE} AS bucket, user_id, coalesce(token_id, 0) AS token_id, "  # noqa: S608
-        "coalesce(line_id, 0) AS line_id, model, status < 400 AS ok, "
-        + ", ".join(f"{totals[s]}::bigint AS {s}" for s in sums)
-        + f" FROM {STAGING} GROUP BY 1, 2, 3, 4, 5, 6"
+    sums = UsagePending.SUM_FIELDS
+    return (
+        f"INSERT INTO {UsagePending._meta.db_table} ({', '.join([*PENDING_KEYS, *sums])}) "  # noqa: S608
+        f"SELECT {_MINUTE}, date_trunc('hour', created_at, 'UTC'), {_DAY}, user_id, "
+        "coalesce(token_id, 0), coalesce(line_id, 0), model, status < 400, "
+        + ", ".join(totals[s] for s in sums)
+        + f" FROM {STAGING} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
     )
+
+
+def _folds(source):
+    """The pending usage of `source` added up into each rollup: {name: INSERT … ON CONFLICT},
+    each in key order, so that a fold locks rows in the order any other would."""
+    sums = UsagePending.SUM_FIELDS
+    keys = PENDING_KEYS[3:]
     summed = [f"sum({s})" for s in sums]
-    each = {
-        "minute": _add_up(UsageMinute, ["bucket", *keys, *sums], sums, total=False, source="m"),
-        "hour": _add_up(
-            UsageHour, ["date_trunc('hour', bucket, 'UTC')", *keys, *summed], sums, source="m"
-        ),
-        "day": _add_up(
-            UsageDay, ["(bucket AT TIME ZONE 'UTC')::date", *keys, *summed], sums, source="m"
-        ),
-        "platform": _add_up(PlatformMinute, ["bucket", "model", "ok", *summed], sums, source="m"),
+    # SQLite needs a WHERE before ON CONFLICT, to read it as the INSERT's.
+    each = {"source": source, "where": "WHERE true"}
+    return {
+        "minute": _add_up(UsageMinute, ["bucket", *keys, *summed], sums, **each),
+        "hour": _add_up(UsageHour, ["hour", *keys, *summed], sums, **each),
+        "day": _add_up(UsageDay, ["day", *keys, *summed], sums, **each),
+        "platform": _add_up(PlatformMinute, ["bucket", "model", "ok", *summed], sums, **each),
     }
-    added = ", ".join(f"{name} AS ({sql})" for name, sql in each.items())
-    return f"WITH m AS MATERIALIZED ({by_minute}), {added} SELECT 1"
+
+
+def _fold_staged():
+    """One statement: every pending row deleted, and what they add up to added to the rollups.
+    Rows a flush commits meanwhile are not seen, and wait for the next fold; so each pending
+    row is added exactly once, however the folds and flushes of several processes overlap."""
+    sums = UsagePending.SUM_FIELDS
+    columns = ", ".join([*PENDING_KEYS, *sums])
+    # bigint, as the rollups' columns: the hours' and days' totals of these are then kept in
+    # a few bytes a group, where numeric sums outgrow work_mem and spill to disk.
+    by_minute = (
+        f"SELECT {', '.join(PENDING_KEYS)}, "  # noqa: S608 (names from models)
+        + ", ".join(f"sum({s})::bigint AS {s}" for s in sums)
+        + f" FROM moved GROUP BY {', '.join(str(n) for n in range(1, len(PENDING_KEYS) + 1))}"
+    )
+    added = ", ".join(f"{name} AS ({sql})" for name, sql in _folds("m").items())
+    return (
+        f"WITH moved AS (DELETE FROM {UsagePending._meta.db_table} RETURNING {columns}), "  # noqa: S608
+        f"m AS MATERIALIZED ({by_minute}), {added} SELECT count(*) FROM moved"
+    )
 
 
 # A plain INSERT: a row that is there already is refused, and write_each finds it. In the
@@ -635,7 +667,7 @@ _INSERT_STAGED = (
 )
 _IP_DAYS = IpDay._meta.db_table
 _ROLLUPS_STAGED = [
-    _usage_rollups(),
+    _pending_staged(),
     _add_up(
         ChannelMinute,
         [
@@ -668,18 +700,49 @@ _ROLLUPS_STAGED = [
         ),
     ),
 ]
-# The tokens' last use: their rows locked in id order first, as the flushes of other
-# processes take the same rows; then each token's latest request.
+# The tokens' last use, to the minute (see _last_use): the rows of those whose minute or
+# address changed locked in id order first, as the flushes of other processes take the same
+# rows; then each of those tokens' latest request.
+_LATEST_USE = (
+    f"(SELECT DISTINCT ON (token_id) token_id, created_at, {_IP} AS ip FROM {STAGING} "  # noqa: S608
+    "WHERE token_id <> 0 ORDER BY token_id, created_at DESC) AS latest"
+)
+_USE_CHANGED = (
+    "token.id = latest.token_id AND (token.last_used_at IS NULL "
+    "OR date_trunc('minute', token.last_used_at, 'UTC') "
+    "< date_trunc('minute', latest.created_at, 'UTC') "
+    "OR (token.last_used_at < latest.created_at AND token.last_ip IS DISTINCT FROM latest.ip))"
+)
 _LAST_USE_STAGED = [
-    f"SELECT id FROM {Token._meta.db_table} WHERE id IN "  # noqa: S608 (names from models)
-    f"(SELECT token_id FROM {STAGING}) ORDER BY id FOR UPDATE",
+    f"SELECT token.id FROM {Token._meta.db_table} AS token, {_LATEST_USE} "  # noqa: S608
+    f"WHERE {_USE_CHANGED} ORDER BY token.id FOR UPDATE OF token",
     f"UPDATE {Token._meta.db_table} AS token "  # noqa: S608 (names from models)
-    f"SET last_used_at = latest.created_at, last_ip = latest.ip "
-    f"FROM (SELECT DISTINCT ON (token_id) token_id, created_at, {_IP} AS ip FROM {STAGING} "
-    "WHERE token_id <> 0 ORDER BY token_id, created_at DESC) AS latest "
-    "WHERE token.id = latest.token_id "
-    "AND (token.last_used_at IS NULL OR token.last_used_at < latest.created_at)",
+    f"SET last_used_at = latest.created_at, last_ip = latest.ip FROM {_LATEST_USE} "
+    f"WHERE {_USE_CHANGED}",
 ]
+_FOLD_STAGED = _fold_staged()
+# Any number: the key of the advisory lock one fold at a time holds.
+_FOLD_LOCK = 0x5357_464F_4C44
+
+
+def usage_fold():
+    """Moves the pending usage into the minute, hour and day rollups and the platform's minutes,
+    and returns how many pending rows it took; None if another process is folding right now
+    (it takes them). The gateway folds every USAGE_FOLD_SECONDS, and a periodic job folds what
+    a process that stopped left behind."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FOLD_LOCK])
+            if not cursor.fetchone()[0]:
+                return None
+            cursor.execute(_FOLD_STAGED)
+            return cursor.fetchone()[0]
+        # SQLite: the first INSERT takes the database's one write lock, so no flush can add a
+        # pending row before the DELETE.
+        for statement in _folds(UsagePending._meta.db_table).values():
+            cursor.execute(statement)
+        cursor.execute(f"DELETE FROM {UsagePending._meta.db_table}")  # noqa: S608
+        return cursor.rowcount
 
 
 def _record_staged(records, *, with_rows):

@@ -19,7 +19,15 @@ from django.db import close_old_connections
 from billing.holds import Settlement, holds_refresh
 from console.lib import metrics
 from logs.writer import Outcome as FlushOutcome
-from logs.writer import Part, RequestRecord, parts_of, refusals_report, write_each, write_flush
+from logs.writer import (
+    Part,
+    RequestRecord,
+    parts_of,
+    refusals_report,
+    usage_fold,
+    write_each,
+    write_flush,
+)
 from relay.database import DatabaseThreads
 from relay.journal import Journal, replay_orphans
 
@@ -58,6 +66,7 @@ class Recorder:
         self.journal: Journal | None = None
         self.scanned_at = 0.0
         self.journal_failed_at: float | None = None
+        self.folded_at: float | None = None  # the first flush folds
 
     def start(self) -> None:
         self.flusher = DatabaseThreads(1, "gateway-flush")
@@ -171,6 +180,14 @@ class Recorder:
             refusals_report(outcome, owner=self.owner, retried=list(retry))
         except Exception:
             log.exception("Could not keep the holds alive or report refused usage")
+        now = time.monotonic()
+        due = self.folded_at is None or now - self.folded_at >= settings.USAGE_FOLD_SECONDS
+        if final or due:
+            self.folded_at = now
+            try:
+                usage_fold()
+            except Exception:  # the pending usage waits for the next fold, nothing is lost
+                log.exception("Could not add the pending usage up into the rollups")
         return outcome
 
     def _keep(self, outcome: FlushOutcome, retried: dict[int, SetAside]) -> None:

@@ -13,7 +13,7 @@ from logs.models import (
     UsageHour,
 )
 from logs.retention import prune
-from logs.writer import REFUSED, parts_of, write_batch, write_flush
+from logs.writer import REFUSED, parts_of, usage_fold, write_batch, write_flush
 from tests.logs.test_pages import make_record
 from tokens.services import token_create
 
@@ -132,6 +132,7 @@ def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(alice, def
     pieces, _error = outcome.refused[alice.pk]
     assert sorted(r.id for p in pieces for r in p.records) == sorted(r.id for r in refused)
     assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
+    usage_fold()
     assert UsageHour.objects.get().requests == 5
 
 

@@ -18,7 +18,7 @@ from logs.models import (
     UsageHour,
     UsageMinute,
 )
-from logs.writer import parts_of, write_batch, write_flush
+from logs.writer import parts_of, usage_fold, write_batch, write_flush
 from tests.logs.test_pages import make_record
 from tokens.models import Token
 from tokens.services import token_create
@@ -231,12 +231,31 @@ def test_a_token_keeps_its_latest_use(alice, tokens):
     assert ips == {tokens[0].pk: "203.0.113.2", tokens[1].pk: None}
 
 
+def test_a_tokens_last_use_is_kept_to_the_minute(alice, tokens):
+    """A busy token's row is written once a minute, or when its address changes: not by every
+    flush."""
+    token = tokens[0]
+
+    def last_use():
+        token.refresh_from_db()
+        return token.last_used_at, token.last_ip
+
+    write_batch([record(alice, token, at=MIDNIGHT + timedelta(seconds=10), ip="203.0.113.1")])
+    write_batch([record(alice, token, at=MIDNIGHT + timedelta(seconds=50), ip="203.0.113.1")])
+    assert last_use() == (MIDNIGHT + timedelta(seconds=10), "203.0.113.1")  # the same minute
+    write_batch([record(alice, token, at=MIDNIGHT + timedelta(seconds=55), ip="203.0.113.2")])
+    assert last_use() == (MIDNIGHT + timedelta(seconds=55), "203.0.113.2")  # another address
+    later = MIDNIGHT + timedelta(seconds=61)
+    write_batch([record(alice, token, at=later, ip="203.0.113.2")])
+    assert last_use() == (later, "203.0.113.2")  # the next minute
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_flushes_wait_for_each_other_rather_than_deadlock(alice):
-    """A flush takes its rollup rows in key order. The first flush holds the first key's rows
-    and, once the second waits for them, takes the other keys'. The second, wanting every key,
-    must not hold any of them meanwhile: a deadlock would fail one of the two."""
+    """A flush takes its rows of the IP totals in key order. The first flush holds the first
+    key's rows and, once the second waits for them, takes the other keys'. The second, wanting
+    every key, must not hold any of them meanwhile: a deadlock would fail one of the two."""
     users = list(range(alice.pk, alice.pk + 20))
 
     def batch(ids):
@@ -311,4 +330,5 @@ def test_a_number_beyond_64_bits_is_set_aside_with_its_row_alone(alice, tokens):
     pieces, _error = outcome.refused[alice.pk]
     assert [r.id for piece in pieces for r in piece.records] == [huge.id]
     assert sorted(RequestLog.objects.values_list("id", flat=True)) == sorted(r.id for r in good)
+    usage_fold()
     assert UsageMinute.objects.get().requests == 3
