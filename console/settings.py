@@ -482,9 +482,10 @@ CHANNEL_KEY_SECRET_FALLBACKS = env_list("CHANNEL_KEY_SECRET_FALLBACKS")
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_MB", 20) * 1024 * 1024
 GATEWAY_MAX_TRIES = env_int("GATEWAY_MAX_TRIES", 3)
 GATEWAY_FLUSH_SECONDS = float(env("GATEWAY_FLUSH_SECONDS", "1.0"))
-# How often the gateway adds its flushes' usage totals up into the rollups the charts and cards
-# read (logs.writer.usage_fold): they show requests this much (and a flush) late, and a busy
-# key's rollup rows are updated once per fold rather than once per flush.
+# How often a busy gateway process adds its flushes' usage totals up into the rollups the charts
+# and cards read (logs.writer.usage_fold; a quiet one folds each flush): they show requests up
+# to this much (and a flush) late, and a busy key's rollup rows are updated once per fold rather
+# than once per flush.
 USAGE_FOLD_SECONDS = float(env("USAGE_FOLD_SECONDS", "5.0"))
 # Every answered request is appended to a per-process journal here before its answer completes,
 # so that a process that dies loses nothing; the next gateway process of the machine settles

@@ -359,10 +359,10 @@ def write_batch(records, *, fold=True):
 
 
 def _record(records, *, with_rows=True):
-    """The log rows (unless `with_rows` is False: written already) and the rollups of
-    `records`. Before the money: these lock no account or token row, so the rows the
-    settlement locks stay locked only for the settlement and the commit (requests of other
-    processes taking leases wait for them)."""
+    """The log rows (unless `with_rows` is False: written already) and the pending usage, IP
+    and channel totals of `records`. Before the money: these lock no account or token row, so
+    the rows the settlement locks stay locked only for the settlement and the commit (requests
+    of other processes taking leases wait for them)."""
     if not records:
         return
     if connection.vendor == "postgresql":

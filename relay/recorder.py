@@ -53,6 +53,10 @@ class SetAside:
         return [r for piece in self.pieces for r in piece.records]
 
 
+# Requests per flush below which the flush's usage is folded into the rollups at once.
+FOLD_EACH_FLUSH_BELOW = 1000
+
+
 class Recorder:
     flusher: DatabaseThreads  # the flush thread, from start()
 
@@ -182,7 +186,10 @@ class Recorder:
             log.exception("Could not keep the holds alive or report refused usage")
         now = time.monotonic()
         due = self.folded_at is None or now - self.folded_at >= settings.USAGE_FOLD_SECONDS
-        if final or due:
+        # A quiet process folds each flush, cheaply: one request shows on the dashboard as soon
+        # as it is written. A busy one folds a key's many flushes at once.
+        quiet = len(served) < FOLD_EACH_FLUSH_BELOW
+        if final or due or quiet:
             self.folded_at = now
             try:
                 usage_fold()

@@ -15,6 +15,7 @@ from billing import services
 from billing.holds import HoldBook
 from billing.models import Account, Hold, LedgerEntry
 from logs.models import RequestLog, UsageMinute, UsagePending
+from relay import recorder
 from relay.journal import Journal, replay_orphans
 from relay.recorder import Recorder
 from tests.conftest import balance_of, ledger_sum
@@ -101,23 +102,30 @@ def test_holds_stay_alive_while_an_account_is_set_aside(alice, process, refusals
     assert alice.pk in process.recorder.set_aside
 
 
-def test_the_rollups_are_folded_every_few_seconds_and_at_the_end(alice, settings):
+def test_a_busy_process_folds_every_few_seconds_and_at_the_end(alice, settings, monkeypatch):
     settings.USAGE_FOLD_SECONDS = 3600
+    monkeypatch.setattr(recorder, "FOLD_EACH_FLUSH_BELOW", 2)  # 2 requests a flush: busy
     process = Process()
     services.balance_credit(user=alice, amount=10_000_000, kind=LedgerEntry.Kind.ADJUSTMENT)
     try:
         process.answer(alice, cost=100)
+        process.answer(alice, cost=100)
         process.flush()  # a process's first flush folds
+        process.answer(alice, cost=100)
         process.answer(alice, cost=100)
         process.flush()
         assert UsagePending.objects.count() == 1
-        assert sum(UsageMinute.objects.values_list("requests", flat=True)) == 1
+        assert sum(UsageMinute.objects.values_list("requests", flat=True)) == 2
+        process.answer(alice, cost=100)  # a quiet flush folds at once
+        process.flush()
+        assert sum(UsageMinute.objects.values_list("requests", flat=True)) == 5
+        process.answer(alice, cost=100)
         process.answer(alice, cost=100)
     finally:
         process.run(process.recorder.flush(process.book.release_everything(), final=True))
         process.close()
     assert not UsagePending.objects.exists()
-    assert sum(UsageMinute.objects.values_list("cost", flat=True)) == 300
+    assert sum(UsageMinute.objects.values_list("cost", flat=True)) == 700
 
 
 def test_an_unreadable_journal_line_costs_only_itself(alice):
