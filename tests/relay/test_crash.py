@@ -15,7 +15,7 @@ from django.db.models import Sum
 
 from billing import services
 from billing.models import Account, Hold, LedgerEntry, ModelPrice
-from logs.models import RequestLog
+from logs.models import RequestLog, UsageMinute, UsagePending
 from tests.conftest import balance_of, ledger_sum, make_user
 from tests.relay.conftest import make_channel, wait_until
 from tests.relay.processes import GatewayProcess
@@ -156,6 +156,9 @@ def test_a_gateway_killed_mid_traffic_is_settled_by_the_replay_command(served, g
     assert RequestLog.objects.filter(id__in=answered).count() == len(answered)
     cost = RequestLog.objects.aggregate(s=Sum("cost"))["s"]
     assert balance_of(alice) == ledger_sum(alice) == 100_000_000 - cost
+    # And on the dashboards: the command folds what the dead process left pending.
+    assert not UsagePending.objects.exists()
+    assert UsageMinute.objects.aggregate(s=Sum("cost"))["s"] == cost
 
 
 def test_two_gateways_holding_parts_of_a_balance_serve_every_request_it_covers(

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from logs.writer import usage_fold
 from relay.journal import replay_orphans
 
 
@@ -26,5 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, directory, dry_run, **options):
         written = replay_orphans(directory, dry_run=dry_run)
+        if written and not dry_run:
+            usage_fold()  # on the dashboards now, with no gateway left to fold them
         verb = "would be" if dry_run else "were"
         self.stdout.write(f"{written} request records {verb} written and charged from {directory}.")
