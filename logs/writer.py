@@ -549,8 +549,23 @@ def _upsert(model, names, key_names, rows, updates):
 # only hands each record's values over: the gateway's flush runs in the gateway's process,
 # where each millisecond of Python holds the GIL against the event loop.
 STAGING = "incoming_requests"
-STAGED_FIELDS = [*RECORD_FIELDS, "logged"]
-_as_staged_row = operator.attrgetter(*STAGED_FIELDS)
+# The multipliers go over as text, cast by the INSERT into the log: psycopg's binary numeric
+# takes some 3 µs of Python a value, where str() takes a fifth of that (8 of them a record).
+_DECIMALS = [
+    f.attname
+    for f in _columns(RequestLog, RECORD_FIELDS)
+    if f.get_internal_type() == "DecimalField"
+]
+_PLAIN = [name for name in RECORD_FIELDS if name not in _DECIMALS]
+STAGED_FIELDS = [*_PLAIN, "logged", *_DECIMALS]
+_as_staged_plain = operator.attrgetter(*_PLAIN, "logged")
+_decimals_of = operator.attrgetter(*_DECIMALS)
+
+
+def _staged_row(record):
+    return (*_as_staged_plain(record), *map(str, _decimals_of(record)))
+
+
 # A staged column's type by its log column's kind. Integers of every size are bigint and the
 # address is text: the INSERT into the log casts them, so that a value the log cannot hold is
 # refused there, as a DataError, like any refused row.
@@ -558,16 +573,13 @@ _STAGED_KINDS = {
     "UUIDField": "uuid",
     "DateTimeField": "timestamptz",
     "BooleanField": "boolean",
-    "DecimalField": "numeric",
     "CharField": "text",
     "GenericIPAddressField": "text",
 }
 _STAGED_TYPES = [
-    *(
-        _STAGED_KINDS.get(f.get_internal_type(), "bigint")
-        for f in _columns(RequestLog, RECORD_FIELDS)
-    ),
+    *(_STAGED_KINDS.get(f.get_internal_type(), "bigint") for f in _columns(RequestLog, _PLAIN)),
     "boolean",
+    *(["text"] * len(_DECIMALS)),
 ]
 _CREATE_STAGING = (
     f"CREATE TEMPORARY TABLE {STAGING} ("
@@ -656,13 +668,19 @@ def _fold_staged():
     )
 
 
+def _staged_value(name):
+    if name == "client_ip":
+        return _IP
+    return f"{name}::numeric" if name in _DECIMALS else name
+
+
 # A plain INSERT: a row that is there already is refused, and write_each finds it. In the
 # order of the log's indexes, most of which lead with the user: each index page is found once
 # for the rows that go into it.
 _INSERT_STAGED = (
     f"INSERT INTO {RequestLog._meta.db_table} "  # noqa: S608 (names from models)
     f"({', '.join(c.column for c in _columns(RequestLog, RECORD_FIELDS))}) "
-    f"SELECT {', '.join(_IP if f == 'client_ip' else f for f in RECORD_FIELDS)} "
+    f"SELECT {', '.join(_staged_value(f) for f in RECORD_FIELDS)} "
     f"FROM {STAGING} WHERE logged ORDER BY user_id, id"
 )
 _IP_DAYS = IpDay._meta.db_table
@@ -757,7 +775,7 @@ def _record_staged(records, *, with_rows):
         ):
             copy.set_types(_STAGED_TYPES)
             for r in records:
-                copy.write_row(_as_staged_row(r))
+                copy.write_row(_staged_row(r))
         if with_rows:
             cursor.execute(_INSERT_STAGED)
         for statement in _ROLLUPS_STAGED:

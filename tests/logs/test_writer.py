@@ -5,6 +5,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import close_old_connections, connection, transaction
@@ -229,6 +230,38 @@ def test_a_token_keeps_its_latest_use(alice, tokens):
     assert uses == {tokens[0].pk: later, tokens[1].pk: MIDNIGHT}
     ips = dict(Token.objects.values_list("pk", "last_ip"))
     assert ips == {tokens[0].pk: "203.0.113.2", tokens[1].pk: None}
+
+
+def test_every_multiplier_is_stored_as_it_was_charged(alice):
+    """On PostgreSQL the multipliers travel to the log as text: each comes back to the digit."""
+    entry = record(alice, at=MIDNIGHT, mm="123456.123456", cm="0.000001", gm="1")
+    entry.cache_read_multiplier, entry.cache_write_5m_multiplier = Decimal("0.1"), 0
+    entry.cache_write_1h_multiplier, entry.audio_input_multiplier = Decimal("2.5E+1"), Decimal(3)
+    entry.audio_output_multiplier = Decimal("0.0750")
+    write_batch([entry])
+    row = RequestLog.objects.values(*(f"{part}_multiplier" for part in MULTIPLIED)).get()
+    assert row == {
+        "model_multiplier": Decimal("123456.123456"),
+        "completion_multiplier": Decimal("0.000001"),
+        "line_multiplier": Decimal(1),
+        "cache_read_multiplier": Decimal("0.1"),
+        "cache_write_5m_multiplier": Decimal(0),
+        "cache_write_1h_multiplier": Decimal(25),
+        "audio_input_multiplier": Decimal(3),
+        "audio_output_multiplier": Decimal("0.075"),
+    }
+
+
+MULTIPLIED = [
+    "model",
+    "completion",
+    "line",
+    "cache_read",
+    "cache_write_5m",
+    "cache_write_1h",
+    "audio_input",
+    "audio_output",
+]
 
 
 def test_a_tokens_last_use_is_kept_to_the_minute(alice, tokens):
