@@ -20,7 +20,7 @@ which runs in a database thread and writes, in one transaction:
   them in).
 
 On PostgreSQL the records go in once, by a binary COPY into a temporary table, and PostgreSQL
-writes the log rows and totals the rollups from it (`_record_staged`); on SQLite, the embedded
+writes the log rows and every total from it (`_record_staged`); on SQLite, the embedded
 default, Python totals them (`_rollups`).
 
 If the database refuses any of it for its data (a CHECK, a duplicate id, a value out of
@@ -545,7 +545,7 @@ def _upsert(model, names, key_names, rows, updates):
 
 
 # PostgreSQL: the records go in once, by a binary COPY into a temporary table of the
-# transaction, and PostgreSQL writes the log rows and totals every rollup from there. Python
+# transaction, and PostgreSQL writes the log rows and every total from there. Python
 # only hands each record's values over: the gateway's flush runs in the gateway's process,
 # where each millisecond of Python holds the GIL against the event loop.
 STAGING = "incoming_requests"
