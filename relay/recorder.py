@@ -192,7 +192,9 @@ class Recorder:
         if final or due or quiet:
             self.folded_at = now
             try:
-                usage_fold()
+                folding = time.perf_counter()
+                folded = usage_fold()
+                metrics.usage_folded(folded, seconds=time.perf_counter() - folding)
             except Exception:  # the pending usage waits for the next fold, nothing is lost
                 log.exception("Could not add the pending usage up into the rollups")
         return outcome

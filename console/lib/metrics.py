@@ -113,6 +113,17 @@ FLUSH_LAG = Histogram(
     "Per flush, how long the oldest record it wrote waited from its answer's end to the commit.",
     buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
 )
+FOLD_ROWS = Histogram(
+    "switchboard_gateway_fold_rows",
+    "Pending usage rows (a flush's totals per minute and key) per fold into the rollups the "
+    "charts read.",
+    buckets=(1, 10, 100, 1000, 10_000, 100_000),
+)
+FOLD_DURATION = Histogram(
+    "switchboard_gateway_fold_duration_seconds",
+    "How long a fold of the pending usage into the rollups took.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 FLUSH_FAILURES = prometheus_client.Counter(
     "switchboard_gateway_flush_failures",
     "Flushes that could not reach the database (their records wait for the next).",
@@ -204,6 +215,14 @@ def gateway_flushed(parts: Iterable[Any], written: Iterable[int], *, seconds: fl
     FLUSH_DURATION.observe(seconds)
     FLUSH_RECORDS.observe(records)
     FLUSH_LAG.observe(max(time.time() - oldest, 0.0))
+
+
+def usage_folded(rows: int | None, *, seconds: float) -> None:
+    """A fold's size and time; `rows` None: another process was folding, nothing done."""
+    if rows is None:
+        return
+    FOLD_ROWS.observe(rows)
+    FOLD_DURATION.observe(seconds)
 
 
 def gateway_flush_failed() -> None:

@@ -87,6 +87,9 @@ def test_flushes_are_measured(api, channel, scraper):
     after = scraper()
     for measured in ["duration_seconds", "lag_seconds"]:
         assert delta(after, before, f"switchboard_gateway_flush_{measured}_count") >= 1
+    # A quiet gateway folds each flush's usage into the rollups: one pending row here a flush.
+    assert delta(after, before, "switchboard_gateway_fold_rows_sum") >= 1
+    assert delta(after, before, "switchboard_gateway_fold_duration_seconds_count") >= 1
     # The flush loop runs every 50 ms here: no record waited seconds.
     lag = "switchboard_gateway_flush_lag_seconds_bucket"
     assert delta(after, before, lag, le="5.0") == delta(after, before, lag, le="+Inf")
