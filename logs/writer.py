@@ -632,16 +632,18 @@ def _pending_staged():
     )
 
 
-def _folds(source):
+def _folds(source, *, by_minute=False):
     """The pending usage of `source` added up into each rollup: {name: INSERT … ON CONFLICT},
-    each in key order, so that a fold locks rows in the order any other would."""
+    each in key order, so that a fold locks rows in the order any other would. With
+    `by_minute`, `source` is totalled by minute and key already: the minute rollup's rows."""
     sums = UsagePending.SUM_FIELDS
     keys = PENDING_KEYS[3:]
     summed = [f"sum({s})" for s in sums]
     # SQLite needs a WHERE before ON CONFLICT, to read it as the INSERT's.
     each = {"source": source, "where": "WHERE true"}
+    minute = ["bucket", *keys, *(sums if by_minute else summed)]
     return {
-        "minute": _add_up(UsageMinute, ["bucket", *keys, *summed], sums, **each),
+        "minute": _add_up(UsageMinute, minute, sums, total=not by_minute, **each),
         "hour": _add_up(UsageHour, ["hour", *keys, *summed], sums, **each),
         "day": _add_up(UsageDay, ["day", *keys, *summed], sums, **each),
         "platform": _add_up(PlatformMinute, ["bucket", "model", "ok", *summed], sums, **each),
@@ -661,7 +663,7 @@ def _fold_staged():
         + ", ".join(f"sum({s})::bigint AS {s}" for s in sums)
         + f" FROM moved GROUP BY {', '.join(str(n) for n in range(1, len(PENDING_KEYS) + 1))}"
     )
-    added = ", ".join(f"{name} AS ({sql})" for name, sql in _folds("m").items())
+    added = ", ".join(f"{name} AS ({sql})" for name, sql in _folds("m", by_minute=True).items())
     return (
         f"WITH moved AS (DELETE FROM {UsagePending._meta.db_table} RETURNING {columns}), "  # noqa: S608
         f"m AS MATERIALIZED ({by_minute}), {added} SELECT count(*) FROM moved"

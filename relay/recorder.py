@@ -186,9 +186,10 @@ class Recorder:
             log.exception("Could not keep the holds alive or report refused usage")
         now = time.monotonic()
         due = self.folded_at is None or now - self.folded_at >= settings.USAGE_FOLD_SECONDS
-        # A quiet process folds each flush, cheaply: one request shows on the dashboard as soon
-        # as it is written. A busy one folds a key's many flushes at once.
-        quiet = len(served) < FOLD_EACH_FLUSH_BELOW
+        # A quiet process folds each flush that wrote anything, cheaply: one request shows on
+        # the dashboard as soon as it is written. A busy one folds a key's many flushes at once;
+        # an idle one leaves the table alone but every USAGE_FOLD_SECONDS.
+        quiet = bool(outcome.written) and len(served) < FOLD_EACH_FLUSH_BELOW
         if final or due or quiet:
             self.folded_at = now
             try:
