@@ -73,6 +73,9 @@ prometheus_client.disable_created_metrics()
 # Answers last from milliseconds (a refusal) to minutes (a long stream).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# A flush's and a fold's rows and time share their buckets.
+ROWS_BUCKETS = (1, 10, 100, 1000, 10_000, 100_000)
+WRITE_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 REQUESTS = prometheus_client.Counter(
     "switchboard_gateway_requests",
@@ -101,12 +104,12 @@ UPSTREAM_ERRORS = prometheus_client.Counter(
 FLUSH_RECORDS = Histogram(
     "switchboard_gateway_flush_records",
     "Request records per flush that reached the database.",
-    buckets=(1, 10, 100, 1000, 10_000, 100_000),
+    buckets=ROWS_BUCKETS,
 )
 FLUSH_DURATION = Histogram(
     "switchboard_gateway_flush_duration_seconds",
     "How long a flush took to write its records, rollups and money.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=WRITE_SECONDS_BUCKETS,
 )
 FLUSH_LAG = Histogram(
     "switchboard_gateway_flush_lag_seconds",
@@ -117,12 +120,12 @@ FOLD_ROWS = Histogram(
     "switchboard_gateway_fold_rows",
     "Pending usage rows (a flush's totals per minute and key) per fold into the rollups the "
     "charts read.",
-    buckets=(1, 10, 100, 1000, 10_000, 100_000),
+    buckets=ROWS_BUCKETS,
 )
 FOLD_DURATION = Histogram(
     "switchboard_gateway_fold_duration_seconds",
     "How long a fold of the pending usage into the rollups took.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=WRITE_SECONDS_BUCKETS,
 )
 FLUSH_FAILURES = prometheus_client.Counter(
     "switchboard_gateway_flush_failures",
