@@ -5,9 +5,11 @@ Side by side in one run, on this machine, with wrk:
   Python forwarder (tests/bench/forwarder.py: the same HTTP client, no gateway work) and the
   gateway with billing and logging on, against PostgreSQL, one process each under the same
   server, one hot key, at concurrency 1, 10 and 50; the gateway's figures as ratios of the
-  forwarder's, against issue 19's targets and the figures it started from; the CPU each request
-  takes in each process (server, PostgreSQL, upstream), which is where the requests/s go when
-  the cores are all busy; with --baseline REV, the gateway of that revision measured in turn;
+  forwarder's, against issue 19's targets and the figures it started from; the least billing
+  gateway (tests/bench/forwarder.py) beside them, the ceiling of any Python gateway that bills;
+  the CPU each request takes in each process (server, PostgreSQL, upstream), which is where the
+  requests/s go when the cores are all busy; with --baseline REV, the gateway of that revision
+  measured in turn;
 - load: 1,000 tokens across 100 accounts (wrk sends each request with the next key), with
   one and two worker processes, under uvicorn and under granian: the first pass after a fresh
   start (cold caches: every token read from the database, every lease taken) apart from the
@@ -52,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 GATEWAY_APP = "console.asgi:application"
 FORWARDER_APP = "tests.bench.forwarder:application"
+LEAST_BILLING_APP = "tests.bench.forwarder:least_billing"
 SERVERS = ("uvicorn", "granian")
 SECTIONS = ("tail", "load", "protocols", "ttfb", "memory")
 LOAD_ACCOUNTS = 100
@@ -417,6 +420,7 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
     --baseline, the gateway of that revision beside them, on the same database."""
     floor_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
     forwarder = Server(args.server, FORWARDER_APP, 1, env)
+    least = Server(args.server, LEAST_BILLING_APP, 1, env)
     gateway = Server(args.server, GATEWAY_APP, 1, env)
     baseline = None
     if args.baseline:
@@ -425,8 +429,9 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
     script = lua_script(scratch / "hot.lua", BODY, key=key)
     try:
         forwarder.wait()
+        least.wait()
         gateway.wait()
-        for url in (gateway.url(), forwarder.url(), floor_url):
+        for url in (gateway.url(), forwarder.url(), least.url(), floor_url):
             wrk(url, script, 10, 3)  # warm up: connections, caches, leases
         if baseline:
             baseline.wait()
@@ -448,8 +453,9 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
             floor = wrk(floor_url, script, connections, args.seconds)
             through = measured(gateway, script, connections, args.seconds, upstream_pid)
             bare = measured(forwarder, script, connections, args.seconds, upstream_pid)
+            billing = measured(least, script, connections, args.seconds, upstream_pid)
             then = baseline and measured(baseline, script, connections, args.seconds, upstream_pid)
-            runs[connections] = (bare, through, then)
+            runs[connections] = (bare, through, then, billing)
             at_least, at_most = TARGETS[connections]
             print(
                 f"{connections:>3} | {_figures(floor, 9)} | {_figures(bare, 8)} | "
@@ -459,14 +465,35 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
                 f"{'<= ' + str(at_most) if at_most else 'keep':>7} | "
                 f"{_errors(through, bare):>6} | {STARTED_FROM[connections]}"
             )
+        _least_billing_table(runs)
         _cpu_table(runs)
         if baseline:
             _baseline_table(args.baseline, runs)
     finally:
         forwarder.stop()
+        least.stop()
         gateway.stop()
         if baseline:
             baseline.stop()
+
+
+def _least_billing_table(runs):
+    """How far the target is for any Python gateway: the least one that bills (the forwarder
+    with the key hashed, the model and usage read, a price and a record in memory) against the
+    forwarder, measured in the same run."""
+    print(
+        "\nThe least billing gateway (tests/bench/forwarder.py: least_billing; no database, "
+        "held money, journal or metrics)"
+    )
+    print(
+        f"{'c':>3} | {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} | {'rps /fwd':>8} {'p99 /fwd':>8} | "
+        f"{'gateway rps /least':>18}"
+    )
+    for connections, (bare, through, _then, billing) in runs.items():
+        print(
+            f"{connections:>3} | {_figures(billing, 7)} | {billing['rps'] / bare['rps']:>7.2f}x "
+            f"{billing['p99'] / bare['p99']:>7.2f}x | {through['rps'] / billing['rps']:>17.2f}x"
+        )
 
 
 def _cpu_table(runs):
@@ -478,7 +505,7 @@ def _cpu_table(runs):
     )
     names = ("server", "PostgreSQL", "upstream")
     print(f"{'c':>3} | " + " | ".join(f"{name:>20}" for name in names) + f" | {'sum':>20}")
-    for connections, (bare, through, _then) in runs.items():
+    for connections, (bare, through, _then, _billing) in runs.items():
         bare, through = bare["cpu"], through["cpu"]
         cells = [f"{bare[name]:>8.0f} -> {through[name]:>8.0f}" for name in names]
         total = f"{sum(bare[n] for n in names):>8.0f} -> {sum(through[n] for n in names):>8.0f}"
@@ -492,7 +519,7 @@ def _baseline_table(revision, runs):
         f"{'c':>3} | {'rps':>17} | {'p50 ms':>15} | {'p99 ms':>15} | "
         f"{'server CPU us/req':>17} | {'PostgreSQL us/req':>17}"
     )
-    for connections, (_bare, now, then) in runs.items():
+    for connections, (_bare, now, then, _billing) in runs.items():
         print(
             f"{connections:>3} | {then['rps']:>7.0f} -> {now['rps']:>6.0f} | "
             f"{then['p50']:>6.2f} -> {now['p50']:>5.2f} | "
