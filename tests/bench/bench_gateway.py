@@ -6,7 +6,7 @@ Side by side in one run, on this machine, with wrk:
   gateway with billing and logging on, against PostgreSQL, one process each under the same
   server, one hot key, at concurrency 1, 10 and 50; the gateway's figures as ratios of the
   forwarder's, against issue 19's targets and the figures it started from; the least billing
-  gateway (tests/bench/forwarder.py) beside them, the ceiling of any Python gateway that bills;
+  gateway (tests/bench/forwarder.py) beside them, what billing at its simplest costs;
   the CPU each request takes in each process (server, PostgreSQL, upstream), which is where the
   requests/s go when the cores are all busy; with --baseline REV, the gateway of that revision
   measured in turn;
@@ -478,9 +478,9 @@ def tail(args, env, upstream_port, upstream_pid, key, scratch):
 
 
 def _least_billing_table(runs):
-    """How far the target is for any Python gateway: the least one that bills (the forwarder
-    with the key hashed, the model and usage read, a price and a record in memory) against the
-    forwarder, measured in the same run."""
+    """What billing at its simplest costs: the least gateway that bills (the forwarder with the
+    key hashed, the model and usage read, a price and a record in memory) against the forwarder,
+    measured in the same run; and the gateway against it."""
     print(
         "\nThe least billing gateway (tests/bench/forwarder.py: least_billing; no database, "
         "held money, journal or metrics)"

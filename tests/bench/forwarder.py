@@ -59,7 +59,7 @@ async def least_billing(scope, receive, send):
     status, body = await _forwarded(scope["path"], request)
     usage = (json.loads(body).get("usage") or {}) if status == 200 else {}
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    cost, request_id = prompt * 75 + completion * 300, uuid.uuid4()
+    cost, request_id = prompt * 75 + completion * 300, uuid.uuid4()  # a fixed price per token
     records.append((request_id, caller, model, prompt, completion, cost))
     if len(records) > KEPT:
         records.clear()
