@@ -268,14 +268,24 @@ class PriceChangeAdmin(admin.ModelAdmin):
     def has_set_prices_permission(self, request):
         return request.user.has_perm("billing.set_prices")
 
+    def may_publish_price_changes(self, request):
+        return request.user.has_perms(["billing.set_prices", "billing.publish_prices"])
+
     def may_change_prices(self, request, obj):
         """A new row's first prices are no price change; an existing row's are published."""
         if obj is None:
             return self.has_set_prices_permission(request)
-        return request.user.has_perms(["billing.set_prices", "billing.publish_prices"])
+        return self.may_publish_price_changes(request)
 
     def has_add_permission(self, request):
         return super().has_add_permission(request) and self.has_set_prices_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        # A row added again under the same name starts from first prices, never announced: a
+        # deletion is a price change, and takes the rights to publish one.
+        return super().has_delete_permission(request, obj) and self.may_publish_price_changes(
+            request
+        )
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)

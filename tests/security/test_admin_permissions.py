@@ -527,6 +527,35 @@ def test_a_price_stays_read_only_for_staff_who_may_edit_the_row_but_not_set_pric
     assert client.get(reverse("admin:billing_modelprice_add")).status_code == 403
 
 
+@pytest.mark.parametrize("held", [set(), {"billing.set_prices"}, {"billing.publish_prices"}])
+def test_a_priced_row_is_deleted_only_by_staff_who_may_publish_its_price_changes(
+    model_price, default_line, held
+):
+    # Deleted and added again, a model would start from new first prices, never announced.
+    lacking = {"billing.set_prices", "billing.publish_prices"} - held
+    client = staff_client_for(staff_user("ops@example.com", all_but(lacking)))
+    for row in (model_price, default_line):
+        opts = row._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_delete", args=[row.pk])
+        assert client.get(url).status_code == 403
+        assert client.post(url, {"post": "yes"}).status_code == 403
+        changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        response = client.post(
+            changelist, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+        )
+        assert_refused(response, "delete_selected")
+        assert type(row).objects.filter(pk=row.pk).exists()
+
+
+def test_staff_who_may_publish_price_changes_may_delete_a_priced_row(model_price):
+    client = finance_client(
+        "billing.delete_modelprice", "billing.set_prices", "billing.publish_prices"
+    )
+    url = reverse("admin:billing_modelprice_delete", args=[model_price.pk])
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not ModelPrice.objects.filter(pk=model_price.pk).exists()
+
+
 def test_only_superusers_give_staff_rights(alice):
     client = staff_client_for(staff_user("hr@example.com", all_but(set())))
     url = reverse("admin:accounts_user_change", args=[alice.pk])
