@@ -473,17 +473,11 @@ def measure_ingestion(batches=10, size=10_000, baseline=None):
         for name, module in writers.items():
             records = ingestion_batch(rng, size, module.RequestRecord)
             started, cpu = time.perf_counter(), time.thread_time()
-            if module is writer:
-                # As the gateway does: a flush a second, the rollups folded every few seconds
-                # (and at the end, so that every row of the run is in them); the folds' time
-                # is counted in the rows per second.
-                module.write_batch(records, fold=False)
-                if number % round(settings.USAGE_FOLD_SECONDS) == 0 or number == batches:
-                    folding = time.perf_counter()
-                    module.usage_fold()
-                    fold_walls.append(time.perf_counter() - folding)
-            else:
-                module.write_batch(records)
+            # Folded at the end too, so that every row of the run is in the rollups; the folds'
+            # time is counted in the rows per second.
+            folded = write_as_the_gateway(module, records, number, last=number == batches)
+            if folded is not None:
+                fold_walls.append(folded)
             walls[name].append(time.perf_counter() - started)
             cpus[name].append(time.thread_time() - cpu)
     print(
@@ -513,6 +507,26 @@ def measure_ingestion(batches=10, size=10_000, baseline=None):
     print(f"  {'database then':<22} {_ingestion_state()}")
 
 
+def write_as_the_gateway(module, records, number, *, last=False):
+    """Batch `number` written through `module` as the gateway writes a flush a second: today's
+    writer leaves its usage pending and folds every USAGE_FOLD_SECONDS batches (and at the
+    `last`); an earlier revision's totals its rollups in each batch. Returns how long the fold
+    took, in seconds; None if there was none."""
+    from django.conf import settings
+
+    from logs import writer
+
+    if module is not writer:
+        module.write_batch(records)
+        return None
+    module.write_batch(records, fold=False)
+    if number % round(settings.USAGE_FOLD_SECONDS) and not last:
+        return None
+    folding = time.perf_counter()
+    module.usage_fold()
+    return time.perf_counter() - folding
+
+
 def measure_writers_at_once(module, count, batches, size):
     """Rows per second into the database from `count` processes writing at once through
     `module` (a writer), as that many gateway workers do: each flushes `batches` batches of
@@ -522,25 +536,19 @@ def measure_writers_at_once(module, count, batches, size):
     rollups."""
     import multiprocessing
 
-    from django.conf import settings
     from django.db import connection, connections
 
     from logs import writer
     from logs.models import UsagePending
 
-    def work(number, ready, results):
+    def work(which, ready, results):
         connections.close_all()  # the parent's connection is not shared across a fork
-        rng = random.Random(100 + number)
+        rng = random.Random(100 + which)
         made = [ingestion_batch(rng, size, module.RequestRecord) for _ in range(batches)]
         ready.wait()
         started = time.perf_counter()
-        for done, records in enumerate(made, 1):
-            if module is not writer:
-                module.write_batch(records)
-                continue
-            module.write_batch(records, fold=False)
-            if done % round(settings.USAGE_FOLD_SECONDS) == 0:
-                module.usage_fold()
+        for number, records in enumerate(made, 1):
+            write_as_the_gateway(module, records, number)
         results.put(started)
         connections.close_all()
 
